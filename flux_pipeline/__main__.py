@@ -1,0 +1,3 @@
+from flux_pipeline.cli import main
+
+main()

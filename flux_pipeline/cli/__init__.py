@@ -1,0 +1,88 @@
+"""The command line: a thin shell with one error boundary.
+
+Every command returns an exit code (DESIGN §3): 0 done, 1 some tasks failed, 2 invalid
+usage/manifest/configuration/key, 3 stopped early but resumable. Errors from the library arrive
+as ``FluxPipelineError`` and are printed as one line each; nothing else prints a traceback
+unless ``FLUX_PIPELINE_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+import click
+
+from flux_pipeline import __version__
+from flux_pipeline.errors import FluxPipelineError, ManifestError
+
+EXIT_OK = 0
+EXIT_FAILED_TASKS = 1
+EXIT_INVALID = 2
+EXIT_RESUMABLE = 3
+EXIT_INTERNAL = 70
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flux-pipeline")
+def cli() -> None:
+    """Run Flux Kontext image pipelines declared in YAML manifests."""
+
+
+def _register() -> None:
+    from flux_pipeline.cli import manifest_cmds, run_cmd, state_cmds
+    from flux_pipeline.simulator.cli import sim
+
+    for module in (manifest_cmds, run_cmd, state_cmds):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+    cli.add_command(sim)
+
+
+_register()
+
+
+def _err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    """Invoke the CLI and map every outcome to an exit code (used by ``main`` and tests)."""
+    try:
+        result = cli.main(args=argv, prog_name="flux-pipeline", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_INVALID
+    except click.exceptions.Abort:
+        _err("flux-pipeline: interrupted")
+        return EXIT_RESUMABLE
+    except ManifestError as exc:
+        for diagnostic in exc.diagnostics:
+            _err(str(diagnostic))
+        _err(f"flux-pipeline: {len(exc.diagnostics)} error(s) in manifest")
+        return exc.exit_code
+    except FluxPipelineError as exc:
+        _err(f"flux-pipeline: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("flux-pipeline: interrupted")
+        return EXIT_RESUMABLE
+    except Exception as exc:
+        if os.environ.get("FLUX_PIPELINE_DEBUG") == "1":
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        _err(
+            f"flux-pipeline: internal error: {type(exc).__name__}: {first} "
+            "(set FLUX_PIPELINE_DEBUG=1 for a traceback)"
+        )
+        return EXIT_INTERNAL
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    sys.exit(run_cli(argv))

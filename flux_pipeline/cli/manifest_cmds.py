@@ -1,0 +1,7 @@
+"""Placeholder: commands arrive with their issue."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []
