@@ -131,7 +131,7 @@ def make_client(
     max_connections: int = 100,
     budget: RequestBudget | None = None,
     sleep: FakeSleep | None = None,
-    jitter: float = 0.5,
+    jitter: float | Callable[[], float] = 0.5,
     base_url: str = BASE_URL,
 ) -> FluxClient:
     """A client over ``MockTransport(handler)``; a FakeSleep by default, fixed jitter."""
@@ -151,7 +151,7 @@ def make_client(
         transport=httpx.MockTransport(handler),
         budget=budget,
         sleep=sleep if sleep is not None else FakeSleep(),
-        jitter=lambda: jitter,
+        jitter=jitter if callable(jitter) else (lambda: jitter),
     )
 
 
