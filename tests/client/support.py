@@ -6,7 +6,7 @@ Nothing here sleeps for real or opens a socket: the transport is ``httpx.MockTra
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,8 @@ API_KEY = "sk-live-TOPSECRET-4f9c2a7e81d3"
 BASE_URL = "http://api.test"
 
 Handler = Callable[[httpx.Request], httpx.Response]
+# What httpx.MockTransport accepts: a handler, optionally async.
+AnyHandler = Handler | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
 
 class FakeSleep:
@@ -122,7 +124,7 @@ def success_data(task_id: str = "task_1", urls: Sequence[str] = ("https://r.test
 
 
 def make_client(
-    handler: Handler,
+    handler: AnyHandler,
     *,
     attempts: int = 5,
     rate_limit_attempts: int = 12,
@@ -130,7 +132,7 @@ def make_client(
     max_delay: float = 30.0,
     max_connections: int = 100,
     budget: RequestBudget | None = None,
-    sleep: FakeSleep | None = None,
+    sleep: Callable[[float], Coroutine[None, None, None]] | None = None,
     jitter: float | Callable[[], float] = 0.5,
     base_url: str = BASE_URL,
 ) -> FluxClient:
