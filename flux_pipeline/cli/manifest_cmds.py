@@ -1,7 +1,235 @@
-"""Placeholder: commands arrive with their issue."""
+"""``validate``, ``plan`` and ``schema`` (DESIGN §3). Nothing here talks to the API.
+
+``plan`` asks ``flux_pipeline.resume.decide`` what would happen to each task, given what the
+state DB knows of it (``load_states``) and whether its files are still on disk.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import IO
+
 import click
 
-COMMANDS: list[click.Command] = []
+from flux_pipeline.errors import ManifestError, UsageError
+from flux_pipeline.expand import Plan, load_plan
+from flux_pipeline.resume import Decision, Reason, TaskState, decide
+from flux_pipeline.schema import schema_text
+from flux_pipeline.tasks import TaskSpec
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+CHUNK = 2000  # tasks per write when streaming the plan
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTask:
+    """What the state DB knows of one task, as far as ``plan`` needs it."""
+
+    state: TaskState
+    outputs: tuple[str, ...] = ()  # files written, relative to the output directory
+
+
+def load_states(state_path: Path | None) -> Mapping[str, StoredTask]:
+    """Stored task states by key; ``{}`` when there is no state DB.
+
+    TODO(store): read ``state_path`` through ``flux_pipeline.store`` once it exists (and use
+    its default location when ``state_path`` is None). Until then an existing DB is refused
+    rather than silently shown as all-new.
+    """
+    if state_path is None or not state_path.exists():
+        return {}
+    raise UsageError(f"--state {state_path}: reading a state DB is not supported yet")
+
+
+def outputs_intact(stored: StoredTask, out_dir: Path) -> bool:
+    return bool(stored.outputs) and all((out_dir / path).is_file() for path in stored.outputs)
+
+
+def decide_all(plan: Plan, states: Mapping[str, StoredTask], out_dir: Path) -> list[Decision]:
+    """The resume decision of every task of ``plan``, in plan order (parents first)."""
+    decisions: list[Decision] = []
+    done: set[str] = set()
+    memo: dict[tuple[TaskState | None, bool, bool], Decision] = {}
+    for task in plan.tasks:
+        stored = states.get(task.key)
+        state = stored.state if stored is not None else None
+        intact = (
+            outputs_intact(stored, out_dir)
+            if stored is not None and state is TaskState.DOWNLOADED
+            else True
+        )
+        ready = task.parent_key is None or task.parent_key in done
+        decision = memo.get((state, intact, ready))
+        if decision is None:
+            decision = decide(state, outputs_intact=intact, parent_ready=ready)
+            memo[(state, intact, ready)] = decision
+        if decision.reason is Reason.DONE:
+            done.add(task.key)
+        decisions.append(decision)
+    return decisions
+
+
+@click.command()
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(manifests: Sequence[Path]) -> int:
+    """Check manifests, their templates and the files they use; nothing is sent."""
+    failed = 0
+    errors = 0
+    for path in manifests:
+        try:
+            plan = load_plan(path, file=str(path))
+        except ManifestError as exc:
+            failed += 1
+            errors += len(exc.diagnostics)
+            for diagnostic in exc.diagnostics:
+                click.echo(str(diagnostic), err=True)
+            continue
+        steps = len(plan.step_ids)
+        click.echo(f"{path}: ok ({len(plan.tasks)} tasks in {steps} step{'s' * (steps != 1)})")
+    if failed:
+        click.echo(
+            f"flux-pipeline: {errors} error(s) in {failed} of {len(manifests)} manifest(s)",
+            err=True,
+        )
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The state DB to read task states from.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("out"),
+    show_default=True,
+    help="The output directory (to check that finished tasks' files are still there).",
+)
+def plan(manifest: Path, as_json: bool, state_path: Path | None, out_dir: Path) -> int:
+    """List the tasks of MANIFEST, each with its state and why it would run."""
+    the_plan = load_plan(manifest, file=str(manifest))
+    states = load_states(state_path)
+    decisions = decide_all(the_plan, states, out_dir)
+    stream = sys.stdout
+    if as_json:
+        write_json(the_plan, decisions, stream)
+    else:
+        write_table(the_plan, decisions, stream)
+    stream.flush()
+    return EXIT_OK
+
+
+@click.command()
+def schema() -> int:
+    """Print the manifest JSON Schema."""
+    sys.stdout.write(schema_text())
+    return EXIT_OK
+
+
+def _counts(plan: Plan, decisions: Sequence[Decision]) -> tuple[dict[str, int], dict[str, int]]:
+    by_reason = Counter(d.reason for d in decisions)
+    reasons = {reason.value: by_reason[reason] for reason in Reason if by_reason[reason]}
+    by_step = Counter(task.step for task in plan.tasks)
+    steps = {step: by_step[step] for step in plan.step_ids}
+    return reasons, steps
+
+
+def _output(task: TaskSpec) -> str:
+    return f"{task.output}.{task.extension}"
+
+
+def write_json(plan: Plan, decisions: Sequence[Decision], stream: IO[str]) -> None:
+    """The plan as one JSON document, written in chunks (100,000 tasks stay cheap)."""
+    reasons, steps = _counts(plan, decisions)
+    head = {
+        "manifest": plan.name,
+        "manifest_path": str(plan.manifest_path),
+        "manifest_sha256": plan.manifest_sha256,
+        "counts": reasons,
+        "steps": steps,
+    }
+    text = json.dumps(head, ensure_ascii=False, indent=None)
+    stream.write(text[:-1] + ', "tasks": [')
+    dumps = encode_basestring  # json.dumps(str, ensure_ascii=False), in C
+    step_json = {step: dumps(step) for step in plan.step_ids}
+    chunk: list[str] = []
+    for i, (task, decision) in enumerate(zip(plan.tasks, decisions, strict=True)):
+        chunk.append(
+            ("\n" if i == 0 else ",\n")
+            + '{"readable_id": '
+            + dumps(task.readable_id)
+            + ', "key": "'
+            + task.key
+            + '", "step": '
+            + step_json[task.step]
+            + ', "parent": '
+            + (f'"{task.parent_key}"' if task.parent_key else "null")
+            + ', "parent_output_index": '
+            + ("null" if task.parent_output_index is None else str(task.parent_output_index))
+            + ', "repeat_index": '
+            + str(task.repeat_index)
+            + ', "reason": "'
+            + decision.reason.value
+            + '", "action": "'
+            + decision.action.value
+            + '", "output": '
+            + dumps(_output(task))
+            + ', "request": '
+            + task.request_json  # canonical JSON already
+            + "}"
+        )
+        if len(chunk) >= CHUNK:
+            stream.write("".join(chunk))
+            chunk.clear()
+    stream.write("".join(chunk))
+    stream.write("\n]}\n")
+
+
+def write_table(plan: Plan, decisions: Sequence[Decision], stream: IO[str]) -> None:
+    """Per-step counts, counts by reason, then one line per task."""
+    reasons, steps = _counts(plan, decisions)
+    total = len(plan.tasks)
+    lines = [
+        f"{plan.name}: {total} task{'s' * (total != 1)} in {len(steps)} "
+        f"step{'s' * (len(steps) != 1)} (manifest sha256 {plan.manifest_sha256[:12]})",
+        "",
+    ]
+    width = max([len("STEP"), *(len(s) for s in steps)])
+    lines.append(f"{'STEP':<{width}}  TASKS")
+    lines += [f"{step:<{width}}  {count:>5}" for step, count in steps.items()]
+    lines.append("")
+    rwidth = max([len("REASON"), *(len(r) for r in reasons)])
+    lines.append(f"{'REASON':<{rwidth}}  TASKS")
+    lines += [f"{reason:<{rwidth}}  {count:>5}" for reason, count in reasons.items()]
+    lines.append("")
+    stream.write("\n".join(lines) + "\n")
+    rwidth = max(rwidth, *(len(r.value) for r in Reason))
+    iwidth = min(max([len("TASK"), *(len(t.readable_id) for t in plan.tasks[:1000])]), 80)
+    stream.write(f"{'REASON':<{rwidth}}  {'TASK':<{iwidth}}  OUTPUT\n")
+    chunk: list[str] = []
+    for task, decision in zip(plan.tasks, decisions, strict=True):
+        chunk.append(
+            f"{decision.reason.value:<{rwidth}}  {task.readable_id:<{iwidth}}  {_output(task)}\n"
+        )
+        if len(chunk) >= CHUNK:
+            stream.write("".join(chunk))
+            chunk.clear()
+    stream.write("".join(chunk))
+
+
+COMMANDS: list[click.Command] = [validate, plan, schema]
