@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import hashlib
 import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,23 @@ class _Axis:
     values: list[Any]
     key: Callable[[Any], Any]  # what exclude/include values are compared with
     lookup: dict[str, Any] = field(default_factory=dict)  # label -> value, for include
+    ambiguous: set[str] = field(default_factory=set)  # labels truncated to the same text
+
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for value in self.values:
+            full = canonical_json(self.key(value))
+            short = format_value(self.key(value))
+            if seen.setdefault(short, full) != full:
+                self.ambiguous.add(short)
+
+    def label(self, value: Any) -> str:
+        """The value as shown in readable ids; truncated ones that clash get a short hash."""
+        short = format_value(self.key(value))
+        if short in self.ambiguous:
+            digest = hashlib.sha256(canonical_json(self.key(value)).encode()).hexdigest()
+            short += digest[:6]
+        return short
 
 
 def format_value(value: Any) -> str:
@@ -246,8 +264,8 @@ class CellBuilder:
                     return None
                 value = resolved
             values[name] = value
-            label = axis.key(value) if axis is not None else value
-            parts.append(f"{name}={format_value(label)}")
+            label = axis.label(value) if axis is not None else format_value(value)
+            parts.append(f"{name}={label}")
         return Cell(values=values, label="@" + ",".join(parts) if parts else "")
 
 

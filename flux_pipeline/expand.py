@@ -117,6 +117,7 @@ class Plan:
         self._vars = variables
         self._children0: dict[str, list[TaskSpec]] | None = None
         self._children_more: dict[tuple[str, int], list[TaskSpec]] = {}
+        self._on_demand: set[str] = set()  # keys of tasks planned by children(), not in tasks
 
     @property
     def step_ids(self) -> list[str]:
@@ -137,7 +138,7 @@ class Plan:
         For index 0 these are the tasks already in ``tasks``; for other indexes (the API
         returned several images) they are planned now with the same rules, and remembered.
         """
-        if output_index == 0:
+        if output_index == 0 and parent.key not in self._on_demand:
             if self._children0 is None:
                 index: dict[str, list[TaskSpec]] = {}
                 for task in self.tasks:
@@ -157,6 +158,7 @@ class Plan:
             if expander.diagnostics:  # a template failed for this output only: not expected
                 raise ManifestError(expander.diagnostics)
             self._children_more[cache_key] = found
+            self._on_demand.update(task.key for task in found)
         return list(self._children_more[cache_key])
 
 
@@ -209,7 +211,7 @@ class _Expander:
         if (at, message) in self._reported or len(self.diagnostics) >= MAX_ERRORS:
             return
         self._reported.add((at, message))
-        self.diagnostics.append(self.loaded.located.diag(at, message, key=key))
+        self.diagnostics.append(self.loaded.located.diag(at, f"{dotted(at)}: {message}", key=key))
 
     # -- the whole plan -------------------------------------------------------------------
 
@@ -256,7 +258,7 @@ class _Expander:
                 planned[step.id] = own
                 tasks.extend(own)
         if self.diagnostics:
-            raise ManifestError(self.diagnostics)
+            raise ManifestError(sorted(self.diagnostics, key=lambda d: (d.line, d.column)))
         first_of_step = {task.step: task for task in reversed(tasks)}
         check_keys(first_of_step.values())
         self.rids.clear()
@@ -325,10 +327,10 @@ class _Expander:
                 compiled = templates.compile_template(source)
                 names = templates.names_used(source)
             except TemplateProblem as exc:
-                self.report(where, f"{dotted(where)}: {exc}")
+                self.report(where, str(exc))
                 return None
             if step.from_ is None and "parent" in names:
-                self.report(where, f"{dotted(where)}: `parent` exists only in chained steps")
+                self.report(where, "`parent` exists only in chained steps (with `from`)")
                 return None
             return _Template(
                 compiled, where, bool(names & PER_TASK_NAMES), "parent" in names, next(slots)
@@ -354,7 +356,7 @@ class _Expander:
                 origin[key] = (*where, key)
         for key, what in (("prompt", "the step's `prompt`"), ("image_urls", "the step's `images`")):
             if key in merged:
-                self.report(origin[key], f"{dotted(origin[key])}: set {what} instead", key=True)
+                self.report(origin[key], f"set {what} instead", key=True)
         merged = {k: v for k, v in merged.items() if v is not None}
         static_input: dict[str, Any] = {}
         templated: list[tuple[str, Any, list[_Template]]] = []
@@ -464,14 +466,15 @@ class _Expander:
             text = templates.render(template.compiled, context).strip()
         except TemplateProblem as exc:
             self.failed_templates.add(template.at)
-            self.report(template.at, f"{dotted(template.at)}: {exc} (in task {task})")
+            self.report(template.at, f"{exc} (in task {task})")
             raise _Failed from None
         if not template.per_task:
             step.cache[(template.slot, cell)] = text
         return text
 
     def _fail(self, at: Path_, message: str) -> _Failed:
-        self.report(at, f"{dotted(at)}: {message}")
+        self.failed_templates.add(at)  # one report per template; its other tasks are skipped
+        self.report(at, message)
         return _Failed()
 
     def _task(

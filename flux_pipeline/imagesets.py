@@ -75,7 +75,7 @@ def inspect_image(path: Path) -> LocalImage | str:
         if not path.is_file():
             return f"{path} is not a file"
         if size > MAX_IMAGE_BYTES:
-            return f"{path} is {size / 1024 / 1024:.1f} MB; the API accepts at most 10 MB"
+            return f"{path} has {size} bytes; the API accepts at most 10 MB ({MAX_IMAGE_BYTES})"
         content = path.read_bytes()
     except FileNotFoundError:
         return f"file not found: {path}"
@@ -107,15 +107,21 @@ class Resolver:
     def __init__(self, base: Path, variables: Mapping[str, Any], report: Report) -> None:
         self.base = base
         self.vars = variables
-        self.report = report
+        self._report = report
+        self.problems = 0
         self.local: dict[str, LocalImage] = {}  # sha256 -> file
         self._seen: dict[Path, LocalImage | str] = {}
+
+    def report(self, at: Path_, message: str) -> None:
+        self.problems += 1
+        self._report(at, message)
 
     def resolve_all(self, sets: Mapping[str, ImageSet]) -> dict[str, list[Image]]:
         return {name: self.resolve(name, spec) for name, spec in sets.items()}
 
     def resolve(self, set_name: str, spec: ImageSet) -> list[Image]:
         at: Path_ = ("image_sets", set_name)
+        problems = self.problems
         images = self._files(at, spec) if isinstance(spec, ImageFiles) else self._entries(at, spec)
         names: dict[str, int] = {}
         for i, image in enumerate(images):
@@ -126,7 +132,7 @@ class Resolver:
                     "(names must be unique: matrices and readable ids use them)",
                 )
             names.setdefault(image.name, i)
-        if not images and isinstance(spec, list):
+        if not images and isinstance(spec, list) and problems == self.problems:
             self.report(at, f"image set {set_name!r} is empty")
         return images
 
