@@ -79,6 +79,7 @@ class ApiEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sim = self.sim
         sim.stats.requests[self.name] += 1
+        tracked = wire.TrackedReceive(receive)
         decision = sim.faults.decide()
         if decision.status is not None:
             message = SERVER_ERROR_MESSAGES.get(decision.status, "Rate limit exceeded")
@@ -88,10 +89,11 @@ class ApiEndpoint:
             return
         if decision.drop:
             sim.stats.drops += 1
-            await wire.drop(send)
+            await wire.drop(tracked, send)
             return
+        request = Request(scope, tracked)
         try:
-            response = await self.handler(Request(scope, receive))
+            response = await self.handler(request)
             sim.stats.answered(200)
         except ApiFailure as failure:
             response = self.error(failure)
@@ -100,7 +102,7 @@ class ApiEndpoint:
             await anyio.sleep(decision.slow)
         if decision.drop_after:
             sim.stats.drops += 1
-            await wire.drop(send)
+            await wire.drop(tracked, send)
             return
         await response(scope, receive, send)
 

@@ -74,6 +74,8 @@ class SimConfig:
     results_per_task: int = 1
     image_size: int = 256
     image_cache_size: int = 128
+    callback_attempts: int = 4
+    callback_backoff: float = 0.2  # real seconds before the 2nd attempt, doubled after each
     faults: Faults = field(default_factory=Faults)
     seed: int = 0
 
@@ -86,7 +88,7 @@ class SimConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.task_spread is not None and self.task_spread < 0:
             raise ValueError(f"task_spread must be >= 0, got {self.task_spread!r}")
-        for name in ("max_concurrent", "rpm", "results_per_task"):
+        for name in ("max_concurrent", "rpm", "results_per_task", "callback_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if not 16 <= self.image_size <= 4096:
@@ -95,6 +97,8 @@ class SimConfig:
             raise ValueError(f"credits must be >= 0, got {self.credits!r}")
         if self.cost_pro < 0 or self.cost_max < 0:
             raise ValueError("task costs must be >= 0")
+        if self.callback_backoff < 0:
+            raise ValueError(f"callback_backoff must be >= 0, got {self.callback_backoff!r}")
         if self.result_ttl < 0:
             raise ValueError(f"result_ttl must be >= 0, got {self.result_ttl!r}")
 

@@ -241,7 +241,14 @@ class Simulator:
 
     async def _send_callback(self, url: str, payload: dict[str, Any]) -> None:
         assert self.client is not None
-        if await callbacks.deliver(self.client, url, payload):
+        delivered = await callbacks.deliver(
+            self.client,
+            url,
+            payload,
+            attempts=self.config.callback_attempts,
+            first_backoff=self.config.callback_backoff,
+        )
+        if delivered:
             self.stats.callbacks_sent += 1
         else:
             self.stats.callbacks_failed += 1

@@ -8,11 +8,31 @@ and cannot show this: test these over a real server.
 
 from __future__ import annotations
 
-from starlette.types import Send
+from starlette.types import Message, Receive, Send
 
 
-async def drop(send: Send) -> None:
-    """Close without an answer: headers promising a body that never comes."""
+class TrackedReceive:
+    """An ASGI ``receive`` that remembers whether the request body has been read to its end."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.body_done = False
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            self.body_done = True
+        return message
+
+
+async def drop(receive: TrackedReceive, send: Send) -> None:
+    """Close without an answer: headers promising a body that never comes.
+
+    The request body is read first (when the handler has not), so that closing sends a clean
+    FIN: unread bytes would make the kernel answer with a reset instead.
+    """
+    while not receive.body_done:
+        await receive()
     await send(
         {
             "type": "http.response.start",
