@@ -69,11 +69,11 @@ class TokenBucket:
                     await self._sleep(self._paused_until - now)
                     continue
                 self._refill(now)
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
+                if self._tokens >= 1.0 - 1e-9:  # float residue must not stall the loop
+                    self._tokens = max(0.0, self._tokens - 1.0)
                     self.acquired += 1
                     return
-                await self._sleep((1.0 - self._tokens) / self.effective_rate)
+                await self._sleep(max(0.001, (1.0 - self._tokens) / self.effective_rate))
 
     def rate_limited(self, retry_after: float | None) -> None:
         now = self._clock()

@@ -9,10 +9,11 @@ awaits ``Store.write(...)``; others use ``Store.enqueue(...)``. WAL with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,58 +29,70 @@ from flux_pipeline.tasks import TaskSpec
 Migration = Callable[[sqlite3.Connection], None]
 
 
-def _m001_initial(db: sqlite3.Connection) -> None:
-    db.executescript(
-        """
-        CREATE TABLE tasks (
-            key TEXT PRIMARY KEY,
-            readable_id TEXT NOT NULL,
-            step TEXT NOT NULL,
-            parent_key TEXT,
-            parent_output_index INTEGER,
-            state TEXT NOT NULL,
-            task_id TEXT,
-            request_json TEXT NOT NULL,
-            output TEXT NOT NULL,
-            output_format TEXT NOT NULL,
-            result_urls TEXT,
-            fail_code TEXT,
-            fail_msg TEXT,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            api_create_time INTEGER,
-            api_complete_time INTEGER,
-            cost_time INTEGER,
-            first_submitted_at REAL,
-            submitted_at REAL,
-            finished_at REAL,
-            downloaded_at REAL,
-            updated_at REAL NOT NULL
-        );
-        CREATE INDEX tasks_task_id ON tasks(task_id);
-        CREATE INDEX tasks_state ON tasks(state);
-        CREATE TABLE outputs (
-            key TEXT NOT NULL REFERENCES tasks(key),
-            idx INTEGER NOT NULL,
-            path TEXT NOT NULL,
-            url TEXT NOT NULL,
-            bytes INTEGER NOT NULL,
-            sha256 TEXT NOT NULL,
-            PRIMARY KEY (key, idx)
-        );
-        CREATE TABLE runs (
-            id INTEGER PRIMARY KEY,
-            manifest TEXT NOT NULL,
-            manifest_sha256 TEXT NOT NULL,
-            settings_json TEXT NOT NULL,
-            planned INTEGER NOT NULL,
-            started_at REAL NOT NULL,
-            finished_at REAL,
-            exit_code INTEGER,
-            stop_reason TEXT,
-            last_error TEXT
-        );
-        """
+_M001 = [
+    """
+    CREATE TABLE tasks (
+        key TEXT PRIMARY KEY,
+        readable_id TEXT NOT NULL,
+        step TEXT NOT NULL,
+        parent_key TEXT,
+        parent_output_index INTEGER,
+        state TEXT NOT NULL,
+        task_id TEXT,
+        request_json TEXT NOT NULL,
+        output TEXT NOT NULL,
+        output_format TEXT NOT NULL,
+        result_urls TEXT,
+        fail_code TEXT,
+        fail_msg TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        api_create_time INTEGER,
+        api_complete_time INTEGER,
+        cost_time INTEGER,
+        first_submitted_at REAL,
+        submitted_at REAL,
+        finished_at REAL,
+        downloaded_at REAL,
+        updated_at REAL NOT NULL
     )
+    """,
+    """
+    CREATE INDEX tasks_task_id ON tasks(task_id)
+    """,
+    """
+    CREATE INDEX tasks_state ON tasks(state)
+    """,
+    """
+    CREATE TABLE outputs (
+        key TEXT NOT NULL REFERENCES tasks(key),
+        idx INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        url TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+        PRIMARY KEY (key, idx)
+    )
+    """,
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        manifest TEXT NOT NULL,
+    manifest_sha256 TEXT NOT NULL,
+        settings_json TEXT NOT NULL,
+        planned INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        exit_code INTEGER,
+        stop_reason TEXT,
+        last_error TEXT
+    )
+    """,
+]
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    for statement in _M001:
+        db.execute(statement)
 
 
 MIGRATIONS: list[tuple[str, Migration]] = [("m001_initial", _m001_initial)]
@@ -262,6 +275,7 @@ class Store:
         self.writes = 0
         self.write_seconds = 0.0
         self._writer_started = False
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -345,7 +359,14 @@ class Store:
             with anyio.CancelScope(shield=True):
                 await self._commit(batch)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         with anyio.CancelScope(shield=True):
             self._closing = True
             self._wake.set()
@@ -510,6 +531,23 @@ class Store:
         run = dict(zip(names, row, strict=True))
         run["settings"] = json.loads(run["settings"])
         return run
+
+
+@contextlib.asynccontextmanager
+async def open_store(path: Path) -> AsyncIterator[Store]:
+    """A store with its writer running for the duration of the block; flushed and closed on
+    the way out (also when the block is cancelled)."""
+    store = await Store.open(path)
+    try:
+        async with anyio.create_task_group() as tg:
+            store.start(tg)
+            try:
+                yield store
+            finally:
+                await store.aclose()
+    finally:
+        if not store.closed:
+            await store.aclose()
 
 
 async def read_records(path: Path) -> dict[str, TaskRecord]:

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+
+from flux_pipeline.budget import SAFETY, TokenBucket
+from flux_pipeline.scheduler import DueHeap, Durations, PollTiming, TimingConfig
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def test_bucket_spends_at_the_configured_rate() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(600, burst_seconds=0.5, clock=t, sleep=t.sleep)  # 10/s nominal
+    start = t.now
+    for _ in range(105):
+        await bucket.acquire()
+    elapsed = t.now - start
+    rate = 10 * SAFETY
+    # the burst (5 tokens) is free, the other 100 are paced
+    assert elapsed == pytest.approx((105 - bucket.capacity) / rate, rel=0.02)
+
+
+async def test_429_pauses_and_shrinks_then_recovers() -> None:
+    t = FakeTime()
+    bucket = TokenBucket(600, clock=t, sleep=t.sleep, recovery=30)
+    bucket.rate_limited(4.0)
+    assert bucket.factor == pytest.approx(0.7)
+    before = t.now
+    await bucket.acquire()
+    assert t.now - before >= 4.0  # waited out Retry-After
+    t.now += 30
+    assert bucket.factor == pytest.approx(1.0)
+    assert bucket.rate_limits == 1
+
+
+async def test_due_heap_orders_and_supersedes() -> None:
+    t = FakeTime()
+    heap = DueHeap(clock=t)
+    heap.schedule("a", t.now - 1)
+    heap.schedule("b", t.now - 2)
+    heap.schedule("a", t.now - 3)  # supersedes a's first entry
+    assert await heap.next_due() == "a"
+    assert await heap.next_due() == "b"
+    assert len(heap) == 0
+    heap.schedule("c", t.now - 1)
+    heap.discard("c")
+    assert "c" not in heap
+
+
+def test_durations_quantiles_slide() -> None:
+    d = Durations(size=4)
+    for v in (10, 20, 30, 40, 50):
+        d.add(v)
+    assert len(d) == 4
+    assert d.quantile(0.0) == 20
+    assert d.quantile(0.99) == 50
+
+
+def test_timing_unlearned_backs_off_then_learned_waits_for_likely_completion() -> None:
+    timing = PollTiming(TimingConfig(first_poll=2.0, growth=2.0, max_interval=10, learn_after=4))
+    assert timing.next_delay(age=0, polls=0, waiting=1, poll_rate=10, callback=False) == 2.0
+    assert timing.next_delay(age=2, polls=2, waiting=1, poll_rate=10, callback=False) == 8.0
+    assert timing.next_delay(age=2, polls=5, waiting=1, poll_rate=10, callback=False) == 10
+    for v in (28, 30, 31, 32, 29, 30):
+        timing.observe(v)
+    # nothing before the early quantile of observed durations
+    assert timing.next_delay(age=0, polls=0, waiting=1, poll_rate=10, callback=False) == 28
+    # then the poll budget is shared: 50 waiting tasks, 10 polls/s -> every 5 s
+    assert timing.next_delay(age=29, polls=1, waiting=50, poll_rate=10, callback=False) == 5.0
+    # callback mode: the first poll is a sweep well after tasks are usually done
+    assert timing.next_delay(age=0, polls=0, waiting=1, poll_rate=10, callback=True) > 32
