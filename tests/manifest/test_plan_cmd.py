@@ -1,0 +1,156 @@
+"""``plan``: every task's resume decision, as a table or a stable JSON document."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from flux_pipeline.cli import run_cli
+from flux_pipeline.cli.manifest_cmds import (
+    StoredTask,
+    decide_all,
+    load_states,
+    write_json,
+    write_table,
+)
+from flux_pipeline.expand import Plan
+from flux_pipeline.resume import Reason, TaskState
+
+from .helpers import plan_of
+
+MANIFEST = """
+version: 1
+name: states
+defaults: {input: {output_format: png}}
+steps:
+  - id: hero
+    matrix: {n: [1, 2, 3, 4, 5, 6]}
+    prompt: "shot {{ n }}"
+  - id: banner
+    from: hero
+    prompt: "banner of {{ parent.n }}"
+"""
+
+
+@pytest.fixture
+def plan(tmp_path: Path) -> Plan:
+    return plan_of(tmp_path, MANIFEST)
+
+
+def test_without_a_state_db_roots_are_new_and_children_wait(plan: Plan, tmp_path: Path) -> None:
+    assert load_states(tmp_path / "missing.db") == {}
+    assert load_states(None) == {}
+    reasons = [d.reason for d in decide_all(plan, {}, tmp_path / "out")]
+    assert reasons == [Reason.NEW] * 6 + [Reason.WAITING_FOR_PARENT] * 6
+
+
+def test_every_reason_from_stored_states(plan: Plan, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    heroes = plan.tasks[:6]
+    (out / "hero").mkdir(parents=True)
+    (out / heroes[0].output_paths(1)[0]).write_bytes(b"x")
+    states = {
+        heroes[0].key: StoredTask(TaskState.DOWNLOADED, tuple(heroes[0].output_paths(1))),
+        heroes[1].key: StoredTask(TaskState.DOWNLOADED, tuple(heroes[1].output_paths(1))),
+        heroes[2].key: StoredTask(TaskState.SUBMITTING),
+        heroes[3].key: StoredTask(TaskState.SUBMITTED),
+        heroes[4].key: StoredTask(TaskState.FAILED),
+        heroes[5].key: StoredTask(TaskState.EXPIRED),
+    }
+    decisions = decide_all(plan, states, out)
+    assert [d.reason for d in decisions] == [
+        Reason.DONE,
+        Reason.OUTPUT_MISSING,
+        Reason.AMBIGUOUS,
+        Reason.IN_FLIGHT,
+        Reason.FAILED,
+        Reason.EXPIRED,
+        Reason.NEW,  # its parent is done: the banner can be submitted
+        *[Reason.WAITING_FOR_PARENT] * 5,
+    ]
+    stream = io.StringIO()
+    write_json(plan, decisions, stream)
+    document = json.loads(stream.getvalue())
+    assert document["counts"] == {
+        "new": 1,
+        "done": 1,
+        "in flight": 1,
+        "ambiguous": 1,
+        "failed": 1,
+        "expired": 1,
+        "done but output missing": 1,
+        "waiting for parent": 5,
+    }
+    assert [t["action"] for t in document["tasks"][:7]] == [
+        "skip",
+        "download",
+        "hold",
+        "poll",
+        "hold",
+        "hold",
+        "submit",
+    ]
+    table = io.StringIO()
+    write_table(plan, decisions, table)
+    lines = table.getvalue().splitlines()
+    assert lines[0] == f"states: 12 tasks in 2 steps (manifest sha256 {plan.manifest_sha256[:12]})"
+    assert "done but output missing" in table.getvalue()
+    assert lines[-1].split() == [
+        "waiting",
+        "for",
+        "parent",
+        "hero@n=6#1/banner#1",
+        "banner/hero-n-6-1-banner-1.png",
+    ]
+
+
+def test_plan_json_is_stable_and_complete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan_of(tmp_path, MANIFEST)
+    manifest = str(tmp_path / "m.yaml")
+    assert run_cli(["plan", "--json", manifest, "--state", str(tmp_path / "none.db")]) == 0
+    first = capsys.readouterr().out
+    assert run_cli(["plan", "--json", manifest]) == 0
+    assert capsys.readouterr().out == first
+    document = json.loads(first)
+    assert list(document) == [
+        "manifest",
+        "manifest_path",
+        "manifest_sha256",
+        "counts",
+        "steps",
+        "tasks",
+    ]
+    assert document["steps"] == {"hero": 6, "banner": 6}
+    task = document["tasks"][6]
+    assert list(task) == [
+        "readable_id",
+        "key",
+        "step",
+        "parent",
+        "parent_output_index",
+        "repeat_index",
+        "reason",
+        "action",
+        "output",
+        "request",
+    ]
+    assert task["parent"] == document["tasks"][0]["key"]
+    assert task["request"] == {
+        "provider": "auto",
+        "input": {
+            "output_format": "png",
+            "prompt": "banner of 1",
+            "image_urls": ["flux-pipeline:parent-image-url"],
+        },
+    }
+
+
+def test_an_existing_state_db_is_not_silently_ignored(tmp_path: Path) -> None:
+    plan_of(tmp_path, MANIFEST)
+    (tmp_path / "state.db").write_bytes(b"")
+    assert run_cli(["plan", str(tmp_path / "m.yaml"), "--state", str(tmp_path / "state.db")]) == 2
