@@ -49,10 +49,29 @@ def _err(line: str) -> None:
     click.echo(line, err=True)
 
 
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a task group carried: ours first, else the first leaf."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    ours = [e for e in leaves if isinstance(e, FluxPipelineError | KeyboardInterrupt)]
+    return (ours or leaves or [group])[0]
+
+
 def run_cli(argv: Sequence[str] | None = None) -> int:
     """Invoke the CLI and map every outcome to an exit code (used by ``main`` and tests)."""
     try:
-        result = cli.main(args=argv, prog_name="flux-pipeline", standalone_mode=False)
+        try:
+            result = cli.main(args=argv, prog_name="flux-pipeline", standalone_mode=False)
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from group
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

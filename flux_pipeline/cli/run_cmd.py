@@ -1,7 +1,172 @@
-"""Placeholder: commands arrive with their issue."""
+"""``flux-pipeline run``: the thin click layer over ``runner.execute``."""
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
 import click
 
-COMMANDS: list[click.Command] = []
+from flux_pipeline.cli.options import Duration
+
+if TYPE_CHECKING:
+    from flux_pipeline.engine import RunOutcome
+    from flux_pipeline.runner import Endpoint, RunResult
+
+
+def _echo(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _summary(outcome: RunOutcome, out_dir: str) -> str:
+    parts = [f"{n} {state}" for state, n in sorted(outcome.outcomes.items())]
+    head = {0: "done", 1: "finished with failures", 2: "stopped by an error"}.get(
+        outcome.exit_code, "stopped early (resumable: run the same command again)"
+    )
+    text = f"flux-pipeline: {head}: {', '.join(parts) or 'nothing to do'}"
+    text += f"; {outcome.created} task(s) created in {outcome.elapsed:.1f}s"
+    if outcome.stop_reason:
+        text += f"\nflux-pipeline: stop reason: {outcome.stop_reason}"
+    if outcome.error:
+        text += f"\nflux-pipeline: last error: {outcome.error}"
+    if outcome.ambiguous:
+        shown = ", ".join(outcome.ambiguous[:5])
+        text += (
+            f"\nflux-pipeline: {len(outcome.ambiguous)} ambiguous task(s) (create sent, answer "
+            f"lost): {shown}{' ...' if len(outcome.ambiguous) > 5 else ''}; rerun with "
+            "--resubmit-ambiguous to create them again"
+        )
+    text += f"\nflux-pipeline: images and report in {out_dir}/ (report.md, report.json)"
+    return text
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory [default: out/<manifest name>].",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="State DB [default: <out>/.flux-pipeline/state.sqlite3].",
+)
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Run against the built-in API simulator (no key, no network, no cost).",
+)
+@click.option(
+    "--sim-task-seconds",
+    type=click.FloatRange(min=0.01),
+    default=1.5,
+    show_default=True,
+    help="With --simulate: mean simulated task time.",
+)
+@click.option(
+    "--max-active",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Tasks in flight at the API at once.",
+)
+@click.option(
+    "--rpm",
+    type=click.FloatRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Request budget per minute, shared by every API call.",
+)
+@click.option(
+    "--request-type",
+    type=click.Choice(["async", "callback"]),
+    default="async",
+    show_default=True,
+    help="Poll for results, or receive callbacks.",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:0",
+    show_default=True,
+    help="Callback mode: where the receiver listens (HOST:PORT).",
+)
+@click.option(
+    "--public-url",
+    help="Callback mode: the URL the API should call (default: the --listen address).",
+)
+@click.option("--retry-failed", is_flag=True, help="Resubmit tasks that failed terminally.")
+@click.option(
+    "--resubmit-ambiguous",
+    is_flag=True,
+    help="Resubmit tasks whose create answer was lost (may pay twice).",
+)
+@click.option(
+    "--deadline", type=Duration(), help="Stop (resumable, exit 3) after this long, e.g. 50m."
+)
+@click.option(
+    "--max-new-tasks",
+    type=click.IntRange(min=0),
+    help="Create at most this many tasks in this run, then stop (exit 3).",
+)
+def run(
+    manifest: Path,
+    out_dir: Path | None,
+    state_path: Path | None,
+    simulate: bool,
+    sim_task_seconds: float,
+    max_active: int,
+    rpm: float,
+    request_type: str,
+    listen: str,
+    public_url: str | None,
+    retry_failed: bool,
+    resubmit_ambiguous: bool,
+    deadline: float | None,
+    max_new_tasks: int | None,
+) -> int:
+    """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
+    from flux_pipeline.progress import progress_for
+    from flux_pipeline.runner import RunOptions, endpoint_from_env, execute, simulated_endpoint
+
+    options = RunOptions(
+        manifest=manifest,
+        out_dir=out_dir,
+        state_path=state_path,
+        simulate=simulate,
+        sim_task_seconds=sim_task_seconds,
+        max_active=max_active,
+        rpm=rpm,
+        request_type="callback" if request_type == "callback" else "async",
+        retry_failed=retry_failed,
+        resubmit_ambiguous=resubmit_ambiguous,
+        deadline=deadline,
+        max_new_tasks=max_new_tasks,
+        listen=listen,
+        public_url=public_url,
+        argv=tuple(sys.argv[1:]),
+    )
+    display = progress_for()
+
+    async def main(endpoint: Endpoint) -> RunResult:
+        return await execute(options, endpoint=endpoint, progress=display, echo=_echo)
+
+    try:
+        if simulate:
+            with simulated_endpoint(sim_task_seconds) as endpoint:
+                _echo(f"flux-pipeline: simulating the API at {endpoint.base_url}")
+                result = anyio.run(main, endpoint)
+        else:
+            result = anyio.run(main, endpoint_from_env(os.environ))
+    finally:
+        display.close()
+    _echo(_summary(result.outcome, str(result.out_dir)))
+    return result.outcome.exit_code
+
+
+COMMANDS: list[click.Command] = [run]

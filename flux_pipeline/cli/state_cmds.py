@@ -1,7 +1,114 @@
-"""Placeholder: commands arrive with their issue."""
+"""``status`` and ``report``: read the state DB, send nothing."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from pathlib import Path
+
+import anyio
 import click
 
-COMMANDS: list[click.Command] = []
+from flux_pipeline.errors import UsageError
+from flux_pipeline.resume import TaskState
+from flux_pipeline.store import Store, TaskRecord, read_records
+
+
+def _state_path(manifest: Path | None, out_dir: Path | None, state: Path | None) -> Path:
+    from flux_pipeline.expand import load_plan
+    from flux_pipeline.runner import default_out_dir, default_state_path
+
+    if state is not None:
+        return state
+    if out_dir is not None:
+        return default_state_path(out_dir)
+    if manifest is not None:
+        return default_state_path(default_out_dir(load_plan(manifest)))
+    raise UsageError("give a MANIFEST, --out or --state to find the state DB")
+
+
+async def _read(path: Path) -> tuple[dict[str, TaskRecord], dict[str, object] | None]:
+    store = await Store.open(path)
+    try:
+        return await store.records(), await store.last_run()
+    finally:
+        await store.aclose()
+
+
+@click.command()
+@click.argument("manifest", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(
+    manifest: Path | None, out_dir: Path | None, state_path: Path | None, as_json: bool
+) -> int:
+    """Counts by state from the state DB, ambiguous tasks, and the last error."""
+    path = _state_path(manifest, out_dir, state_path)
+    if not path.exists():
+        raise UsageError(f"no state DB at {path}: nothing has run yet")
+    records, last_run = anyio.run(_read, path)
+    counts = Counter(r.state.value for r in records.values())
+    planned_total = None
+    if manifest is not None:
+        from flux_pipeline.expand import load_plan
+
+        plan = load_plan(manifest)
+        planned_total = len(plan.tasks)
+        counts[TaskState.PLANNED.value] += sum(1 for t in plan.tasks if t.key not in records)
+    ambiguous = sorted(r.readable_id for r in records.values() if r.state is TaskState.SUBMITTING)
+    last_error = last_run.get("last_error") if last_run else None
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "state_db": str(path),
+                    "counts": {s.value: counts.get(s.value, 0) for s in TaskState},
+                    "planned_total": planned_total,
+                    "ambiguous": ambiguous,
+                    "last_run": last_run,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return 0
+    click.echo(f"state DB: {path}")
+    for state in TaskState:
+        if counts.get(state.value):
+            click.echo(f"  {state.value:<11} {counts[state.value]}")
+    if ambiguous:
+        click.echo(f"ambiguous (create sent, answer lost): {len(ambiguous)}")
+        for readable in ambiguous[:20]:
+            click.echo(f"  {readable}")
+    if last_run:
+        click.echo(
+            f"last run: exit {last_run.get('exit_code')}, "
+            f"stop reason: {last_run.get('stop_reason') or '-'}"
+        )
+    if last_error:
+        click.echo(f"last error: {last_error}")
+    return 0
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path))
+def report(manifest: Path, out_dir: Path | None, state_path: Path | None) -> int:
+    """Rewrite the report files of MANIFEST from the state DB."""
+    from flux_pipeline.expand import load_plan
+    from flux_pipeline.report import RunInfo, write_reports
+    from flux_pipeline.runner import default_out_dir, default_state_path
+
+    plan = load_plan(manifest)
+    out = out_dir or default_out_dir(plan)
+    path = state_path or default_state_path(out)
+    records = anyio.run(read_records, path)
+    written = write_reports(plan, records, out, RunInfo(settings={}))
+    for file in written:
+        click.echo(str(file))
+    return 0
+
+
+COMMANDS: list[click.Command] = [status, report]
