@@ -15,6 +15,7 @@ The API key lives only in the ``Authorization`` header; no message is built from
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 import random
@@ -103,8 +104,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
-        if when.tzinfo is None:
-            return None
+        if when.tzinfo is None:  # asctime form: HTTP dates are always GMT
+            when = when.replace(tzinfo=datetime.UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
     if math.isnan(seconds) or math.isinf(seconds):
         return None
@@ -156,7 +157,7 @@ def interpret(response: httpx.Response, *, method: str, path: str) -> Any:
     body_code = body.get("code") if isinstance(body, Mapping) else None
     if isinstance(body_code, bool) or not isinstance(body_code, int):
         body_code = None
-    if status != 200 or (body_code is not None and body_code != 200):
+    if not 200 <= status < 300 or (body_code is not None and body_code != 200):
         code = body_code if body_code is not None and body_code != 200 else status
         raise _error_for(
             code, body, method=method, path=path, status=status, retry_after=retry_after
@@ -183,6 +184,7 @@ class FluxClient:
     ) -> None:
         if not api_key:
             raise ValueError("api_key is empty")
+        self._secret = api_key
         self.config = config or ClientConfig()
         self._budget = budget
         self._sleep = sleep
@@ -217,38 +219,63 @@ class FluxClient:
         """Create a task; returns its taskId. ``body`` is the whole create body
         (see ``api.build_create_body``). Raises ``AmbiguousCreateError`` when the request may
         have reached the API but its answer was lost."""
-        data = await self._call("POST", CREATE_PATH, json=dict(body))
-        task_id = data.get("taskId") if isinstance(data, Mapping) else None
-        if not isinstance(task_id, str) or not task_id:
-            raise AmbiguousCreateError(
-                "create answered success without a taskId", method="POST", path=CREATE_PATH
-            )
-        return task_id
+
+        def task_id_of(data: Any) -> str:
+            task_id = data.get("taskId") if isinstance(data, Mapping) else None
+            if not isinstance(task_id, str) or not task_id:
+                raise AmbiguousCreateError(
+                    "create answered success without a taskId", method="POST", path=CREATE_PATH
+                )
+            return task_id
+
+        result: str = await self._call("POST", CREATE_PATH, task_id_of, json=dict(body))
+        return result
 
     async def get_status(self, task_id: str) -> TaskStatus:
-        data = await self._call("GET", STATUS_PATH, params={"taskId": task_id}, task_id=task_id)
-        try:
+        def status_of(data: Any) -> TaskStatus:
             status = parse_status(data)
-        except ProtocolError as exc:
-            exc.method, exc.path, exc.task_id = "GET", STATUS_PATH, task_id
-            raise
-        if status.task_id != task_id:
-            raise ProtocolError(
-                f"asked for {task_id}, answer is about {status.task_id}",
-                method="GET",
-                path=STATUS_PATH,
-                task_id=task_id,
-            )
-        return status
+            if status.task_id != task_id:
+                raise ProtocolError(f"asked for {task_id}, answer is about {status.task_id}")
+            return status
+
+        result: TaskStatus = await self._call(
+            "GET", STATUS_PATH, status_of, params={"taskId": task_id}, task_id=task_id
+        )
+        return result
+
+    def _redact(self, exc: ApiError) -> None:
+        """Never let a server that echoes the key make us print it."""
+        if self._secret in exc.message:
+            exc.message = exc.message.replace(self._secret, "[redacted]")
+            exc.args = (exc.message,)
 
     async def _call(
         self,
         method: str,
         path: str,
+        parse: Callable[[Any], Any],
         *,
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
         task_id: str | None = None,
+    ) -> Any:
+        try:
+            return await self._retrying(method, path, parse, json=json, params=params)
+        except ApiError as exc:
+            exc.method = exc.method or method
+            exc.path = exc.path or path
+            exc.task_id = exc.task_id or task_id
+            self._redact(exc)
+            raise
+
+    async def _retrying(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[Any], Any],
+        *,
+        json: dict[str, Any] | None,
+        params: dict[str, str] | None,
     ) -> Any:
         creating = method == "POST"
         policy = self.config.retry
@@ -256,11 +283,20 @@ class FluxClient:
         rate_limits = 0
         while True:
             try:
-                return await self._attempt(
+                data = await self._attempt(
                     method, path, json=json, params=params, creating=creating
                 )
+                try:
+                    return parse(data)
+                except ProtocolError as exc:
+                    if creating:  # a 200 we cannot read: the task may exist
+                        raise AmbiguousCreateError(
+                            f"create answered something unreadable ({exc.message})",
+                            method=method,
+                            path=path,
+                        ) from exc
+                    raise
             except RateLimitedError as exc:
-                exc.task_id = task_id
                 rate_limits += 1
                 if self._budget is not None:
                     self._budget.rate_limited(exc.retry_after)
@@ -270,8 +306,7 @@ class FluxClient:
                 if delay is None:
                     delay = self._backoff(rate_limits)
                 await self._sleep(delay)
-            except RetryableError as exc:
-                exc.task_id = task_id
+            except RetryableError:
                 failures += 1
                 if failures >= policy.attempts:
                     raise
@@ -302,6 +337,16 @@ class FluxClient:
                     never_sent=True,
                     method=method,
                     path=path,
+                ) from exc
+            except httpx.DecodingError as exc:
+                if creating:
+                    raise AmbiguousCreateError(
+                        "create answered a body that cannot be decoded",
+                        method=method,
+                        path=path,
+                    ) from exc
+                raise ProtocolError(
+                    "answer body cannot be decoded", method=method, path=path
                 ) from exc
             except httpx.TransportError as exc:
                 if creating:
