@@ -16,6 +16,7 @@ Every problem becomes a located ``Diagnostic``; nothing here raises anything but
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +64,15 @@ class Located:
 
     def diag(self, path: Path_, message: str, *, key: bool = False) -> Diagnostic:
         line, column = self.where(path, key=key)
-        return Diagnostic(file=self.file, line=line, column=column, message=message)
+        return Diagnostic(file=self.file, line=line, column=column, message=one_line(message))
+
+
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def one_line(message: str) -> str:
+    """``message`` with control characters and line breaks escaped: one diagnostic, one line."""
+    return _LINE_BREAKING.sub(lambda m: repr(m.group())[1:-1], message)
 
 
 def _mark(node: yaml.Node) -> tuple[int, int]:
@@ -82,7 +91,7 @@ class _Builder:
     def error(self, node: yaml.Node, message: str) -> None:
         line, column = _mark(node)
         self.errors.append(
-            Diagnostic(file=self.out.file, line=line, column=column, message=message)
+            Diagnostic(file=self.out.file, line=line, column=column, message=one_line(message))
         )
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
@@ -182,7 +191,9 @@ def _problem(exc: yaml.YAMLError) -> str:
 def _yaml_error(file: str, exc: yaml.YAMLError) -> Diagnostic:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-    return Diagnostic(file=file, line=line, column=column, message=f"invalid YAML: {_problem(exc)}")
+    return Diagnostic(
+        file=file, line=line, column=column, message=one_line(f"invalid YAML: {_problem(exc)}")
+    )
 
 
 def _documents(loader: yaml.SafeLoader) -> Iterator[yaml.Node]:
@@ -202,7 +213,7 @@ def load_yaml(text: str, file: str) -> Located:
         raise ManifestError([_yaml_error(file, exc)]) from None
     except (ValueError, RecursionError) as exc:  # libyaml on odd input, deep nesting
         raise ManifestError(
-            [Diagnostic(file=file, line=1, column=1, message=f"invalid YAML: {exc}")]
+            [Diagnostic(file=file, line=1, column=1, message=one_line(f"invalid YAML: {exc}"))]
         ) from None
     finally:
         loader.dispose()

@@ -444,3 +444,15 @@ def test_unreadable_reference_file(tmp_path: Path) -> None:
         """,
     )
     assert "cannot read" in errors[0]
+
+
+def test_control_characters_in_keys_stay_on_one_line(tmp_path: Path) -> None:
+    errors = errors_of(
+        tmp_path, OK_STEP + 'image_sets: {"a\\rb\\u2028c": null}\nvars: {"x\\ny": 1}\n'
+    )
+    assert errors == [
+        "m.yaml:6:29: image_sets.a\\rb\\u2028c: expected a list of images ({name, url} or "
+        "{name, path}) or a mapping with `files` (and optionally `url_template`), "
+        "found nothing (null)"
+    ]
+    assert all(len(e.splitlines()) == 1 for e in errors)
