@@ -110,6 +110,7 @@ class RunOutcome:
     stop_reason: str | None
     error: str | None
     ambiguous: list[str]
+    stats: dict[str, float] = field(default_factory=dict)
 
 
 class Engine:
@@ -597,6 +598,13 @@ class Engine:
             stop_reason=self.stop_reason,
             error=error,
             ambiguous=sorted(self.ambiguous),
+            stats={
+                "store_writes": self.store.writes,
+                "store_batches": self.store.batches,
+                "store_write_seconds": round(self.store.write_seconds, 4),
+                "rate_limited": self.budget.rate_limits,
+                "api_requests": self.budget.acquired,
+            },
         )
 
 

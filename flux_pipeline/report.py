@@ -39,6 +39,7 @@ class RunInfo:
     error: str | None = None
     created: int | None = None
     resume_command: str | None = None
+    engine_stats: dict[str, float] | None = None
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -160,6 +161,7 @@ def report_json(plan: Plan, entries: list[dict[str, Any]], run: RunInfo) -> str:
             "stop_reason": run.stop_reason,
             "error": run.error,
             "tasks_created": run.created,
+            "engine_stats": run.engine_stats,
         },
         "counts": counts_by_state(entries),
     }

@@ -219,6 +219,7 @@ async def execute(
                     error=outcome.error if outcome else None,
                     created=outcome.created if outcome else None,
                     resume_command=_resume_command(options),
+                    engine_stats=outcome.stats if outcome else None,
                 )
                 write_reports(plan, records, out_dir, info)
                 await store.aclose()
