@@ -15,12 +15,14 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO
 
+import anyio
 import click
 
-from flux_pipeline.errors import ManifestError, UsageError
+from flux_pipeline.errors import ManifestError
 from flux_pipeline.expand import Plan, load_plan
 from flux_pipeline.resume import Decision, Reason, TaskState, decide
 from flux_pipeline.schema import schema_text
+from flux_pipeline.store import read_records
 from flux_pipeline.tasks import TaskSpec
 
 EXIT_OK = 0
@@ -36,16 +38,15 @@ class StoredTask:
     outputs: tuple[str, ...] = ()  # files written, relative to the output directory
 
 
-def load_states(state_path: Path | None) -> Mapping[str, StoredTask]:
-    """Stored task states by key; ``{}`` when there is no state DB.
-
-    TODO(store): read ``state_path`` through ``flux_pipeline.store`` once it exists (and use
-    its default location when ``state_path`` is None). Until then an existing DB is refused
-    rather than silently shown as all-new.
-    """
-    if state_path is None or not state_path.exists():
+def load_states(state_path: Path) -> Mapping[str, StoredTask]:
+    """Stored task states by key, read from the state DB; ``{}`` when there is none."""
+    if not state_path.exists():
         return {}
-    raise UsageError(f"--state {state_path}: reading a state DB is not supported yet")
+    records = anyio.run(read_records, state_path)
+    return {
+        key: StoredTask(record.state, tuple(out.path for out in record.outputs))
+        for key, record in records.items()
+    }
 
 
 def outputs_intact(stored: StoredTask, out_dir: Path) -> bool:
@@ -106,24 +107,26 @@ def validate(manifests: Sequence[Path]) -> int:
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
 @click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The output directory, where finished tasks' files should be (default: out/NAME).",
+)
+@click.option(
     "--state",
     "state_path",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="The state DB to read task states from.",
+    help="The state DB to read task states from (default: in the output directory).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("out"),
-    show_default=True,
-    help="The output directory (to check that finished tasks' files are still there).",
-)
-def plan(manifest: Path, as_json: bool, state_path: Path | None, out_dir: Path) -> int:
+def plan(manifest: Path, as_json: bool, out_dir: Path | None, state_path: Path | None) -> int:
     """List the tasks of MANIFEST, each with its state and why it would run."""
+    from flux_pipeline.runner import default_out_dir, default_state_path
+
     the_plan = load_plan(manifest, file=str(manifest))
-    states = load_states(state_path)
+    out_dir = out_dir or default_out_dir(the_plan)
+    states = load_states(state_path or default_state_path(out_dir))
     decisions = decide_all(the_plan, states, out_dir)
     stream = sys.stdout
     if as_json:

@@ -52,3 +52,16 @@ def test_examples_carry_the_schema_modeline() -> None:
     for manifest in PIPELINES.glob("*.yaml"):
         first = manifest.read_text(encoding="utf-8").splitlines()[0]
         assert first == "# yaml-language-server: $schema=../flux_pipeline/manifest.schema.json"
+
+
+def test_examples_and_defaults_conform_to_the_published_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    schema = json.loads(PUBLISHED.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    for manifest in PIPELINES.glob("*.yaml"):
+        document = yaml.safe_load(manifest.read_text(encoding="utf-8"))
+        assert list(validator.iter_errors(document)) == [], manifest
+    broken = {"version": 1, "name": "x", "steps": [{"id": "s", "promt": "p"}]}
+    assert list(validator.iter_errors(broken))

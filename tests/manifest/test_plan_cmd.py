@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 
 from flux_pipeline.cli import run_cli
@@ -18,6 +19,7 @@ from flux_pipeline.cli.manifest_cmds import (
 )
 from flux_pipeline.expand import Plan
 from flux_pipeline.resume import Reason, TaskState
+from flux_pipeline.store import OutputRecord, Store
 
 from .helpers import plan_of
 
@@ -42,7 +44,6 @@ def plan(tmp_path: Path) -> Plan:
 
 def test_without_a_state_db_roots_are_new_and_children_wait(plan: Plan, tmp_path: Path) -> None:
     assert load_states(tmp_path / "missing.db") == {}
-    assert load_states(None) == {}
     reasons = [d.reason for d in decide_all(plan, {}, tmp_path / "out")]
     assert reasons == [Reason.NEW] * 6 + [Reason.WAITING_FOR_PARENT] * 6
 
@@ -150,7 +151,38 @@ def test_plan_json_is_stable_and_complete(
     }
 
 
-def test_an_existing_state_db_is_not_silently_ignored(tmp_path: Path) -> None:
-    plan_of(tmp_path, MANIFEST)
-    (tmp_path / "state.db").write_bytes(b"")
-    assert run_cli(["plan", str(tmp_path / "m.yaml"), "--state", str(tmp_path / "state.db")]) == 2
+def test_plan_reads_the_state_db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = plan_of(tmp_path, MANIFEST)
+    hero = plan.tasks[0]
+    out = tmp_path / "out"
+    state = out / "custom.sqlite3"
+    path = hero.output_paths(1)[0]
+
+    async def record() -> None:
+        async with await Store.open(state) as store:
+            await store.mark_submitting(hero)
+            await store.mark_submitted(hero.key, "task_1")
+            store.mark_succeeded(
+                hero.key, ["https://r/1.png"], create_time=1, complete_time=2, cost_time=1
+            )
+            store.mark_downloaded(
+                hero.key,
+                [OutputRecord(index=0, path=path, url="https://r/1.png", bytes=1, sha256="x")],
+            )
+
+    anyio.run(record)
+    (out / path).parent.mkdir(parents=True)
+    (out / path).write_bytes(b"x")
+    args = ["plan", "--json", str(tmp_path / "m.yaml"), "--out", str(out), "--state", str(state)]
+    assert run_cli(args) == 0
+    tasks = json.loads(capsys.readouterr().out)["tasks"]
+    assert [t["reason"] for t in tasks[:2]] == ["done", "new"]
+    assert tasks[6]["reason"] == "new"  # the banner of a done hero can be submitted
+    (out / path).unlink()
+    assert run_cli(args) == 0
+    tasks = json.loads(capsys.readouterr().out)["tasks"]
+    assert tasks[0]["reason"] == "done but output missing"
+    assert tasks[6]["reason"] == "waiting for parent"
+    # without --state the DB is looked for in its default place in the output directory
+    assert run_cli(["plan", "--json", str(tmp_path / "m.yaml"), "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"] == {"new": 6, "waiting for parent": 6}
