@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -43,6 +44,8 @@ from flux_pipeline.tasks import (
 )
 from flux_pipeline.templates import TemplateProblem
 from flux_pipeline.yamlload import Path_
+
+__all__ = ["MAX_TASKS", "LocalImage", "Plan", "check_keys", "load_plan", "output_problem"]
 
 MAX_TASKS = 1_000_000
 MAX_ERRORS = 200
@@ -320,7 +323,7 @@ class _Expander:
         at: Path_ = ("steps", index)
         model = self.loaded.model
         before = len(self.diagnostics)
-        slots = iter(range(1_000_000))
+        slots = itertools.count()
 
         def compile_one(source: str, where: Path_) -> _Template | None:
             try:
