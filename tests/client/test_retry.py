@@ -398,7 +398,7 @@ def test_parse_retry_after(value: str, expected: float) -> None:
         "-inf",
         "1e400",
         "5 seconds",
-        "Sun, 06 Nov 1994 08:50:37",
+        "Sun, 32 Foo 1994 08:50:37 GMT",
     ],
 )
 def test_parse_retry_after_garbage_is_none(value: str | None) -> None:
