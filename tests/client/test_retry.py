@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import time
 from email.utils import formatdate
+from typing import Any
 
 import httpx
 import pytest
@@ -195,6 +196,7 @@ async def test_budget_is_acquired_before_every_attempt() -> None:
         raises(httpx.ConnectError),
         raises(httpx.ReadError),
         respond(200, content=b"<html>maintenance</html>"),
+        respond(200, content=b"{not gzip}", headers={"Content-Encoding": "gzip"}),
     ],
     ids=[
         "500",
@@ -205,6 +207,7 @@ async def test_budget_is_acquired_before_every_attempt() -> None:
         "connect",
         "read",
         "not-json",
+        "bad-gzip",
     ],
 )
 async def test_status_retried_after_transient_failure(failure: Handler) -> None:
@@ -240,19 +243,36 @@ async def test_status_gives_up_after_attempts(failure: Handler, error: type[Exce
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProtocolError,
-    reason="BUG: get_status retries an unreadable envelope but not unreadable data "
-    "(parse_status runs after _call's retry loop)",
+@pytest.mark.parametrize(
+    "data",
+    [
+        status_data(state="success", resultJson='{"resultUrls": ["https://r.te'),
+        status_data(state="queued"),
+        status_data("task_other"),
+        None,
+    ],
+    ids=["truncated-result-json", "unknown-state", "other-task", "data-null"],
 )
-async def test_status_retried_after_unreadable_data() -> None:
-    truncated = status_data(state="success", resultJson='{"resultUrls": ["https://r.te')
-    script = Script(ok(truncated), ok(success_data()))
-    async with make_client(script) as client:
+async def test_status_retried_after_unreadable_data(data: Any) -> None:
+    """The envelope was fine but its data was not: as retryable as a garbled envelope."""
+    sleep = FakeSleep()
+    script = Script(ok(data), ok(success_data()))
+    async with make_client(script, sleep=sleep) as client:
         status = await client.get_status("task_1")
     assert status.state is ApiState.SUCCESS
     assert script.count == 2
+    assert len(sleep.delays) == 1
+
+
+@pytest.mark.anyio
+async def test_status_gives_up_on_unreadable_data() -> None:
+    script = Script(*[ok(status_data(state="queued"))] * 3)
+    async with make_client(script, attempts=3) as client:
+        with pytest.raises(ProtocolError) as info:
+            await client.get_status("task_1")
+    assert script.count == 3
+    assert info.value.task_id == "task_1"
+    assert info.value.method == "GET"
 
 
 @pytest.mark.anyio
@@ -412,10 +432,6 @@ def test_parse_retry_after_date_uses_wall_clock_by_default() -> None:
     assert 598.0 <= parsed <= 600.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: the asctime HTTP-date form (no zone, always GMT; RFC 9110 5.6.7) gives None",
-)
 def test_parse_retry_after_asctime_date() -> None:
+    """RFC 9110 5.6.7: all three HTTP-date forms; asctime has no zone and is always GMT."""
     assert parse_retry_after("Sun Nov  6 08:50:37 1994", now=NOW) == pytest.approx(60.0)
