@@ -86,7 +86,8 @@ def respond(
 
     def step(request: httpx.Request) -> httpx.Response:
         if content is not None:
-            return httpx.Response(status, content=content, headers=headers)
+            # a raw stream, as a real transport hands over: the *client* reads and decodes it
+            return httpx.Response(status, headers=headers, stream=httpx.ByteStream(content))
         if body is None:
             return httpx.Response(status, content=b"", headers=headers)
         return httpx.Response(status, json=body, headers=headers)
