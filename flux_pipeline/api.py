@@ -59,8 +59,11 @@ def build_create_body(
         if not callback_url:
             raise ValueError("callback mode needs a callback_url")
         body["callback_url"] = callback_url
-    body.update(request)
+    body.update((k, v) for k, v in request.items() if k not in _RUN_FIELDS)
     return body
+
+
+_RUN_FIELDS = ("request_type", "callback_url")  # the run decides these, never the request
 
 
 def _optional(data: Mapping[str, Any], name: str, kind: type) -> Any:

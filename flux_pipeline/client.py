@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import json
 import math
 import random
 import time
@@ -84,6 +85,8 @@ class ClientConfig:
         )
 
 
+MAX_RETRY_AFTER = 120.0  # seconds: a longer Retry-After is waited in several steps
+
 _NEVER_SENT = (
     httpx.ConnectError,
     httpx.ConnectTimeout,
@@ -145,13 +148,17 @@ def _error_for(
     return InvalidRequestError(message or f"request refused with code {code}", **ctx)
 
 
-def interpret(response: httpx.Response, *, method: str, path: str) -> Any:
+def interpret(
+    status: int, headers: httpx.Headers, content: bytes, *, method: str, path: str
+) -> Any:
     """The ``data`` of a successful answer, or the typed error. Honours both the HTTP status
-    and the body's ``code`` (CONTRACT ambiguity 1): HTTP 200 with ``"code": 429`` is a 429."""
-    status = response.status_code
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    and the body's ``code`` (CONTRACT ambiguity 1): HTTP 200 with ``"code": 429`` is a 429,
+    and an HTTP error status is the error even when the body is empty or not JSON."""
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    if retry_after is not None:
+        retry_after = min(retry_after, MAX_RETRY_AFTER)
     try:
-        body: Any = response.json()
+        body: Any = json.loads(content) if content else None
     except ValueError:
         body = None
     body_code = body.get("code") if isinstance(body, Mapping) else None
@@ -185,6 +192,7 @@ class FluxClient:
         if not api_key:
             raise ValueError("api_key is empty")
         self._secret = api_key
+        self._secret_bytes = api_key.encode()
         self.config = config or ClientConfig()
         self._budget = budget
         self._sleep = sleep
@@ -328,25 +336,22 @@ class FluxClient:
     ) -> Any:
         if self._budget is not None:
             await self._budget.acquire()
+        request = self._http.build_request(method, path, json=json, params=params)
         async with self._limiter:
             try:
-                response = await self._http.request(method, path, json=json, params=params)
+                response = await self._http.send(request, stream=True)
+                try:
+                    content: bytes | None = await response.aread()
+                except httpx.DecodingError:
+                    content = None  # the body does not match its Content-Encoding
+                finally:
+                    await response.aclose()
             except _NEVER_SENT as exc:
                 raise ApiTransportError(
                     f"could not connect: {type(exc).__name__}",
                     never_sent=True,
                     method=method,
                     path=path,
-                ) from exc
-            except httpx.DecodingError as exc:
-                if creating:
-                    raise AmbiguousCreateError(
-                        "create answered a body that cannot be decoded",
-                        method=method,
-                        path=path,
-                    ) from exc
-                raise ProtocolError(
-                    "answer body cannot be decoded", method=method, path=path
                 ) from exc
             except httpx.TransportError as exc:
                 if creating:
@@ -361,14 +366,26 @@ class FluxClient:
                     method=method,
                     path=path,
                 ) from exc
+        status = response.status_code
+        if content is None:
+            if not 200 <= status < 300:
+                content = b""  # the status alone is the answer
+            elif creating:
+                raise AmbiguousCreateError(
+                    "create answered a body that cannot be decoded", method=method, path=path
+                )
+            else:
+                raise ProtocolError("answer body cannot be decoded", method=method, path=path)
+        # a server that echoes the key must not make us print it, even in part after a cut
+        content = content.replace(self._secret_bytes, b"[redacted]")
         try:
-            return interpret(response, method=method, path=path)
+            return interpret(status, response.headers, content, method=method, path=path)
         except ProtocolError as exc:
             if creating:
                 raise AmbiguousCreateError(
                     f"create answered something unreadable ({exc.message})",
                     method=method,
                     path=path,
-                    status=response.status_code,
+                    status=status,
                 ) from exc
             raise

@@ -63,6 +63,7 @@ class EngineSettings:
     max_status_calls: int = 64
     download_attempts: int = 5
     stop_grace: float = 3.0
+    api_down_after: float = 120.0  # no successful API answer for this long: stop (resumable)
     timing: TimingConfig = field(default_factory=TimingConfig)
     progress_interval: float = 1.0
 
@@ -157,6 +158,7 @@ class Engine:
         self._create_times: deque[float] = deque()
         self._deferred_downloads: list[tuple[TaskSpec, tuple[str, ...]]] = []
         self._started = clock()
+        self._last_ok = self._started
         self._tg: TaskGroup | None = None
         self.last_error: str | None = None
 
@@ -363,10 +365,12 @@ class Engine:
             else:
                 self.outcomes["ambiguous"] += 1
                 self.ambiguous.append(spec.readable_id)
-        except RetryableError:
+        except RetryableError as exc:
             self._unsent(pending)
             self._requeue_later(pending)
+            self._api_trouble(exc)
         else:
+            self._last_ok = self._clock()
             await self.store.mark_submitted(spec.key, task_id)
             self._add_flight(spec, task_id, first_delay=None)
         finally:
@@ -383,7 +387,7 @@ class Engine:
 
         async def later() -> None:
             try:
-                await anyio.sleep(5.0)
+                await anyio.sleep(min(5.0, self.settings.api_down_after / 4))
                 self.children_first.append(pending)
             finally:
                 self.waiting_retry -= 1
@@ -438,11 +442,13 @@ class Engine:
             self._finish_flight(flight)
             self.store.mark_failed(flight.spec.key, "TASK_NOT_FOUND", exc.message)
             self.outcomes["failed"] += 1
-        except RetryableError:
+        except RetryableError as exc:
             flight.errors += 1
             delay = min(60.0, 2.0 * 2 ** min(flight.errors, 5))
             self.due.schedule(flight.spec.key, self._clock() + delay)
+            self._api_trouble(exc)
         else:
+            self._last_ok = self._clock()
             self._on_status(flight, status)
         finally:
             self._status_slots.release()
@@ -543,6 +549,14 @@ class Engine:
 
     def _note_error(self, exc: BaseException) -> None:
         self.last_error = str(exc)
+
+    def _api_trouble(self, exc: BaseException) -> None:
+        """A call failed even after the client's retries. Keep going while the API answers
+        something now and then; stop (resumable) once nothing succeeded for a long while."""
+        self._note_error(exc)
+        down_for = self._clock() - self._last_ok
+        if down_for > self.settings.api_down_after:
+            self.request_stop(f"the API failed every call for {down_for:.0f}s: {exc}")
 
     def _fail_run(self, exc: FluxPipelineError) -> None:
         self.fatal = exc

@@ -22,7 +22,7 @@ import httpx
 
 from flux_pipeline.api import DEFAULT_BASE_URL, RequestType
 from flux_pipeline.budget import TokenBucket
-from flux_pipeline.client import ClientConfig, FluxClient
+from flux_pipeline.client import ClientConfig, FluxClient, RetryPolicy
 from flux_pipeline.engine import Engine, EngineSettings, Progress, RunOutcome, settings_summary
 from flux_pipeline.errors import UsageError
 from flux_pipeline.expand import Plan, load_plan
@@ -55,6 +55,8 @@ class RunOptions:
     argv: tuple[str, ...] = ()
     timing: TimingConfig | None = None
     handle_signals: bool = True
+    api_down_after: float = 120.0
+    retry: RetryPolicy | None = None
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
 
 
@@ -131,7 +133,9 @@ async def execute(
     )
     budget = TokenBucket(options.rpm)
     client_config = ClientConfig(
-        base_url=endpoint.base_url, max_connections=min(100, max(4, options.max_active))
+        base_url=endpoint.base_url,
+        max_connections=min(100, max(4, options.max_active)),
+        retry=options.retry or RetryPolicy(),
     )
     started_wall = time.time()
     store = await Store.open(state_path)
@@ -158,6 +162,7 @@ async def execute(
         ),
         max_new_tasks=options.max_new_tasks,
         timing=timing or TimingConfig(),
+        api_down_after=options.api_down_after,
     )
     summary: dict[str, Any] = settings_summary(settings) | {"rpm": options.rpm}
     run_id = await store.begin_run(
