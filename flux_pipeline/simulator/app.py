@@ -30,7 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from flux_pipeline.simulator import wire
+from flux_pipeline.simulator import references, wire
 from flux_pipeline.simulator.clock import Clock, ManualClock
 from flux_pipeline.simulator.config import SimConfig
 from flux_pipeline.simulator.core import ApiFailure, Simulator
@@ -145,7 +145,11 @@ class ResultEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sim = self.sim
-        sim.stats.requests["results"] += 1
+        internal = any(
+            name.decode("latin-1").lower() == references.INTERNAL_HEADER.lower()
+            for name, _ in scope["headers"]
+        )
+        sim.stats.requests["results_internal" if internal else "results"] += 1
         params = scope["path_params"]
         index_text, _, ext = str(params["name"]).partition(".")
         task = sim.store.tasks.get(str(params["task_id"]))
@@ -172,7 +176,7 @@ class ResultEndpoint:
             body = await anyio.to_thread.run_sync(render, spec)
             sim.images.put(spec, body)
         media_type = MEDIA_TYPES[fmt]
-        if sim.faults.truncate():
+        if not internal and sim.faults.truncate():
             sim.stats.truncated += 1
             await wire.truncated(send, body, media_type)
             return

@@ -96,10 +96,16 @@ def precheck(urls: Iterable[str], unreachable_hosts: frozenset[str]) -> Precheck
     return Precheck(None, tuple(to_fetch))
 
 
+# The simulator's own reference fetches carry this header, so that download faults meant for
+# the client under test never hit the simulated API's internal reads of its own results.
+INTERNAL_HEADER = "X-Sim-Internal"
+
+
 async def fetch_problem(client: httpx.AsyncClient, url: str) -> str | None:
     """Fetch one loopback URL (bounded size and time) and judge what came back."""
     try:
-        async with client.stream("GET", url, timeout=FETCH_TIMEOUT) as response:
+        headers = {INTERNAL_HEADER: "reference-fetch"}
+        async with client.stream("GET", url, timeout=FETCH_TIMEOUT, headers=headers) as response:
             if response.status_code != 200:
                 return f"{url} answered HTTP {response.status_code}"
             length = response.headers.get("content-length", "")
