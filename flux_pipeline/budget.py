@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-SAFETY = 0.98  # share of the nominal rate we spend
+SAFETY = 0.99  # share of the nominal rate we spend (burst + 60 s of refill stay under rpm)
 
 
 class TokenBucket:
@@ -38,7 +38,10 @@ class TokenBucket:
         self._paused_until = 0.0
         self._factor = 1.0
         self._factor_at = self._updated
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock()  # status calls queue here, first come first served
+        self._urgent_lock = anyio.Lock()  # creates queue here, ahead of status calls
+        self._urgent_waiting = 0
+        self._no_urgent = anyio.Event()
         self.acquired = 0
         self.rate_limits = 0
 
@@ -61,19 +64,38 @@ class TokenBucket:
         )
         self._updated = now
 
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = self._clock()
-                if now < self._paused_until:
-                    await self._sleep(self._paused_until - now)
-                    continue
-                self._refill(now)
-                if self._tokens >= 1.0 - 1e-9:  # float residue must not stall the loop
-                    self._tokens = max(0.0, self._tokens - 1.0)
-                    self.acquired += 1
-                    return
-                await self._sleep(max(0.001, (1.0 - self._tokens) / self.effective_rate))
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """Wait for a token. ``urgent`` callers (creates: each one fills an idle slot) are
+        served before everyone else who is waiting (status calls)."""
+        if urgent:
+            self._urgent_waiting += 1
+            try:
+                async with self._urgent_lock:
+                    await self._take(urgent=True)
+            finally:
+                self._urgent_waiting -= 1
+                if not self._urgent_waiting:
+                    self._no_urgent.set()
+        else:
+            async with self._lock:
+                await self._take(urgent=False)
+
+    async def _take(self, *, urgent: bool) -> None:
+        while True:
+            if not urgent and self._urgent_waiting:
+                self._no_urgent = anyio.Event()
+                await self._no_urgent.wait()
+                continue
+            now = self._clock()
+            if now < self._paused_until:
+                await self._sleep(self._paused_until - now)
+                continue
+            self._refill(now)
+            if self._tokens >= 1.0 - 1e-9:  # float residue must not stall the loop
+                self._tokens = max(0.0, self._tokens - 1.0)
+                self.acquired += 1
+                return
+            await self._sleep(max(0.001, (1.0 - self._tokens) / self.effective_rate))
 
     def rate_limited(self, retry_after: float | None) -> None:
         now = self._clock()

@@ -53,7 +53,7 @@ from flux_pipeline.errors import (
 class RequestBudget(Protocol):
     """The engine's shared request budget. The client asks before every attempt."""
 
-    async def acquire(self) -> None: ...
+    async def acquire(self, *, urgent: bool = False) -> None: ...
 
     def rate_limited(self, retry_after: float | None) -> None: ...
 
@@ -335,7 +335,7 @@ class FluxClient:
         creating: bool,
     ) -> Any:
         if self._budget is not None:
-            await self._budget.acquire()
+            await self._budget.acquire(urgent=creating)
         request = self._http.build_request(method, path, json=json, params=params)
         async with self._limiter:
             try:

@@ -149,6 +149,7 @@ class Engine:
         self.waiting_retry = 0
         self.created = 0
         self.polled_once = 0
+        self.status_calls = 0
         self.stop_reason: str | None = None
         self.fatal: FluxPipelineError | None = None
         self._changed = anyio.Event()
@@ -175,6 +176,8 @@ class Engine:
                 self._deferred_downloads.clear()
                 tg.start_soon(self._submitter)
                 tg.start_soon(self._poller)
+                if self.settings.request_type == "async":
+                    tg.start_soon(self._steer)
                 if self._progress is not None:
                     tg.start_soon(self._ticker)
                 while True:
@@ -431,7 +434,19 @@ class Engine:
             await self._status_slots.acquire()
             self._tg.start_soon(self._poll, flight)
 
+    async def _steer(self) -> None:
+        """Once a second: keep status calls near the budget creates leave over."""
+        last_calls, last_time = self.status_calls, self._clock()
+        while True:
+            await anyio.sleep(1.0)
+            now = self._clock()
+            spent = (self.status_calls - last_calls) / max(now - last_time, 1e-6)
+            last_calls, last_time = self.status_calls, now
+            if self.flights:
+                self.timing.steer(spent=spent, budget=0.95 * self._poll_rate())
+
     async def _poll(self, flight: Flight) -> None:
+        self.status_calls += 1
         try:
             status = await self.client.get_status(flight.task_id)
             if self.flights.get(flight.spec.key) is not flight:

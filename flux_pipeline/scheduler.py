@@ -1,10 +1,9 @@
 """When to ask about a task: one heap of due times for every task in flight (DESIGN §5).
 
 ``DueHeap`` holds (due time, key); rescheduling a key supersedes its earlier entry lazily.
-``PollTiming`` learns how long tasks take from observed durations and decides the next poll:
-nothing before the task is likely to be done, then polls spaced so that all waiting tasks
-share the poll budget (``poll_rate``), giving up polls where completions are unlikely.
-In callback mode the first poll is a sweep for an overdue callback instead.
+``PollTiming`` learns how long tasks take from observed durations and decides the next poll so
+that the poll budget goes where completions are likely (see its docstring). In callback mode
+the first poll is a sweep for an overdue callback instead.
 """
 
 from __future__ import annotations
@@ -89,6 +88,12 @@ class Durations:
         self._recent.append(seconds)
         bisect.insort(self._sorted, seconds)
 
+    def cdf(self, seconds: float) -> float:
+        """Share of observed durations at most ``seconds``."""
+        if not self._sorted:
+            return 0.0
+        return bisect.bisect_right(self._sorted, seconds) / len(self._sorted)
+
     def quantile(self, q: float) -> float:
         if not self._sorted:
             raise ValueError("no durations yet")
@@ -99,19 +104,24 @@ class Durations:
 @dataclass(frozen=True, kw_only=True)
 class TimingConfig:
     first_poll: float = 2.0  # before anything is learned
-    growth: float = 1.5  # unlearned: each interval this much longer
     max_interval: float = 15.0
     min_interval: float = 0.05
     learn_after: int = 8  # observations before the learned schedule is used
-    early_quantile: float = 0.02  # no poll before this share of tasks is usually done
+    initial_hit_rate: float = 0.3  # wanted share of polls that find the task finished
     callback_grace: float = 1.5  # callback mode: sweep at q99 x grace
     callback_sweep_default: float = 60.0
 
 
 class PollTiming:
+    """When to poll next. Learned from observed durations: a poll is placed where the task's
+    chance of having finished since the last poll reaches ``hit_rate``; ``steer`` moves
+    ``hit_rate`` so that status calls spend the request budget left over by creates. Before
+    anything is learned, waiting tasks share the poll budget evenly."""
+
     def __init__(self, config: TimingConfig | None = None) -> None:
         self.config = config or TimingConfig()
         self.durations = Durations()
+        self.hit_rate = self.config.initial_hit_rate
 
     def observe(self, seconds: float) -> None:
         self.durations.add(seconds)
@@ -119,6 +129,14 @@ class PollTiming:
     @property
     def learned(self) -> bool:
         return len(self.durations) >= self.config.learn_after
+
+    def steer(self, *, spent: float, budget: float) -> None:
+        """Status calls a second ``spent`` vs ``budget`` available: poll sooner when under."""
+        if budget <= 0:
+            return
+        ratio = max(spent, 0.01 * budget) / budget
+        factor = min(1.3, max(0.75, ratio**0.5))
+        self.hit_rate = min(0.9, max(0.02, self.hit_rate * factor))
 
     def next_delay(
         self, *, age: float, polls: int, waiting: int, poll_rate: float, callback: bool
@@ -131,14 +149,11 @@ class PollTiming:
             if self.learned:
                 sweep = self.durations.quantile(0.99) * c.callback_grace + 1.0
             return max(c.min_interval, sweep - age) if polls == 0 else max(sweep / 2, 5.0)
+        share = min(c.max_interval, max(c.min_interval, max(1, waiting) / max(poll_rate, 1e-6)))
         if not self.learned:
-            if polls == 0:
-                return c.first_poll
-            return min(c.max_interval, c.first_poll * c.growth**polls)
-        start = self.durations.quantile(c.early_quantile)
-        if age < start:
-            return start - age
-        share = max(1, waiting) / max(poll_rate, 1e-6)
-        overdue = age > self.durations.quantile(0.995)
-        interval = max(c.min_interval, share)
-        return min(c.max_interval, interval * (2.0 if overdue else 1.0))
+            return c.first_poll if polls == 0 else share
+        done = self.durations.cdf(age)
+        if done >= 0.995:  # older than nearly every task seen: share the budget
+            return share
+        target = done + self.hit_rate * (1.0 - done)
+        return max(c.min_interval, self.durations.quantile(target) - age)

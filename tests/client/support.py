@@ -41,8 +41,11 @@ class FakeBudget:
 
     events: list[tuple[str, float | None]] = field(default_factory=list)
 
-    async def acquire(self) -> None:
+    urgent: list[bool] = field(default_factory=list)
+
+    async def acquire(self, *, urgent: bool = False) -> None:
         self.events.append(("acquire", None))
+        self.urgent.append(urgent)
         await anyio.lowlevel.checkpoint()
 
     def rate_limited(self, retry_after: float | None) -> None:

@@ -435,3 +435,13 @@ def test_parse_retry_after_date_uses_wall_clock_by_default() -> None:
 def test_parse_retry_after_asctime_date() -> None:
     """RFC 9110 5.6.7: all three HTTP-date forms; asctime has no zone and is always GMT."""
     assert parse_retry_after("Sun Nov  6 08:50:37 1994", now=NOW) == pytest.approx(60.0)
+
+
+@pytest.mark.anyio
+async def test_creates_ask_the_budget_as_urgent_and_status_calls_do_not() -> None:
+    budget = FakeBudget()
+    script = Script(ok({"taskId": "task_9"}), ok(status_data(taskId="task_9")))
+    async with make_client(script, budget=budget) as client:
+        await client.create_task({"input": {"prompt": "p"}})
+        await client.get_status("task_9")
+    assert budget.urgent == [True, False]

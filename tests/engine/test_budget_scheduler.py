@@ -69,16 +69,54 @@ def test_durations_quantiles_slide() -> None:
     assert d.quantile(0.99) == 50
 
 
-def test_timing_unlearned_backs_off_then_learned_waits_for_likely_completion() -> None:
-    timing = PollTiming(TimingConfig(first_poll=2.0, growth=2.0, max_interval=10, learn_after=4))
+def test_timing_unlearned_shares_the_budget_then_learned_polls_where_completions_are_likely() -> (
+    None
+):
+    timing = PollTiming(TimingConfig(first_poll=2.0, max_interval=10, learn_after=4))
     assert timing.next_delay(age=0, polls=0, waiting=1, poll_rate=10, callback=False) == 2.0
-    assert timing.next_delay(age=2, polls=2, waiting=1, poll_rate=10, callback=False) == 8.0
-    assert timing.next_delay(age=2, polls=5, waiting=1, poll_rate=10, callback=False) == 10
-    for v in (28, 30, 31, 32, 29, 30):
+    # unlearned: 50 waiting tasks share 10 polls/s -> each every 5 s (capped at max_interval)
+    assert timing.next_delay(age=2, polls=1, waiting=50, poll_rate=10, callback=False) == 5.0
+    assert timing.next_delay(age=2, polls=1, waiting=500, poll_rate=10, callback=False) == 10
+    for v in range(20, 40):  # durations 20..39 s, uniform
         timing.observe(v)
-    # nothing before the early quantile of observed durations
-    assert timing.next_delay(age=0, polls=0, waiting=1, poll_rate=10, callback=False) == 28
-    # then the poll budget is shared: 50 waiting tasks, 10 polls/s -> every 5 s
-    assert timing.next_delay(age=29, polls=1, waiting=50, poll_rate=10, callback=False) == 5.0
+    timing.hit_rate = 0.25
+    # first poll where a quarter of tasks are done; then where a quarter of the rest are
+    assert timing.next_delay(age=0, polls=0, waiting=1, poll_rate=10, callback=False) == 25
+    assert timing.next_delay(age=25, polls=1, waiting=1, poll_rate=10, callback=False) == 4
+    # older than every task seen: fall back to sharing the budget
+    assert timing.next_delay(age=60, polls=9, waiting=20, poll_rate=10, callback=False) == 2.0
     # callback mode: the first poll is a sweep well after tasks are usually done
-    assert timing.next_delay(age=0, polls=0, waiting=1, poll_rate=10, callback=True) > 32
+    assert timing.next_delay(age=0, polls=0, waiting=1, poll_rate=10, callback=True) > 39
+
+
+def test_steering_polls_sooner_when_under_budget_and_later_when_over() -> None:
+    timing = PollTiming(TimingConfig(initial_hit_rate=0.3))
+    timing.steer(spent=50, budget=100)
+    assert timing.hit_rate < 0.3
+    low = timing.hit_rate
+    timing.steer(spent=200, budget=100)
+    assert timing.hit_rate > low
+    for _ in range(100):
+        timing.steer(spent=1000, budget=100)
+    assert timing.hit_rate == 0.9  # bounded
+
+
+async def test_urgent_waiters_are_served_before_queued_status_calls() -> None:
+    """A create (urgent) arriving behind many waiting status calls gets the next token."""
+    import anyio
+
+    bucket = TokenBucket(600, burst_seconds=0.1)  # 10/s, 1 token of burst: real clock, short
+    await bucket.acquire()  # empty the bucket
+    order: list[str] = []
+
+    async def take(name: str, urgent: bool) -> None:
+        await bucket.acquire(urgent=urgent)
+        order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            tg.start_soon(take, f"status{i}", False)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(take, "create", True)
+    assert order[0] == "create"
+    assert sorted(order[1:]) == ["status0", "status1", "status2"]
