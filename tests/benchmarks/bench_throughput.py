@@ -728,13 +728,19 @@ def print_overhead(r: dict[str, Any]) -> None:
     rows += [
         ["engine elapsed, s", fmt(f["elapsed_seconds"], 2)],
         ["SQLite write time, s", fmt(es.get("store_write_seconds"), 2)],
-        ["SQLite write share of elapsed", pct(f["sqlite_write_share"])],
+        ["  share of engine elapsed", pct(f["sqlite_write_share"])],
         [
             "SQLite batches / writes",
             f"{fmt(es.get('store_batches'))} / {fmt(es.get('store_writes'))}",
         ],
     ]
     print(table(["", "fp async"], rows))
+    print(
+        "SQLite write time: wall time the state writer spent in BEGIN ... COMMIT batches "
+        "(report.json run.engine_stats.store_write_seconds), over the engine's elapsed time"
+        if es
+        else "SQLite write time: n/a (report.json has no run.engine_stats)"
+    )
     if f["stderr_tail"]:
         print(f"\nstderr tail:\n{f['stderr_tail']}")
 

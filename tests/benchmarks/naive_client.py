@@ -182,9 +182,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         prompt=args.prompt,
     )
     settings.out.mkdir(parents=True, exist_ok=True)
-    limits = httpx.Limits(
-        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
-    )
+    connections = args.connections or settings.concurrency
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     records = [TaskRecord(index=i) for i in range(settings.tasks)]
     started = time.time()
     async with httpx.AsyncClient(
@@ -220,6 +219,9 @@ def main() -> int:
     parser.add_argument("--first-wait", type=float, default=20.0, help="seconds after create")
     parser.add_argument("--poll-every", type=float, default=3.0, help="seconds between polls")
     parser.add_argument("--sleep-on-429", type=float, default=1.0)
+    parser.add_argument(
+        "--connections", type=int, default=0, help="httpx pool size [default: concurrency]"
+    )
     parser.add_argument("--max-attempts", type=int, default=10, help="errors per request")
     parser.add_argument("--deadline", type=float, default=3600.0, help="seconds for the run")
     parser.add_argument("--prompt", default="benchmark image {n}")
