@@ -34,7 +34,7 @@ from flux_pipeline.runner import Endpoint, RunOptions, RunResult, execute
 from flux_pipeline.scheduler import TimingConfig
 from flux_pipeline.simulator import SimulatorThread
 
-FAST = TimingConfig(first_poll=0.05, growth=1.5, max_interval=0.5, min_interval=0.02)
+FAST = TimingConfig(first_poll=0.05, max_interval=0.5)
 SIM_LINE = re.compile(r"flux-pipeline simulator listening on (http://127\.0\.0\.1:\d+)\s*$")
 _ENV_DROP = ("APIXO_API_KEY", "APIXO_BASE_URL", "GITHUB_STEP_SUMMARY", "FLUX_PIPELINE_DEBUG")
 

@@ -63,13 +63,17 @@ def assert_all_done(out: Path, tasks: int) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 @pytest.mark.parametrize("drop_after", [True, False], ids=["drop-after-create", "drop-before"])
 async def test_every_fault_at_once_ends_exit_0_and_pays_only_for_drops(
     tmp_path: Path, drop_after: bool
 ) -> None:
-    """10% 5xx, 10% dropped connections, a burst of 15 429s, every error as HTTP 200, on a
-    manifest with a chained step.
+    """On a manifest with a chained step, all at once: 10% 5xx, 10% dropped connections,
+    30% truncated result downloads (full Content-Length advertised, half sent, closed), a
+    burst of 15 429s, and every API error answered with HTTP 200 (code in the body).
+    The run ends exit 0 (possibly after resumes), every file whole (hash = report, a valid
+    image), no partial file left behind.
 
     A create whose connection drops is ambiguous by design, so the run uses
     ``--resubmit-ambiguous``. The two drop modes then pin the cost exactly:
@@ -77,7 +81,6 @@ async def test_every_fault_at_once_ends_exit_0_and_pays_only_for_drops(
     resubmission of an ambiguous create is a duplicate (``duplicates == sum(attempts - 1)``);
     without it the create never happened, so resubmissions are free (``duplicates == 0``).
     5xx and 429 answers have no side effect and must never cause a duplicate.
-    (Truncated downloads: see the next test.)
     """
     manifest = write_manifest(tmp_path, chained_manifest("faults", SUBJECTS, STYLES))
     out = tmp_path / "out"
@@ -86,6 +89,7 @@ async def test_every_fault_at_once_ends_exit_0_and_pays_only_for_drops(
         error_rate=0.1,
         drop_rate=0.1,
         drop_after=drop_after,
+        truncate_rate=0.3,
         rate_limit_burst=15,
         errors_as_200=True,
     )
@@ -101,12 +105,14 @@ async def test_every_fault_at_once_ends_exit_0_and_pays_only_for_drops(
     print(
         f"\nfaults (drop_after={drop_after}): {tasks} tasks, runs {codes}, "
         f"{stats['server_errors']} 5xx, {stats['drops']} drops, "
-        f"{stats['rate_limited']} 429s, {resubmitted} ambiguous resubmissions, "
+        f"{stats['truncated']} truncated of {stats['requests_by_endpoint'].get('results')} "
+        f"downloads, {stats['rate_limited']} 429s, {resubmitted} ambiguous resubmissions, "
         f"{duplicates} duplicate creates, {stats['creates']} creates"
     )
     # the faults really happened (answers were HTTP 200 with the error code in the body)
     assert stats["server_errors"] > 0
     assert stats["drops"] > 0
+    assert stats["truncated"] > 0
     assert stats["rate_limited"] >= 15
     assert stats["faults"]["rate_limit_burst"] == 0
     assert {"429", "500"} & set(stats["responses_by_code"])
@@ -115,66 +121,15 @@ async def test_every_fault_at_once_ends_exit_0_and_pays_only_for_drops(
     assert stats["creates"] == tasks + duplicates
     assert duplicates == (resubmitted if drop_after else 0)
     assert sum(t["attempts"] for t in report["tasks"]) == tasks + resubmitted
-
-
-@pytest.mark.anyio
-async def test_every_fault_with_truncated_downloads_ends_exit_0_with_whole_files(
-    tmp_path: Path,
-) -> None:
-    """All five faults at once, truncation included: 30% of result downloads advertise the
-    full length, send half and close; plus 10% 5xx, 10% drops (after processing), a 429
-    burst and errors as HTTP 200. Every file on disk must be whole (hash = report), no
-    partial file left behind, and only ambiguous creates paid twice.
-
-    Root tasks only: the simulator's own fetch of a chained task's reference image (the
-    parent's result URL) suffers the truncation fault too and fails that task with
-    INVALID_IMAGE_URL (known simulator issue, pinned by the xfail below). The chained
-    manifest gets every other fault above.
-    """
-    subjects = [*SUBJECTS, "crow"]
-    manifest = write_manifest(
-        tmp_path, chained_manifest("truncated", subjects, STYLES, chained=False)
-    )
-    out = tmp_path / "out"
-    tasks = len(subjects) * len(STYLES)
-    faults = Faults(
-        truncate_rate=0.3,
-        error_rate=0.1,
-        drop_rate=0.1,
-        drop_after=True,
-        rate_limit_burst=10,
-        errors_as_200=True,
-    )
-    config = SimConfig(api_keys=(KEY,), task_seconds=0.4, task_spread=0.1, faults=faults, seed=5)
-    with SimulatorThread(config) as sim:
-        codes, _ = await run_until_done(manifest, out, sim.base_url)
-        stats = await admin_of(sim).astats()
-    resubmitted = sum(r.attempts - 1 for r in db_rows(state_path(out)).values())
-    print(
-        f"\nall faults + truncation: {tasks} tasks, runs {codes}, {stats['truncated']} "
-        f"truncated of {stats['requests_by_endpoint'].get('results')} downloads, "
-        f"{stats['server_errors']} 5xx, {stats['drops']} drops, {stats['rate_limited']} 429s, "
-        f"{resubmitted} ambiguous resubmissions, {stats['duplicate_creates']} duplicates"
-    )
-    assert stats["truncated"] > 0
-    assert stats["rate_limited"] >= 10
-    assert_all_done(out, tasks)
-    assert stats["distinct_inputs"] == tasks
-    assert stats["duplicate_creates"] == resubmitted
     assert not list(out.rglob("*.part"))
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (simulator): its own fetch of a chained task's reference image (the parent's "
-    "result URL) goes through the truncation fault of /results and fails the task with "
-    "INVALID_IMAGE_URL; only client downloads should be truncated",
-)
 async def test_simulator_reference_fetch_is_not_truncated() -> None:
     """A chained edit's reference image is the parent's result URL on the simulator itself.
     The truncation fault is meant for the client's downloads; with it at 100% the
-    simulator's own fetch of that URL must still succeed and so must the edit."""
+    simulator's own fetch of that URL must still succeed and so must the edit (this was a
+    simulator bug, fixed in a36138a; the test above relies on it)."""
     config = SimConfig(api_keys=(KEY,), task_seconds=0.2, task_spread=0.0)
     auth = {"Authorization": f"Bearer {KEY}"}
     with SimulatorThread(config) as sim:
