@@ -293,6 +293,11 @@ def cli_json(*argv: str) -> dict[str, Any]:
     return data
 
 
+async def acli_json(*argv: str) -> dict[str, Any]:
+    """``cli_json`` from async code (the command runs its own event loop, in a thread)."""
+    return await anyio.to_thread.run_sync(lambda: cli_json(*argv))
+
+
 # --- the state DB ---------------------------------------------------------------------------
 
 
