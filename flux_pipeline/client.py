@@ -223,10 +223,15 @@ class FluxClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def create_task(self, body: Mapping[str, Any]) -> str:
+    async def create_task(self, body: Mapping[str, Any], *, speculative: bool = False) -> str:
         """Create a task; returns its taskId. ``body`` is the whole create body
         (see ``api.build_create_body``). Raises ``AmbiguousCreateError`` when the request may
-        have reached the API but its answer was lost."""
+        have reached the API but its answer was lost.
+
+        ``speculative``: the caller sent it betting that a task it has not yet seen finish
+        has freed its slot; a 429 is then raised at once, without retrying and without
+        slowing the shared budget (it most likely means "too many tasks", not "too many
+        requests")."""
 
         def task_id_of(data: Any) -> str:
             task_id = data.get("taskId") if isinstance(data, Mapping) else None
@@ -236,7 +241,9 @@ class FluxClient:
                 )
             return task_id
 
-        result: str = await self._call("POST", CREATE_PATH, task_id_of, json=dict(body))
+        result: str = await self._call(
+            "POST", CREATE_PATH, task_id_of, json=dict(body), speculative=speculative
+        )
         return result
 
     async def get_status(self, task_id: str) -> TaskStatus:
@@ -266,9 +273,12 @@ class FluxClient:
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
         task_id: str | None = None,
+        speculative: bool = False,
     ) -> Any:
         try:
-            return await self._retrying(method, path, parse, json=json, params=params)
+            return await self._retrying(
+                method, path, parse, json=json, params=params, speculative=speculative
+            )
         except ApiError as exc:
             exc.method = exc.method or method
             exc.path = exc.path or path
@@ -284,6 +294,7 @@ class FluxClient:
         *,
         json: dict[str, Any] | None,
         params: dict[str, str] | None,
+        speculative: bool = False,
     ) -> Any:
         creating = method == "POST"
         policy = self.config.retry
@@ -305,6 +316,8 @@ class FluxClient:
                         ) from exc
                     raise
             except RateLimitedError as exc:
+                if speculative:
+                    raise
                 rate_limits += 1
                 if self._budget is not None:
                     self._budget.rate_limited(exc.retry_after)

@@ -1,7 +1,8 @@
 """The state DB: every task transition of DESIGN §2, in SQLite (WAL), through one writer.
 
 A task has a row from its first ``submitting`` on; a task without a row is ``planned``.
-Writes are queued and committed by a single writer task in batches (group commit): a caller
+Writes are queued and committed by a single writer task in batches (group commit, one worker
+thread call and one transaction a batch; reads go through aiosqlite): a caller
 that must not act before its write is durable (``submitting`` before the create is sent)
 awaits ``Store.write(...)``; others use ``Store.enqueue(...)``. WAL with
 ``synchronous=NORMAL`` loses nothing on a process crash (only on power loss).
@@ -263,8 +264,10 @@ class Store:
     """The state DB of one run. Open with ``Store.open(path)`` as an async context manager;
     ``start(task_group)`` launches the writer, ``aclose`` flushes it."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
-        self._db = db
+    def __init__(self, db: aiosqlite.Connection, writer: sqlite3.Connection, path: Path) -> None:
+        self._db = db  # reads, and the few writes of the run table
+        self._wdb = writer  # transitions: one batch = one call into a worker thread
+        self._wlimiter = anyio.CapacityLimiter(1)
         self.path = path
         self._queue: list[_Write] = []
         self._wake = anyio.Event()
@@ -284,9 +287,12 @@ class Store:
             db = await aiosqlite.connect(path, isolation_level=None)
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA busy_timeout=5000")
+            writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            writer.execute("PRAGMA synchronous=NORMAL")
+            writer.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as exc:
             raise StateError(f"{path}: cannot open the state DB: {exc}") from exc
-        return cls(db, path)
+        return cls(db, writer, path)
 
     # --- the writer ------------------------------------------------------------------------
 
@@ -312,20 +318,29 @@ class Store:
         finally:
             self._writer_done.set()
 
-    async def _commit(self, batch: list[_Write]) -> None:
-        started = time.perf_counter()
+    def _commit_sync(self, batch: list[_Write]) -> None:
+        """One transaction for the whole batch, in a worker thread (one GIL hand-off, not one
+        per statement). Consecutive writes of the same statement go in one executemany."""
+        db = self._wdb
+        db.execute("BEGIN IMMEDIATE")
         try:
-            await self._db.execute("BEGIN IMMEDIATE")
             i = 0
             while i < len(batch):
                 j = i
                 while j < len(batch) and batch[j].sql is batch[i].sql:
                     j += 1
-                await self._db.executemany(batch[i].sql, [w.params for w in batch[i:j]])
+                db.executemany(batch[i].sql, [w.params for w in batch[i:j]])
                 i = j
-            await self._db.execute("COMMIT")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        started = time.perf_counter()
+        try:
+            await anyio.to_thread.run_sync(self._commit_sync, batch, limiter=self._wlimiter)
         except sqlite3.Error as exc:
-            await self._db.execute("ROLLBACK")
             raise StateError(f"{self.path}: write failed: {exc}") from exc
         self.write_seconds += time.perf_counter() - started
         self.batches += 1
@@ -374,6 +389,7 @@ class Store:
                 await self._writer_done.wait()
             await self.flush()
             await self._db.close()
+            self._wdb.close()
 
     async def __aenter__(self) -> Store:
         return self
