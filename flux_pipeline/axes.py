@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flux_pipeline import matrix
+from flux_pipeline.confine import outside
 from flux_pipeline.imagesets import Image
 from flux_pipeline.manifest import CsvAxis, ImageSetAxis, LinesAxis, Matrix
 from flux_pipeline.tasks import canonical_json
@@ -97,8 +98,10 @@ class CellBuilder:
         report: Report,
         *,
         max_cells: int,
+        root: Path,
     ) -> None:
         self.base = base
+        self.root = root  # nothing outside it may be read (confine.py)
         self.image_sets = image_sets
         self.report = report
         self.max_cells = max_cells
@@ -199,6 +202,8 @@ class CellBuilder:
         path = self.base / relative
         cache_key = (parse.__name__, path)
         found = self._files.get(cache_key)
+        if found is None and (escape := outside(self.root, path)):
+            found = escape
         if found is None:
             try:
                 text = path.read_bytes().decode("utf-8-sig")

@@ -30,6 +30,7 @@ from typing import Any
 
 from flux_pipeline import templates
 from flux_pipeline.axes import Cell, CellBuilder, did_you_mean
+from flux_pipeline.confine import project_root
 from flux_pipeline.errors import Diagnostic, ManifestError
 from flux_pipeline.imagesets import Image, LocalImage, Resolver, is_http_url, sha256_hex
 from flux_pipeline.manifest import InputFields, LoadedManifest, Step, dotted, load_manifest
@@ -221,7 +222,8 @@ class _Expander:
     def run(self) -> Plan:
         model = self.loaded.model
         base = self.loaded.path.parent
-        resolver = Resolver(base, self.vars, self.report)
+        root = project_root(base)
+        resolver = Resolver(base, self.vars, self.report, root=root)
         image_sets: dict[str, list[Image]] = {}
         for name, spec in model.image_sets.items():
             before = len(self.diagnostics)
@@ -230,7 +232,7 @@ class _Expander:
                 image_sets[name] = images
             else:
                 image_sets[name] = []  # reported; steps using it stay quiet
-        builder = CellBuilder(base, image_sets, self.report, max_cells=self.max_tasks)
+        builder = CellBuilder(base, image_sets, self.report, max_cells=self.max_tasks, root=root)
         order = self._order(model.steps)
         for index in order:
             step = self._compile(index, model.steps[index], builder)

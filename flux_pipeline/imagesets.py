@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from flux_pipeline import templates
+from flux_pipeline.confine import outside
 from flux_pipeline.manifest import ImageEntry, ImageFiles, ImageSet
 from flux_pipeline.tasks import LOCAL_IMAGE_PREFIX
 from flux_pipeline.yamlload import Path_
@@ -104,8 +105,11 @@ def _stem_of_url(url: str) -> str:
 class Resolver:
     """Resolves every image set of a manifest, reporting problems as it goes."""
 
-    def __init__(self, base: Path, variables: Mapping[str, Any], report: Report) -> None:
+    def __init__(
+        self, base: Path, variables: Mapping[str, Any], report: Report, *, root: Path
+    ) -> None:
         self.base = base
+        self.root = root  # nothing outside it may be read (confine.py)
         self.vars = variables
         self._report = report
         self.problems = 0
@@ -140,7 +144,7 @@ class Resolver:
         path = self.base / relative
         found = self._seen.get(path)
         if found is None:
-            found = inspect_image(path)
+            found = outside(self.root, path) or inspect_image(path)
             self._seen[path] = found
         if isinstance(found, str):
             self.report(at, found)
@@ -191,6 +195,10 @@ class Resolver:
                 )
             except (OSError, ValueError) as exc:
                 self.report(where, f"cannot expand {pattern!r}: {exc}")
+                continue
+            escaping = next((p for p in found if outside(self.root, self.base / p)), None)
+            if escaping is not None:
+                self.report(where, str(outside(self.root, self.base / escaping)))
                 continue
             if not found:
                 self.report(where, f"{pattern!r} matches no files (relative to {self.base})")
