@@ -1,4 +1,5 @@
-"""Report files (DESIGN §4): ``report.json`` for machines, ``report.md`` for people.
+"""Report files (DESIGN §4): ``report.json`` for machines, ``report.md`` for people,
+``index.html`` (the gallery, ``gallery``) and ``junit.xml`` (``junit``) for browsers and CI.
 
 Built from the plan and the state DB alone, so ``flux-pipeline report`` can rewrite them at any
 time. Every file is written to a temporary name and renamed into place. Tasks are sorted by
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flux_pipeline import gallery, junit
+from flux_pipeline.annotations import FAILED_STATES, failure_code
 from flux_pipeline.expand import Plan
 from flux_pipeline.resume import TaskState
 from flux_pipeline.store import TaskRecord
@@ -172,6 +176,42 @@ def report_json(plan: Plan, entries: list[dict[str, Any]], run: RunInfo) -> str:
     return "".join(parts)
 
 
+def _code(text: str) -> str:
+    """``text`` as inline Markdown code, whatever backticks it holds."""
+    text = " ".join(text.split())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _md_text(text: str, limit: int = 300) -> str:
+    """API text as one line of plain Markdown: no markup, no HTML, at most ``limit`` chars."""
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return re.sub(r"([\\`*_\[\]<>|~&])", r"\\\1", text)
+
+
+def _ids(ids: list[str], limit: int) -> str:
+    shown = ", ".join(_code(i) for i in ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _resumable(run: RunInfo, counts: dict[str, int]) -> bool:
+    """Did the run stop before the end, so that running the same command again continues?"""
+    if run.exit_code == 3:
+        return True
+    if run.exit_code is None:  # interrupted before the engine returned an outcome
+        return run.stop_reason is not None
+    unfinished = sum(counts[s] for s in UNFINISHED_STATES)
+    return run.exit_code == 2 and unfinished > 0
+
+
+UNFINISHED_STATES = ("planned", "submitting", "submitted", "succeeded")
+MAX_IDS = 20
+
+
 def report_markdown(plan: Plan, entries: list[dict[str, Any]], run: RunInfo) -> str:
     counts = counts_by_state(entries)
     lines = [f"# flux-pipeline: {plan.name}", ""]
@@ -181,61 +221,129 @@ def report_markdown(plan: Plan, entries: list[dict[str, Any]], run: RunInfo) -> 
         )
         lines.append(f"**{verdict}** (exit {run.exit_code})")
         lines.append("")
+    elif run.stop_reason:
+        lines += ["**interrupted** (resumable)", ""]
     lines += ["| state | tasks |", "|---|---:|"]
     lines += [f"| {state} | {n} |" for state, n in counts.items() if n]
     lines.append(f"| **total** | {len(entries)} |")
     lines.append("")
     if run.elapsed is not None:
-        lines.append(f"- time taken: {run.elapsed:.1f} s")
+        lines.append(f"- time taken: {_duration(run.elapsed)}")
+    elif run.started_at is not None and run.finished_at is not None:
+        lines.append(f"- time taken: {_duration(run.finished_at - run.started_at)}")
     if run.created is not None:
         lines.append(f"- tasks created (billed) in this run: {run.created}")
     if run.stop_reason:
-        lines.append(f"- stopped: {run.stop_reason}")
+        lines.append(f"- stopped: {_md_text(run.stop_reason)}")
     if run.error:
-        lines.append(f"- last error: {run.error}")
-    failures: dict[str, list[str]] = defaultdict(list)
+        lines.append(f"- last error: {_md_text(run.error)}")
+    lines.append(
+        "- files: `report.json` (every task), `index.html` (gallery), `junit.xml` (CI test report)"
+    )
+    failures: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for e in entries:
-        if e["state"] in ("failed", "expired"):
-            failures[e["failCode"] or "UNKNOWN"].append(e["readable_id"])
+        if e["state"] in FAILED_STATES:
+            failures[failure_code(e["state"], e["failCode"])].append(e)
     if failures:
-        lines += ["", "## Failures", ""]
+        total = sum(len(v) for v in failures.values())
+        lines += ["", f"## Failures ({total})", ""]
         for code in sorted(failures):
-            ids = failures[code]
-            shown = ", ".join(f"`{i}`" for i in ids[:20])
-            more = f" and {len(ids) - 20} more" if len(ids) > 20 else ""
-            lines.append(f"- **{code}** ({len(ids)}): {shown}{more}")
+            group = failures[code]
+            ids = [e["readable_id"] for e in group]
+            lines.append(f"- **{_md_text(code)}** ({len(ids)}): {_ids(ids, MAX_IDS)}")
+            messages = Counter(e["failMsg"] for e in group if e["failMsg"])
+            for message, n in messages.most_common(3):
+                times = f" ({n}×)" if n > 1 else ""
+                lines.append(f"  - {_md_text(message)}{times}")
+        lines += ["", "Rerun with `--retry-failed` to submit the failed tasks again (pays again)."]
     ambiguous = [e["readable_id"] for e in entries if e["state"] == "submitting"]
     if ambiguous:
-        lines += ["", "## Ambiguous (create sent, answer lost)", ""]
-        lines += [f"- `{i}`" for i in ambiguous[:50]]
+        lines += ["", f"## Ambiguous ({len(ambiguous)}: create sent, answer lost)", ""]
+        lines.append(_ids(ambiguous, 50))
         lines.append("")
         lines.append(
             "Check the API dashboard; rerun with `--resubmit-ambiguous` to create them again."
         )
-    if run.resume_command and run.exit_code == 3:
-        lines += ["", "## Resume", "", "```", run.resume_command, "```"]
+    if run.resume_command and _resumable(run, counts):
+        unfinished = sum(counts[s] for s in UNFINISHED_STATES)
+        lines += [
+            "",
+            "## Resume",
+            "",
+            f"{unfinished} task(s) not finished. Run the same command again to continue "
+            "(tasks already created are polled, never created twice):",
+            "",
+            "```sh",
+            run.resume_command,
+            "```",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
 
 
 def write_reports(
     plan: Plan, records: dict[str, TaskRecord], out_dir: Path, run: RunInfo
 ) -> list[Path]:
+    """Write report.json, report.md, index.html (and its further pages) and junit.xml into
+    ``out_dir``; append report.md to ``$GITHUB_STEP_SUMMARY`` when set. Returns the main files."""
     entries = task_entries(plan, records)
     json_path = out_dir / "report.json"
     md_path = out_dir / "report.md"
+    html_path = out_dir / "index.html"
+    junit_path = out_dir / "junit.xml"
     write_atomic(json_path, report_json(plan, entries, run))
     markdown = report_markdown(plan, entries, run)
     write_atomic(md_path, markdown)
+    pages = gallery.render_pages(
+        name=plan.name, entries=entries, step_order=plan.step_ids, out_dir=out_dir
+    )
+    for number, page in enumerate(pages, start=1):
+        write_atomic(out_dir / gallery.page_name(number), page)
+    for stale in gallery.stale_pages(out_dir, len(pages)):
+        stale.unlink(missing_ok=True)
+    write_atomic(
+        junit_path,
+        junit.junit_xml(
+            name=plan.name, entries=entries, step_order=plan.step_ids, elapsed=run.elapsed
+        ),
+    )
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         append_step_summary(Path(summary), markdown)
-    return [json_path, md_path]
+    return [json_path, md_path, html_path, junit_path]
 
 
-def append_step_summary(path: Path, markdown: str) -> None:
+TRUNCATED_NOTE = (
+    "\n\n_(truncated to fit GitHub's step summary limit: the full report is in report.md)_\n"
+)
+
+
+def append_step_summary(path: Path, markdown: str, *, limit: int = STEP_SUMMARY_LIMIT) -> None:
+    """Append ``markdown`` to the step summary file, keeping the whole file within ``limit``
+    bytes (GitHub drops a bigger summary entirely): what the file already holds counts, and a
+    report that does not fit is cut at a line boundary with a note."""
+    try:
+        used = path.stat().st_size
+    except FileNotFoundError:
+        used = 0
+    room = limit - used
     data = markdown.encode()
-    if len(data) > STEP_SUMMARY_LIMIT - 1024:
-        note = b"\n\n_(truncated: the full report is in report.md)_\n"
-        data = data[: STEP_SUMMARY_LIMIT - 1024 - len(note)].rsplit(b"\n", 1)[0] + note
+    if len(data) > room:
+        note = TRUNCATED_NOTE.encode()
+        if room < len(note):
+            return  # not even the note fits: leave the summary as it is
+        cut = data[: room - len(note) - 4]  # 4: room for a closing code fence
+        cut = cut.rsplit(b"\n", 1)[0] if b"\n" in cut else b""
+        text = cut.decode(errors="ignore")
+        if text.count("```") % 2:
+            text += "\n```"
+        data = text.encode() + note
     with path.open("ab") as fh:
         fh.write(data)
