@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import httpx
 
+from flux_pipeline import annotations as workflow_commands
 from flux_pipeline.api import DEFAULT_BASE_URL, RequestType
 from flux_pipeline.budget import TokenBucket
 from flux_pipeline.client import ClientConfig, FluxClient, RetryPolicy
@@ -146,6 +147,8 @@ async def execute(
         receiver = CallbackReceiver(
             lambda task_id: engine is not None and engine.on_callback(task_id)
         )
+        if workflow_commands.enabled():  # masked before anything could print it
+            workflow_commands.emit([workflow_commands.add_mask(receiver.secret)])
         host, port = _parse_listen(options.listen)
         server = BackgroundServer(receiver.app, bind(host, port))
         public = (options.public_url or server.url).rstrip("/")
@@ -228,6 +231,10 @@ async def execute(
                 )
                 write_reports(plan, records, out_dir, info)
                 await store.aclose()
+                if workflow_commands.enabled():
+                    workflow_commands.emit(
+                        workflow_commands.failure_annotations(plan, records.values())
+                    )
     assert outcome is not None
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
 
