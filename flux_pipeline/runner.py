@@ -59,14 +59,18 @@ class RunOptions:
     api_down_after: float = 120.0
     retry: RetryPolicy | None = None
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
+    shard: tuple[int, int] | None = None  # (index, count), 1-based: run only that shard
 
 
 def default_out_dir(plan: Plan) -> Path:
     return Path("out") / plan.name
 
 
-def default_state_path(out_dir: Path) -> Path:
-    return out_dir / ".flux-pipeline" / "state.sqlite3"
+def default_state_path(out_dir: Path, shard: tuple[int, int] | None = None) -> Path:
+    """``OUT/.flux-pipeline/state.sqlite3``; one DB per shard (``state-2of3.sqlite3``), so shard
+    runs sharing an output directory or a downloaded artifact tree never share a DB."""
+    name = f"state-{shard[0]}of{shard[1]}.sqlite3" if shard else "state.sqlite3"
+    return out_dir / ".flux-pipeline" / name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,8 +130,12 @@ async def execute(
 ) -> RunResult:
     """Run a manifest to completion or to a resumable stop, then write the report."""
     plan = load_plan(options.manifest)
+    if options.shard is not None:
+        from flux_pipeline.shard import select
+
+        plan = select(plan, *options.shard)
     out_dir = options.out_dir or default_out_dir(plan)
-    state_path = options.state_path or default_state_path(out_dir)
+    state_path = options.state_path or default_state_path(out_dir, options.shard)
     out_dir.mkdir(parents=True, exist_ok=True)
     timing = options.timing or (
         TimingConfig(first_poll=options.sim_task_seconds * 0.6) if options.simulate else None
@@ -168,6 +176,8 @@ async def execute(
         api_down_after=options.api_down_after,
     )
     summary: dict[str, Any] = settings_summary(settings) | {"rpm": options.rpm}
+    if options.shard is not None:
+        summary["shard"] = f"{options.shard[0]}/{options.shard[1]}"
     run_id = await store.begin_run(
         manifest=plan.name,
         manifest_sha256=plan.manifest_sha256,

@@ -18,6 +18,7 @@ from typing import IO
 import anyio
 import click
 
+from flux_pipeline.cli.review_cmds import Shard
 from flux_pipeline.errors import ManifestError
 from flux_pipeline.expand import Plan, load_plan
 from flux_pipeline.resume import Decision, Reason, TaskState, decide
@@ -105,7 +106,27 @@ def validate(manifests: Sequence[Path]) -> int:
 
 @click.command()
 @click.argument("manifest", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "gha-matrix"]),
+    default="text",
+    show_default=True,
+    help="A table, a JSON document, or the GitHub Actions matrix of the shards "
+    '({"include": [{"shard": "1/3", "label": "1of3"}, ...]}, for fromJSON()).',
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "--shard", type=Shard(), help="Only the tasks of shard I of N (e.g. 2/3; chains stay whole)."
+)
+@click.option(
+    "--max-shards",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="With --format gha-matrix: at most this many shards (and never more than root tasks "
+    "or GitHub's 256 jobs).",
+)
 @click.option(
     "--out",
     "out_dir",
@@ -120,13 +141,28 @@ def validate(manifests: Sequence[Path]) -> int:
     default=None,
     help="The state DB to read task states from (default: in the output directory).",
 )
-def plan(manifest: Path, as_json: bool, out_dir: Path | None, state_path: Path | None) -> int:
+def plan(
+    manifest: Path,
+    fmt: str,
+    as_json: bool,
+    shard: tuple[int, int] | None,
+    max_shards: int,
+    out_dir: Path | None,
+    state_path: Path | None,
+) -> int:
     """List the tasks of MANIFEST, each with its state and why it would run."""
     from flux_pipeline.runner import default_out_dir, default_state_path
+    from flux_pipeline.shard import gha_matrix, select
 
     the_plan = load_plan(manifest, file=str(manifest))
+    if fmt == "gha-matrix":
+        click.echo(json.dumps(gha_matrix(the_plan, max_shards), separators=(",", ":")))
+        return EXIT_OK
+    if shard is not None:
+        the_plan = select(the_plan, *shard)
+    as_json = as_json or fmt == "json"
     out_dir = out_dir or default_out_dir(the_plan)
-    states = load_states(state_path or default_state_path(out_dir))
+    states = load_states(state_path or default_state_path(out_dir, shard))
     decisions = decide_all(the_plan, states, out_dir)
     stream = sys.stdout
     if as_json:

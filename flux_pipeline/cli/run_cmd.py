@@ -11,6 +11,7 @@ import anyio
 import click
 
 from flux_pipeline.cli.options import Duration
+from flux_pipeline.cli.review_cmds import Shard
 
 if TYPE_CHECKING:
     from flux_pipeline.engine import RunOutcome
@@ -114,6 +115,12 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
     type=click.IntRange(min=0),
     help="Create at most this many tasks in this run, then stop (exit 3).",
 )
+@click.option(
+    "--shard",
+    type=Shard(),
+    help="Run only shard I of N (e.g. 2/3; chains stay whole) [default state: "
+    "<out>/.flux-pipeline/state-IofN.sqlite3].",
+)
 def run(
     manifest: Path,
     out_dir: Path | None,
@@ -129,6 +136,7 @@ def run(
     resubmit_ambiguous: bool,
     deadline: float | None,
     max_new_tasks: int | None,
+    shard: tuple[int, int] | None,
 ) -> int:
     """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
     from flux_pipeline.progress import progress_for
@@ -150,6 +158,7 @@ def run(
         listen=listen,
         public_url=public_url,
         argv=tuple(sys.argv[1:]),
+        shard=shard,
     )
     display = progress_for()
 

@@ -1,0 +1,116 @@
+"""``diff`` and ``merge``: reviewing a manifest change, combining shard runs.
+
+Also the ``--shard I/N`` option type shared by ``plan`` and ``run``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import anyio
+import click
+
+from flux_pipeline.shard import parse_shard
+
+
+class Shard(click.ParamType):  # type: ignore[type-arg]
+    """``--shard I/N`` -> ``(I, N)``, with a one-line error naming the option."""
+
+    name = "I/N"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_shard(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.command()
+@click.argument("report_a", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("report_b", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "md"]),
+    default="text",
+    show_default=True,
+    help="Text for people, JSON for tools, Markdown for a pull request comment.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the reports differ.")
+def diff(report_a: Path, report_b: Path, fmt: str, as_json: bool, exit_code: bool) -> int:
+    """Compare two report.json files: tasks added, removed, changed (which part of the key)
+    and outputs whose bytes changed. Tasks are matched by readable id."""
+    from flux_pipeline.diff import diff_reports, render_json, render_markdown, render_text
+
+    result = diff_reports(report_a, report_b)
+    render = {"text": render_text, "json": render_json, "md": render_markdown}
+    sys.stdout.write(render["json" if as_json else fmt](result))
+    return 1 if exit_code and not result.empty else 0
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--from",
+    "sources",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A shard's output directory (or downloaded artifact), state DB or report.json; "
+    "repeatable. Directories are searched for *.sqlite3 and report.json.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory of the merged run [default: out/<manifest name>].",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Merged state DB [default: <out>/.flux-pipeline/state.sqlite3].",
+)
+def merge(
+    manifest: Path, sources: Sequence[Path], out_dir: Path | None, state_path: Path | None
+) -> int:
+    """Combine shard runs of MANIFEST into one state DB, output directory and report.
+
+    Exits like run: 0 every task done and on disk, 1 some failed, 3 some unfinished or files
+    missing (rerun MANIFEST to finish: nothing done is paid twice)."""
+    from flux_pipeline.expand import load_plan
+    from flux_pipeline.merge import merge as merge_runs
+    from flux_pipeline.runner import default_out_dir, default_state_path
+
+    plan = load_plan(manifest, file=str(manifest))
+    out_dir = out_dir or default_out_dir(plan)
+    state_path = state_path or default_state_path(out_dir)
+
+    result = anyio.run(partial(merge_runs, plan, sources, out_dir=out_dir, state_path=state_path))
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts.items()))
+    click.echo(
+        f"flux-pipeline: merged {result.databases} state DB(s) and {result.reports} report(s)"
+        + (f" of shards {', '.join(result.shards)}" if result.shards else "")
+        + f" into {out_dir}/: {counts or 'no tasks'}; {result.copied} file(s) copied, "
+        f"{result.present} already there, {len(result.missing)} missing",
+        err=True,
+    )
+    if result.ignored:
+        click.echo(
+            f"flux-pipeline: {result.ignored} report entr(ies) not in the manifest, ignored",
+            err=True,
+        )
+    for path in result.missing[:10]:
+        click.echo(f"flux-pipeline: missing: {path} (rerun to download it again)", err=True)
+    return result.exit_code
+
+
+COMMANDS: list[click.Command] = [diff, merge]
