@@ -283,19 +283,34 @@ async def run_inprocess(
     )
 
 
-def cli_json(*argv: str) -> dict[str, Any]:
-    """Run a read-only command (``status --json``, ``plan --json``) in-process; its JSON."""
+def cli(*argv: str) -> tuple[int, str]:
+    """Run a command that sends nothing (``status``, ``plan``, ``report``) in-process."""
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         code = run_cli(list(argv))
-    assert code == 0, (argv, buffer.getvalue())
-    data: dict[str, Any] = json.loads(buffer.getvalue())
+    return code, buffer.getvalue()
+
+
+def cli_json(*argv: str) -> dict[str, Any]:
+    """The JSON a ``--json`` command prints."""
+    code, text = cli(*argv)
+    assert code == 0, (argv, text)
+    data: dict[str, Any] = json.loads(text)
     return data
 
 
 async def acli_json(*argv: str) -> dict[str, Any]:
     """``cli_json`` from async code (the command runs its own event loop, in a thread)."""
     return await anyio.to_thread.run_sync(lambda: cli_json(*argv))
+
+
+async def rewritten_report(manifest: Path, out: Path) -> dict[str, Any]:
+    """``flux-pipeline report`` (report files rewritten from the closed state DB), loaded."""
+    code, text = await anyio.to_thread.run_sync(
+        lambda: cli("report", str(manifest), "--out", str(out))
+    )
+    assert code == 0, text
+    return load_report(out)
 
 
 # --- the state DB ---------------------------------------------------------------------------
@@ -379,11 +394,34 @@ def check_outputs(out: Path, report: dict[str, Any]) -> int:
     return checked
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".webp"}
+
+
 def image_files(out: Path) -> list[Path]:
-    """Every file under ``out`` except the reports and the state DB."""
-    skip = {"report.json", "report.md", "index.html"}
-    return sorted(
-        p
-        for p in out.rglob("*")
-        if p.is_file() and ".flux-pipeline" not in p.parts and p.name not in skip
-    )
+    """Every image file under ``out`` (reports, gallery and state DB aside)."""
+    return sorted(p for p in out.rglob("*") if p.is_file() and p.suffix in IMAGE_SUFFIXES)
+
+
+def leftovers(out: Path) -> list[Path]:
+    """Temporary files a download or a report write left behind."""
+    return sorted(p for p in out.rglob("*") if p.is_file() and p.name.endswith(".part"))
+
+
+def db_states(out: Path) -> dict[str, str]:
+    """State by readable id, from the state DB (the authority; see ``settled_report``)."""
+    return {r.readable_id: r.state for r in db_rows(state_path(out)).values()}
+
+
+async def settled_report(
+    manifest: Path, out: Path, *, base_url: str, api_key: str, code: int, **options: Any
+) -> dict[str, Any]:
+    """Rerun a finished batch (it must create nothing) and return the report it wrote.
+
+    A run's own report.json can miss its last transitions (``Store.flush_and_wait`` does not
+    wait for the batch being committed: pinned by test_report_consistency.py), so tests whose
+    subject is not the report check the one a no-op rerun writes from the settled DB.
+    """
+    result = await run_inprocess(manifest, out, base_url=base_url, api_key=api_key, **options)
+    assert result.outcome.exit_code == code, result.outcome
+    assert result.outcome.created == 0, result.outcome
+    return load_report(out)

@@ -22,8 +22,8 @@ from .support import (
     chained_manifest,
     check_outputs,
     db_rows,
-    load_report,
     run_inprocess,
+    settled_report,
     state_path,
     write_manifest,
 )
@@ -47,7 +47,9 @@ async def test_callback_mode_runs_the_batch_with_about_two_requests_per_task(
             manifest, out, base_url=sim.base_url, api_key=KEY, request_type="callback"
         )
         stats = await admin_of(sim).astats()
-        report = load_report(out)
+        report = await settled_report(
+            manifest, out, base_url=sim.base_url, api_key=KEY, code=0, request_type="callback"
+        )
         secret_url = (await admin_of_sim_task(sim, report["tasks"][0]["taskId"]))["callback_url"]
     calls = stats["requests_by_endpoint"]
     per_task = (calls["create"] + calls["status"]) / tasks
@@ -168,9 +170,11 @@ async def test_forged_and_replayed_callbacks_change_nothing_in_a_real_run(
 
                 await admin.aadvance(100.0)  # the edits finish
         stats = await admin.astats()
+        report = await settled_report(
+            manifest, out, base_url=sim.base_url, api_key=KEY, code=0, request_type="callback"
+        )
 
     assert results[0].outcome.exit_code == 0, results[0].outcome
-    report = load_report(out)
     assert {t["state"] for t in report["tasks"]} == {"downloaded"}
     assert check_outputs(out, report) == 6
     assert all("evil" not in o["url"] for t in report["tasks"] for o in t["outputs"])

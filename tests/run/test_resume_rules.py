@@ -20,9 +20,10 @@ from .support import (
     check_outputs,
     db_execute,
     db_rows,
-    load_report,
     report_tasks,
+    rewritten_report,
     run_inprocess,
+    settled_report,
     sha256_of,
     state_path,
     write_manifest,
@@ -59,15 +60,16 @@ async def test_retry_failed_resubmits_only_the_failed_tasks(tmp_path: Path) -> N
             manifest, out, base_url=sim.base_url, api_key=KEY, retry_failed=True
         )
         stats = await admin_of(sim).astats()
+        report = await settled_report(manifest, out, base_url=sim.base_url, api_key=KEY, code=0)
     assert retried.outcome.exit_code == 0, retried.outcome
     assert retried.outcome.created == 2
     assert stats["creates"] == 2
-    tasks = report_tasks(out)
+    tasks = {t["readable_id"]: t for t in report["tasks"]}
     assert {t["state"] for t in tasks.values()} == {"downloaded"}
     assert {rid: tasks[rid]["attempts"] for rid in failed} == dict.fromkeys(failed, 2)
     assert all(tasks[rid]["failCode"] is None for rid in failed)
     assert {rid: tasks[rid]["outputs"] for rid in kept} == kept
-    assert check_outputs(out, load_report(out)) == 4
+    assert check_outputs(out, report) == 4
 
 
 @pytest.mark.anyio
@@ -107,13 +109,13 @@ async def test_ambiguous_tasks_are_held_then_resubmitted_on_request(tmp_path: Pa
             manifest, out, base_url=sim.base_url, api_key=KEY, resubmit_ambiguous=True
         )
         stats = await admin.astats()
+        report = await settled_report(manifest, out, base_url=sim.base_url, api_key=KEY, code=0)
     assert again.outcome.exit_code == 0, again.outcome
     assert again.outcome.created == 2
     assert stats["creates"] == 4 + 2
     assert stats["duplicate_creates"] == 2  # the forced rows had in fact been created: paid twice
     rows = {r.readable_id: r for r in db_rows(db).values()}
     assert {rid: r.attempts for rid, r in rows.items() if r.attempts > 1} == {root: 2, edit: 2}
-    report = load_report(out)
     assert {t["state"] for t in report["tasks"]} == {"downloaded"}
     assert check_outputs(out, report) == 4
 
@@ -131,7 +133,7 @@ async def test_deleted_outputs_are_downloaded_again_without_a_new_create(tmp_pat
         admin = admin_of(sim)
         done = await run_inprocess(manifest, out, base_url=sim.base_url, api_key=KEY)
         assert done.outcome.exit_code == 0
-        before = report_tasks(out)
+        before = {t["readable_id"]: t for t in (await rewritten_report(manifest, out))["tasks"]}
         paths = {rid: out / before[rid]["outputs"][0]["path"] for rid in (root, edit)}
         hashes = {rid: sha256_of(path) for rid, path in paths.items()}
         for path in paths.values():
@@ -145,6 +147,7 @@ async def test_deleted_outputs_are_downloaded_again_without_a_new_create(tmp_pat
 
         rerun = await run_inprocess(manifest, out, base_url=sim.base_url, api_key=KEY)
         stats = await admin.astats()
+        report = await settled_report(manifest, out, base_url=sim.base_url, api_key=KEY, code=0)
     assert rerun.outcome.exit_code == 0, rerun.outcome
     assert rerun.outcome.created == 0
     assert stats["creates"] == stats_before["creates"] == 4
@@ -152,8 +155,6 @@ async def test_deleted_outputs_are_downloaded_again_without_a_new_create(tmp_pat
     assert calls["results"] - calls_before["results"] == 2
     assert calls.get("status") == calls_before.get("status")
     assert {rid: sha256_of(path) for rid, path in paths.items()} == hashes
-    after = report_tasks(out)
-    assert {rid: t["taskId"] for rid, t in after.items()} == {
-        rid: t["taskId"] for rid, t in before.items()
-    }
-    assert check_outputs(out, load_report(out)) == 4
+    after = {t["readable_id"]: t["taskId"] for t in report["tasks"]}
+    assert after == {rid: t["taskId"] for rid, t in before.items()}
+    assert check_outputs(out, report) == 4

@@ -23,6 +23,7 @@ from .support import (
     db_rows,
     load_report,
     run_inprocess,
+    settled_report,
     spawn_run,
     state_path,
     wait_for,
@@ -98,10 +99,10 @@ async def test_signal_stops_with_exit_3_and_loses_no_task(
 
         sim.set_faults(slow_rate=0.0)
         result = await run_inprocess(manifest, out, base_url=sim.base_url, api_key=KEY)
+        assert result.outcome.exit_code == 0, result.outcome
         stats = await admin_of(sim).astats()
+        report = await settled_report(manifest, out, base_url=sim.base_url, api_key=KEY, code=0)
 
-    assert result.outcome.exit_code == 0, result.outcome
-    report = load_report(out)
     assert {t["state"] for t in report["tasks"]} == {"downloaded"}
     assert check_outputs(out, report) == TASKS
     assert stats["creates"] == TASKS
