@@ -628,10 +628,11 @@ class Engine:
             self.request_stop(f"the API failed every call for {down_for:.0f}s: {exc}")
 
     def _fail_run(self, exc: FluxPipelineError) -> None:
-        self.fatal = exc
-        self.stop_reason = self.stop_reason or "fatal error"
-        self._finished.set()
-        self._notify()
+        """Nothing more is sent; creates already sent get their answer (a 401 too, most
+        likely: then they are recorded as never created, not left ambiguous)."""
+        if self.fatal is None:
+            self.fatal = exc
+        self.request_stop("fatal error")
 
     async def _hard_stop(self) -> None:
         with anyio.move_on_after(self.settings.stop_grace):

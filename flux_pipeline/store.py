@@ -279,6 +279,7 @@ class Store:
         self.write_seconds = 0.0
         self._writer_started = False
         self._closed = False
+        self._committing: list[_Write] = []
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -310,8 +311,10 @@ class Store:
                     self._wake = anyio.Event()
                     continue
                 batch, self._queue = self._queue, []
+                self._committing = batch
                 with anyio.CancelScope(shield=True):
                     await self._commit(batch)
+                self._committing = []
         except BaseException as exc:
             self._writer_error = exc
             raise
@@ -491,11 +494,13 @@ class Store:
         )
 
     async def flush_and_wait(self) -> None:
-        """Wait until everything queued so far is committed."""
-        if not self._queue:
+        """Wait until everything queued so far is committed, including the batch the writer
+        may be committing right now."""
+        pending = self._queue or self._committing
+        if not pending:
             return
         if self._writer_started and not self._closing and self._writer_error is None:
-            last = self._queue[-1]
+            last = pending[-1]
             if last.done is None:
                 last.done = anyio.Event()
             with anyio.CancelScope(shield=True):
