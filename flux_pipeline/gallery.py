@@ -119,10 +119,8 @@ def split_cell(cell: str) -> tuple[str, str]:
     """``@a=1,b=x`` -> (``a=1``, ``b=x``): the first axis groups cards into rows, the rest
     labels each card. Values may hold commas; a new axis starts at ``,name=``."""
     text = cell[1:] if cell.startswith("@") else cell
-    parts = _NEXT_AXIS.split(text, maxsplit=1)
-    first = parts[0]
-    rest = parts[1].replace(",", ", ") if len(parts) > 1 else ""
-    return first, rest
+    parts = _NEXT_AXIS.split(text)
+    return parts[0], ", ".join(parts[1:])
 
 
 @dataclass(frozen=True)
@@ -173,7 +171,9 @@ class _Renderer:
     def src(self, path: str) -> str:
         return quote(path, safe="/")
 
-    def image(self, entry: dict[str, Any], output_index: int | None, alt: str) -> str:
+    def image(
+        self, entry: dict[str, Any], output_index: int | None, alt: str, waiting: str = ""
+    ) -> str:
         """The image of ``entry``'s output (all outputs when ``output_index`` is None), or a
         box saying why there is none."""
         outputs: list[dict[str, Any]] = entry["outputs"]
@@ -203,13 +203,15 @@ class _Renderer:
                 f'<div class="box"><strong>{_e(code)}</strong>'
                 f'<span class="reason">{_e(reason)}</span></div>'
             )
-        return f'<div class="box">{_e(STATE_TEXT.get(state, state))}</div>'
+        return f'<div class="box">{_e(waiting or STATE_TEXT.get(state, state))}</div>'
 
     def card(self, card: _Card) -> str:
         entry = card.entry
         state: str = entry["state"]
         prompt = str((entry.get("request") or {}).get("input", {}).get("prompt", ""))
-        own = self.image(entry, None, prompt)
+        blocked = card.parent is not None and card.parent["state"] in ("failed", "expired")
+        waiting = "not started: its parent failed" if blocked and state == "planned" else ""
+        own = self.image(entry, None, prompt, waiting)
         if card.parent is not None:
             parent_prompt = str(
                 (card.parent.get("request") or {}).get("input", {}).get("prompt", "")
@@ -242,9 +244,9 @@ def _anchor(readable_id: str) -> str:
     return "t-" + quote(readable_id, safe="")
 
 
-def _pages(cards: list[_Card]) -> Iterator[list[_Card]]:
-    for start in range(0, len(cards), PAGE_SIZE):
-        yield cards[start : start + PAGE_SIZE]
+def _pages(cards: list[_Card], size: int) -> Iterator[list[_Card]]:
+    for start in range(0, len(cards), size):
+        yield cards[start : start + size]
     if not cards:
         yield []
 
@@ -255,10 +257,11 @@ def render_pages(
     entries: list[dict[str, Any]],
     step_order: list[str],
     out_dir: Path,
+    page_size: int = PAGE_SIZE,
 ) -> list[str]:
     """The gallery pages' HTML: ``[index.html, index-2.html, ...]``."""
     cards = _cards(entries, step_order)
-    pages = list(_pages(cards))
+    pages = list(_pages(cards, page_size))
     renderer = _Renderer(out_dir)
     counts = Counter(e["state"] for e in entries)
     fail_codes = Counter(

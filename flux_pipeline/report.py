@@ -250,7 +250,7 @@ def report_markdown(plan: Plan, entries: list[dict[str, Any]], run: RunInfo) -> 
         for code in sorted(failures):
             group = failures[code]
             ids = [e["readable_id"] for e in group]
-            lines.append(f"- **{_md_text(code)}** ({len(ids)}): {_ids(ids, MAX_IDS)}")
+            lines.append(f"- **{_code(code)}** ({len(ids)}): {_ids(ids, MAX_IDS)}")
             messages = Counter(e["failMsg"] for e in group if e["failMsg"])
             for message, n in messages.most_common(3):
                 times = f" ({n}×)" if n > 1 else ""
