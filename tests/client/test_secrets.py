@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from flux_pipeline.api import build_create_body
-from flux_pipeline.client import FluxClient
+from flux_pipeline.client import ClientConfig, FluxClient
 from flux_pipeline.errors import ApiError, AuthError
 
 from .support import (
@@ -136,3 +136,13 @@ async def test_key_echoed_across_a_cut_leaves_no_fragment(answer: Handler) -> No
             await client.get_status("task_1")
     assert key_fragments(str(info.value)) == []
     assert key_fragments(repr(info.value)) == []
+
+
+@pytest.mark.anyio
+async def test_a_very_short_key_does_not_corrupt_answers() -> None:
+    """Redaction is byte replacement: a one-letter key must not mangle every answer."""
+    script = Script(respond(200, envelope({"taskId": "task_1"})))
+    async with FluxClient(
+        api_key="k", transport=httpx.MockTransport(script), config=ClientConfig(base_url="http://t")
+    ) as client:
+        assert await client.create_task({"input": {"prompt": "p"}}) == "task_1"
