@@ -40,7 +40,10 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
             f"lost): {shown}{' ...' if len(outcome.ambiguous) > 5 else ''}; rerun with "
             "--resubmit-ambiguous to create them again"
         )
-    text += f"\nflux-pipeline: images and report in {out_dir}/ (report.md, report.json)"
+    text += (
+        f"\nflux-pipeline: images and report in {out_dir}/"
+        " (index.html to browse, report.md, report.json, junit.xml)"
+    )
     return text
 
 
