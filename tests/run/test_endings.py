@@ -131,13 +131,6 @@ def test_wrong_key_exits_2_with_one_error_line_and_creates_nothing(tmp_path: Pat
     assert stats["requests_by_endpoint"].get("status", 0) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Engine._fail_run ends the run at once on AuthError and cancels the other "
-    "creates in flight; their rows stay 'submitting' (ambiguous) although the API refused "
-    "them all, the summary counts them as created, and the rerun with the right key stops "
-    "with exit 3 holding them",
-)
 @pytest.mark.anyio
 async def test_wrong_key_leaves_nothing_ambiguous_and_the_fixed_rerun_completes(
     tmp_path: Path,

@@ -34,12 +34,6 @@ def committed_runs(path: Path) -> int:
         db.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Store.flush_and_wait returns at once when the queue is empty, although the "
-    "writer may still be committing the batch it just took; runner.execute then writes "
-    "report.json from rows read before the last transitions are committed",
-)
 @pytest.mark.anyio
 async def test_flush_and_wait_waits_for_the_batch_the_writer_is_committing(
     tmp_path: Path,
