@@ -116,6 +116,7 @@ class ClientRun:
     elapsed: float | None = None  # as the client reports it (flux-pipeline: run.elapsed)
     sim_cpu: float | None = None
     in_flight: int = 0  # the API's concurrency limit (0: not relevant)
+    code: str = ""  # git HEAD (+ uncommitted product files) when the client started
 
     @property
     def finished(self) -> int:
@@ -208,6 +209,7 @@ class ClientRun:
             "sim_duplicate_creates": self.stats.get("duplicate_creates"),
             "sim_cpu_seconds": self.sim_cpu,
             "engine_stats": self.engine_stats,
+            "code": self.code,
             "elapsed_seconds": self.elapsed,
             "stderr_tail": m.stderr_tail if m.returncode != 0 or self.lost else None,
         }
@@ -280,6 +282,7 @@ def run_flux(
     out: Path | None = None,
 ) -> ClientRun:
     out = out or work / f"out-{label}"
+    code = git_describe()  # others may commit while the benchmark runs
     measured = run_measured(
         flux_argv(manifest, out, max_active=max_active, rpm=rpm, request_type=request_type),
         env=child_env(sim.url),
@@ -313,6 +316,7 @@ def run_flux(
         downloaded=downloaded,
         engine_stats=run.get("engine_stats"),
         elapsed=run.get("elapsed_seconds"),
+        code=code,
     )
 
 
@@ -352,6 +356,7 @@ def run_naive(
         "--results",
         str(results),
     ]
+    code = git_describe()
     measured = run_measured(
         argv, env=child_env(sim.url), log_dir=work / "logs", name="naive", timeout=timeout + 60
     )
@@ -380,6 +385,7 @@ def run_naive(
         cost_ms=cost,
         downloaded=downloaded,
         elapsed=(data["finished"] - data["started"]) if "finished" in data else None,
+        code=code,
     )
 
 
@@ -579,7 +585,7 @@ def scenario_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     }
     with simulator(instant_params(args, args.scale_image_size), work / "logs", "sim") as sim:
         for label in ("first", "rerun"):
-            progress(f"scale: {label} run, {args.scale_tasks} near-instant tasks ...")
+            progress(f"scale: {label}, {args.scale_tasks} near-instant tasks ...")
             before = sim.stats()
             run = run_flux(
                 f"scale-{label}",
@@ -671,6 +677,15 @@ def client_rows(figs: Sequence[dict[str, Any]], bound: float | None) -> list[lis
     return rows
 
 
+def print_code(named: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Which product code each run used: others may commit while the benchmark runs."""
+    codes = {f["code"] for _, f in named}
+    if len(codes) == 1:
+        print(f"code under test: {codes.pop()}")
+    else:
+        print("code under test: " + "; ".join(f"{n} @ {f['code']}" for n, f in named))
+
+
 def print_targets(targets: Sequence[dict[str, Any]]) -> None:
     print("targets:")
     for t in targets:
@@ -710,6 +725,7 @@ def print_throughput(r: dict[str, Any]) -> None:
         f"{fmt(q['callback_vs_naive_cpu_per_task'])}x"
     )
     print_targets(r["targets"])
+    print_code(list(zip(("fp async", "fp callback", "naive"), figs, strict=True)))
     for f, name in zip(figs, ("fp async", "fp callback", "naive"), strict=True):
         if f["stderr_tail"]:
             print(f"\n{name}: stderr tail:\n{f['stderr_tail']}")
@@ -741,6 +757,7 @@ def print_overhead(r: dict[str, Any]) -> None:
         if es
         else "SQLite write time: n/a (report.json has no run.engine_stats)"
     )
+    print_code([("fp async", f)])
     if f["stderr_tail"]:
         print(f"\nstderr tail:\n{f['stderr_tail']}")
 
@@ -766,6 +783,7 @@ def print_scale(r: dict[str, Any]) -> None:
     ]
     print(table(["", "run to completion", "rerun (nothing to do)"], rows))
     print_targets(r["targets"])
+    print_code([("run", first), ("rerun", rerun)])
     for name, f in (("run", first), ("rerun", rerun)):
         if f["stderr_tail"]:
             print(f"\n{name}: stderr tail:\n{f['stderr_tail']}")
@@ -805,7 +823,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Issue 5 benchmark: flux-pipeline vs a naive client on the simulator."
     )
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of scenarios")
-    p.add_argument("--tasks", type=int, default=2000, help="throughput: tasks per client")
+    p.add_argument("--tasks", type=int, help="throughput: tasks per client [2000]")
     p.add_argument("--task-seconds", type=float, default=3.0, help="throughput: mean task time")
     p.add_argument("--task-spread", type=float, default=0.75, help="throughput: std. deviation")
     p.add_argument("--in-flight", type=int, default=100, help="API concurrency limit")
@@ -815,18 +833,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--naive-first-wait", type=float, help="default: 20 s x task-seconds / 30")
     p.add_argument("--naive-poll-every", type=float, help="default: 3 s x task-seconds / 30")
     p.add_argument("--naive-429-sleep", type=float, default=1.0, help="naive: sleep on a 429")
-    p.add_argument("--overhead-tasks", type=int, default=20_000)
+    p.add_argument("--overhead-tasks", type=int, help="[20000]")
     p.add_argument("--overhead-max-active", type=int, default=1000)
     p.add_argument("--overhead-rpm", type=int, default=10_000_000)
-    p.add_argument("--scale-tasks", type=int, default=100_000)
+    p.add_argument("--scale-tasks", type=int, help="[100000]")
     p.add_argument("--scale-image-size", type=int, default=16)
-    p.add_argument("--quick", action="store_true", help="smoke test: 300 / 2,000 / 3,000 tasks")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke test: 300 / 2,000 / 3,000 tasks by default"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--workdir", type=Path, help="parent of the temporary directory")
     p.add_argument("--json", type=Path, help="write every figure to this file")
     args = p.parse_args(argv)
-    if args.quick:
-        args.tasks, args.overhead_tasks, args.scale_tasks = 300, 2000, 3000
+    defaults = (300, 2000, 3000) if args.quick else (2000, 20_000, 100_000)
+    for name, default in zip(("tasks", "overhead_tasks", "scale_tasks"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(args.scenario_list) - set(SCENARIOS)
     if unknown:
