@@ -245,7 +245,7 @@ class Engine:
         while stack:
             item = stack.pop()
             spec = item.spec
-            record = self.records.get(spec.key)
+            record = self.records.pop(spec.key, None)  # decided once: do not keep it
             intact = record is not None and self._outputs_intact(record)
             decision = decide(
                 record.state if record else None, outputs_intact=intact, policy=self.settings.policy

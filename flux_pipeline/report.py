@@ -46,12 +46,16 @@ class RunInfo:
     engine_stats: dict[str, float] | None = None
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Write ``text`` (or its pieces, streamed) to a temporary file, then rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            if isinstance(text, str):
+                fh.write(text)
+            else:
+                fh.writelines(text)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -149,6 +153,11 @@ def counts_by_state(entries: Iterable[dict[str, Any]]) -> dict[str, int]:
 
 
 def report_json(plan: Plan, entries: list[dict[str, Any]], run: RunInfo) -> str:
+    return "".join(report_json_pieces(plan, entries, run))
+
+
+def report_json_pieces(plan: Plan, entries: list[dict[str, Any]], run: RunInfo) -> Iterator[str]:
+    """report.json in pieces, one task a line, so a 100,000-task report is never one string."""
     head = {
         "format_version": FORMAT_VERSION,
         "manifest": {
@@ -169,11 +178,12 @@ def report_json(plan: Plan, entries: list[dict[str, Any]], run: RunInfo) -> str:
         },
         "counts": counts_by_state(entries),
     }
-    lines = json.dumps(head, indent=2, sort_keys=True)[:-2]  # reopen the object for "tasks"
-    parts = [lines, ',\n  "tasks": [\n']
-    parts.append(",\n".join("    " + json.dumps(e, sort_keys=True) for e in entries))
-    parts.append("\n  ]\n}\n")
-    return "".join(parts)
+    yield json.dumps(head, indent=2, sort_keys=True)[:-2]  # reopen the object for "tasks"
+    yield ',\n  "tasks": [\n'
+    encode = json.JSONEncoder(sort_keys=True).encode
+    for i, entry in enumerate(entries):
+        yield (",\n    " if i else "    ") + encode(entry)
+    yield "\n  ]\n}\n"
 
 
 def _code(text: str) -> str:
@@ -298,7 +308,7 @@ def write_reports(
     md_path = out_dir / "report.md"
     html_path = out_dir / "index.html"
     junit_path = out_dir / "junit.xml"
-    write_atomic(json_path, report_json(plan, entries, run))
+    write_atomic(json_path, report_json_pieces(plan, entries, run))
     markdown = report_markdown(plan, entries, run)
     write_atomic(md_path, markdown)
     pages = gallery.render_pages(
