@@ -357,3 +357,25 @@ def append_step_summary(path: Path, markdown: str, *, limit: int = STEP_SUMMARY_
         data = text.encode() + note
     with path.open("ab") as fh:
         fh.write(data)
+
+
+def report_is_current(out_dir: Path, manifest_sha256: str, last_change: float | None) -> bool:
+    """True when the report files on disk were written after the last change of any task row,
+    for this very manifest: a run that changed nothing need not rewrite them."""
+    paths = [out_dir / name for name in ("report.json", "report.md", "index.html", "junit.xml")]
+    try:
+        written = min(path.stat().st_mtime for path in paths)
+        with (out_dir / "report.json").open(encoding="utf-8") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if f'"sha256": "{manifest_sha256}"' not in head:
+        return False
+    return last_change is None or written > last_change
+
+
+def keep_reports(out_dir: Path) -> None:
+    """The reports stay as they are; the step summary still gets report.md."""
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        append_step_summary(Path(summary), (out_dir / "report.md").read_text(encoding="utf-8"))

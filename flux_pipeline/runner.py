@@ -29,7 +29,7 @@ from flux_pipeline.errors import UsageError
 from flux_pipeline.expand import Plan, load_plan
 from flux_pipeline.outputs import new_download_client
 from flux_pipeline.receiver import BackgroundServer, CallbackReceiver, bind
-from flux_pipeline.report import RunInfo, write_reports
+from flux_pipeline.report import RunInfo, keep_reports, report_is_current, write_reports
 from flux_pipeline.resume import Policy
 from flux_pipeline.scheduler import TimingConfig
 from flux_pipeline.store import Store
@@ -226,7 +226,14 @@ async def execute(
                         stop_reason=outcome.stop_reason,
                         last_error=outcome.error,
                     )
-                records = await store.records()
+                if outcome is not None and store.writes == 0:
+                    current = report_is_current(
+                        out_dir, plan.manifest_sha256, await store.last_change()
+                    )
+                else:
+                    current = False
+                skip_records = current and not workflow_commands.enabled()
+                records = {} if skip_records else await store.records()
                 info = RunInfo(
                     settings=summary,
                     started_at=started_wall,
@@ -239,7 +246,10 @@ async def execute(
                     resume_command=_resume_command(options),
                     engine_stats=outcome.stats if outcome else None,
                 )
-                write_reports(plan, records, out_dir, info)
+                if current:  # nothing changed: the report on disk says exactly this
+                    keep_reports(out_dir)
+                else:
+                    write_reports(plan, records, out_dir, info)
                 await store.aclose()
                 if workflow_commands.enabled():
                     workflow_commands.emit(

@@ -529,6 +529,12 @@ class Store:
                         )
         return records
 
+    async def last_change(self) -> float | None:
+        """When a task row last changed (None: no rows)."""
+        async with self._db.execute("SELECT max(updated_at) FROM tasks") as cursor:
+            row = await cursor.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     async def last_run(self) -> dict[str, Any] | None:
         async with self._db.execute(
             "SELECT id, manifest, manifest_sha256, settings_json, planned, started_at,"
