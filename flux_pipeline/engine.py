@@ -156,6 +156,7 @@ class Engine:
         self.status_calls = 0
         self.speculative_429s = 0
         self._margin = 2.0  # standard deviations of safety in speculative admission
+        self._room_at, self._room = -1.0, 0  # last speculative estimate, cached briefly
         self._no_speculation_until = 0.0
         self.stop_reason: str | None = None
         self.fatal: FluxPipelineError | None = None
@@ -360,6 +361,8 @@ class Engine:
         if not self._may_speculate():
             return 0
         now = self._clock()
+        if now - self._room_at < 0.05:  # O(flights): not more often than this
+            return self._room
         expected = variance = 0.0
         cdf = self.timing.durations.cdf
         for flight in self.flights.values():
@@ -370,7 +373,8 @@ class Engine:
             expected += p
             variance += p * (1.0 - p)
         room = int(expected - self._margin * variance**0.5)
-        return max(0, min(room, self.settings.max_active // 10))
+        self._room_at, self._room = now, max(0, min(room, self.settings.max_active // 10))
+        return self._room
 
     def _notify(self) -> None:
         """Wake everyone waiting for a change of the engine's state."""
@@ -427,7 +431,7 @@ class Engine:
             self._last_ok = self._clock()
             if pending.speculative:  # the bet paid: it may be a little bolder
                 self._margin = max(1.5, self._margin - 0.005)
-            await self.store.mark_submitted(spec.key, task_id)
+            self.store.mark_submitted(spec.key, task_id)
             self._add_flight(spec, task_id, first_delay=None)
         finally:
             self.creating -= 1

@@ -44,6 +44,7 @@ class RunInfo:
     created: int | None = None
     resume_command: str | None = None
     engine_stats: dict[str, float] | None = None
+    state_fingerprint: str | None = None  # Store.fingerprint() of the rows reported
 
 
 def write_atomic(path: Path, text: str | Iterable[str]) -> None:
@@ -177,6 +178,7 @@ def report_json_pieces(plan: Plan, entries: list[dict[str, Any]], run: RunInfo) 
             "engine_stats": run.engine_stats,
         },
         "counts": counts_by_state(entries),
+        "state_fingerprint": run.state_fingerprint,
     }
     yield json.dumps(head, indent=2, sort_keys=True)[:-2]  # reopen the object for "tasks"
     yield ',\n  "tasks": [\n'
@@ -359,19 +361,20 @@ def append_step_summary(path: Path, markdown: str, *, limit: int = STEP_SUMMARY_
         fh.write(data)
 
 
-def report_is_current(out_dir: Path, manifest_sha256: str, last_change: float | None) -> bool:
-    """True when the report files on disk were written after the last change of any task row,
-    for this very manifest: a run that changed nothing need not rewrite them."""
-    paths = [out_dir / name for name in ("report.json", "report.md", "index.html", "junit.xml")]
+def report_is_current(out_dir: Path, manifest_sha256: str, fingerprint: str) -> bool:
+    """True when every report file exists and report.json was written for this manifest from
+    exactly the rows the state DB holds now: a run that changed nothing need not rewrite them."""
+    names = ("report.json", "report.md", "index.html", "junit.xml")
+    if not all((out_dir / name).is_file() for name in names):
+        return False
     try:
-        written = min(path.stat().st_mtime for path in paths)
         with (out_dir / "report.json").open(encoding="utf-8") as fh:
-            head = fh.read(4096)
+            head = fh.read(8192)
     except OSError:
         return False
-    if f'"sha256": "{manifest_sha256}"' not in head:
-        return False
-    return last_change is None or written > last_change
+    return (
+        f'"sha256": "{manifest_sha256}"' in head and f'"state_fingerprint": "{fingerprint}"' in head
+    )
 
 
 def keep_reports(out_dir: Path) -> None:

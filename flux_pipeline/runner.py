@@ -226,12 +226,10 @@ async def execute(
                         stop_reason=outcome.stop_reason,
                         last_error=outcome.error,
                     )
-                if outcome is not None and store.writes == 0:
-                    current = report_is_current(
-                        out_dir, plan.manifest_sha256, await store.last_change()
-                    )
-                else:
-                    current = False
+                fingerprint = await store.fingerprint()
+                current = outcome is not None and report_is_current(
+                    out_dir, plan.manifest_sha256, fingerprint
+                )
                 skip_records = current and not workflow_commands.enabled()
                 records = {} if skip_records else await store.records()
                 info = RunInfo(
@@ -245,6 +243,7 @@ async def execute(
                     created=outcome.created if outcome else None,
                     resume_command=_resume_command(options),
                     engine_stats=outcome.stats if outcome else None,
+                    state_fingerprint=fingerprint,
                 )
                 if current:  # nothing changed: the report on disk says exactly this
                     keep_reports(out_dir)

@@ -11,6 +11,7 @@ awaits ``Store.write(...)``; others use ``Store.enqueue(...)``. WAL with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sqlite3
 import time
@@ -325,6 +326,7 @@ class Store:
         """One transaction for the whole batch, in a worker thread (one GIL hand-off, not one
         per statement). Consecutive writes of the same statement go in one executemany."""
         db = self._wdb
+        started = time.perf_counter()
         db.execute("BEGIN IMMEDIATE")
         try:
             i = 0
@@ -338,14 +340,14 @@ class Store:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            self.write_seconds += time.perf_counter() - started  # SQLite's own time
 
     async def _commit(self, batch: list[_Write]) -> None:
-        started = time.perf_counter()
         try:
             await anyio.to_thread.run_sync(self._commit_sync, batch, limiter=self._wlimiter)
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: write failed: {exc}") from exc
-        self.write_seconds += time.perf_counter() - started
         self.batches += 1
         self.writes += len(batch)
         for write in batch:
@@ -421,10 +423,11 @@ class Store:
             ),
         )
 
-    async def mark_submitted(self, key: str, task_id: str) -> None:
-        """Recorded the moment the taskId is known, and awaited: it must never be lost."""
+    def mark_submitted(self, key: str, task_id: str) -> None:
+        """Queued the moment the taskId is known. Not awaited: polling need not wait for the
+        commit, and every stop (signal, error, end) flushes the queue in a shielded scope."""
         now = time.time()
-        await self.write(_SQL_SUBMITTED, (task_id, now, now, key))
+        self.enqueue(_SQL_SUBMITTED, (task_id, now, now, key))
 
     def mark_unsent(self, key: str) -> None:
         """The create provably created nothing (refused, 429, never left): back to planned."""
@@ -529,11 +532,20 @@ class Store:
                         )
         return records
 
-    async def last_change(self) -> float | None:
-        """When a task row last changed (None: no rows)."""
-        async with self._db.execute("SELECT max(updated_at) FROM tasks") as cursor:
-            row = await cursor.fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+    async def fingerprint(self) -> str:
+        """SHA-256 over every task row and output row: equal fingerprints, equal reports."""
+        await self.flush_and_wait()
+        return await anyio.to_thread.run_sync(self._fingerprint_sync, limiter=self._wlimiter)
+
+    def _fingerprint_sync(self) -> str:
+        digest = hashlib.sha256()
+        for query in (
+            f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY key",  # noqa: S608 (constant text)
+            "SELECT key, idx, path, url, bytes, sha256 FROM outputs ORDER BY key, idx",
+        ):
+            for row in self._wdb.execute(query):
+                digest.update(repr(row).encode())
+        return digest.hexdigest()
 
     async def last_run(self) -> dict[str, Any] | None:
         async with self._db.execute(

@@ -39,7 +39,7 @@ async def test_transitions_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     async with open_store(path) as store:
         await store.mark_submitting(spec())
-        await store.mark_submitted("k1", "task_1")
+        store.mark_submitted("k1", "task_1")
         store.mark_succeeded("k1", ["http://x/1.png"], create_time=1, complete_time=3, cost_time=2)
         store.mark_downloaded(
             "k1",

@@ -161,7 +161,7 @@ def test_plan_reads_the_state_db(tmp_path: Path, capsys: pytest.CaptureFixture[s
     async def record() -> None:
         async with await Store.open(state) as store:
             await store.mark_submitting(hero)
-            await store.mark_submitted(hero.key, "task_1")
+            store.mark_submitted(hero.key, "task_1")
             store.mark_succeeded(
                 hero.key, ["https://r/1.png"], create_time=1, complete_time=2, cost_time=1
             )
