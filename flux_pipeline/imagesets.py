@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 from flux_pipeline import templates
 from flux_pipeline.confine import outside
 from flux_pipeline.manifest import ImageEntry, ImageFiles, ImageSet
+from flux_pipeline.outputs import sniff_image
 from flux_pipeline.tasks import LOCAL_IMAGE_PREFIX
 from flux_pipeline.yamlload import Path_
 
@@ -60,13 +61,8 @@ class Image:
 
 def sniff_mime(head: bytes) -> str | None:
     """The MIME type of a JPG, PNG or WebP file from its first bytes, else None."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return None
+    kind = sniff_image(head)
+    return f"image/{kind}" if kind else None
 
 
 def inspect_image(path: Path) -> LocalImage | str:

@@ -24,7 +24,7 @@ from flux_pipeline.annotations import FAILED_STATES, failure_code
 from flux_pipeline.expand import Plan
 from flux_pipeline.resume import TaskState
 from flux_pipeline.store import TaskRecord
-from flux_pipeline.tasks import LOCAL_IMAGE_PREFIX, PARENT_IMAGE_URL, TaskSpec
+from flux_pipeline.tasks import LOCAL_IMAGE_PREFIX, PARENT_IMAGE_URL, TaskSpec, map_strings
 
 FORMAT_VERSION = 1
 STEP_SUMMARY_LIMIT = 1024 * 1024  # GitHub's limit for one step summary
@@ -71,23 +71,19 @@ def _relative(path: Path, base: Path) -> str:
 
 
 def _display_request(plan: Plan, request_json: str, parent_url: str | None) -> Any:
-    def visit(value: Any) -> Any:
-        if isinstance(value, str):
-            if value.startswith(LOCAL_IMAGE_PREFIX):
-                sha = value[len(LOCAL_IMAGE_PREFIX) :]
-                image = plan.local_images.get(sha)
-                where = _relative(image.path, plan.manifest_path.parent) if image else "?"
-                return f"local:{where}#sha256={sha}"
-            if PARENT_IMAGE_URL in value and parent_url:
-                return value.replace(PARENT_IMAGE_URL, parent_url)
-            return value
-        if isinstance(value, list):
-            return [visit(v) for v in value]
-        if isinstance(value, dict):
-            return {k: visit(v) for k, v in value.items()}
+    """The request as sent, readable: local images by path and hash, never their bytes."""
+
+    def show(value: str) -> str:
+        if value.startswith(LOCAL_IMAGE_PREFIX):
+            sha = value[len(LOCAL_IMAGE_PREFIX) :]
+            image = plan.local_images.get(sha)
+            where = _relative(image.path, plan.manifest_path.parent) if image else "?"
+            return f"local:{where}#sha256={sha}"
+        if PARENT_IMAGE_URL in value and parent_url:
+            return value.replace(PARENT_IMAGE_URL, parent_url)
         return value
 
-    return visit(json.loads(request_json))
+    return map_strings(json.loads(request_json), show)
 
 
 def _all_specs(plan: Plan, records: dict[str, TaskRecord]) -> Iterator[tuple[TaskSpec, str | None]]:

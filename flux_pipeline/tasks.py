@@ -75,6 +75,17 @@ class TaskSpec:
         return [f"{self.output}-{i}.{self.extension}" for i in range(1, count + 1)]
 
 
+def map_strings(value: Any, change: Callable[[str], str]) -> Any:
+    """``value`` (JSON-like) with ``change`` applied to every string in it; a new object."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, list):
+        return [map_strings(v, change) for v in value]
+    if isinstance(value, dict):
+        return {k: map_strings(v, change) for k, v in value.items()}
+    return value
+
+
 def resolve_request(
     request: dict[str, Any],
     *,
@@ -86,22 +97,16 @@ def resolve_request(
     ``local_image(sha256)`` returns the ``data:`` URI of a local reference file.
     """
 
-    def visit(value: Any) -> Any:
-        if isinstance(value, str):
-            if value.startswith(LOCAL_IMAGE_PREFIX):
-                return local_image(value[len(LOCAL_IMAGE_PREFIX) :])
-            if PARENT_IMAGE_URL in value:
-                if parent_image_url is None:
-                    raise ValueError("parent image URL is not known yet")
-                return value.replace(PARENT_IMAGE_URL, parent_image_url)
-            return value
-        if isinstance(value, list):
-            return [visit(v) for v in value]
-        if isinstance(value, dict):
-            return {k: visit(v) for k, v in value.items()}
+    def resolve(value: str) -> str:
+        if value.startswith(LOCAL_IMAGE_PREFIX):
+            return local_image(value[len(LOCAL_IMAGE_PREFIX) :])
+        if PARENT_IMAGE_URL in value:
+            if parent_image_url is None:
+                raise ValueError("parent image URL is not known yet")
+            return value.replace(PARENT_IMAGE_URL, parent_image_url)
         return value
 
-    resolved: dict[str, Any] = visit(request)
+    resolved: dict[str, Any] = map_strings(request, resolve)
     return resolved
 
 
