@@ -105,12 +105,16 @@ def _all_specs(plan: Plan, records: dict[str, TaskRecord]) -> Iterator[tuple[Tas
             stack.extend((child, url) for child in reversed(plan.children(spec, index)))
 
 
-def task_entries(plan: Plan, records: dict[str, TaskRecord]) -> list[dict[str, Any]]:
+def task_entries(
+    plan: Plan, records: dict[str, TaskRecord], *, consume: bool = False
+) -> list[dict[str, Any]]:
+    """The report's view of every task. ``consume``: take each record out of ``records`` as
+    its entry is made, so a 100,000-task report never holds both in full."""
     specs = list(_all_specs(plan, records))
     by_key = {spec.key: spec for spec, _ in specs}
     entries = []
     for spec, parent_url in specs:
-        record = records.get(spec.key)
+        record = records.pop(spec.key, None) if consume else records.get(spec.key)
         parent = by_key.get(spec.parent_key) if spec.parent_key else None
         entry: dict[str, Any] = {
             "readable_id": spec.readable_id,
@@ -297,11 +301,16 @@ def _duration(seconds: float) -> str:
 
 
 def write_reports(
-    plan: Plan, records: dict[str, TaskRecord], out_dir: Path, run: RunInfo
+    plan: Plan,
+    records: dict[str, TaskRecord],
+    out_dir: Path,
+    run: RunInfo,
+    *,
+    consume: bool = False,
 ) -> list[Path]:
     """Write report.json, report.md, index.html (and its further pages) and junit.xml into
     ``out_dir``; append report.md to ``$GITHUB_STEP_SUMMARY`` when set. Returns the main files."""
-    entries = task_entries(plan, records)
+    entries = task_entries(plan, records, consume=consume)
     json_path = out_dir / "report.json"
     md_path = out_dir / "report.md"
     html_path = out_dir / "index.html"

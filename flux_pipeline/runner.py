@@ -247,15 +247,14 @@ async def execute(
                     engine_stats=outcome.stats if outcome else None,
                     state_fingerprint=fingerprint,
                 )
+                failed = [r for r in records.values() if r.state in workflow_commands.FAILED_STATES]
                 if current:  # nothing changed: the report on disk says exactly this
                     keep_reports(out_dir)
-                else:
-                    write_reports(plan, records, out_dir, info)
+                else:  # consumes the records: a big report never holds them twice
+                    write_reports(plan, records, out_dir, info, consume=True)
                 await store.aclose()
                 if workflow_commands.enabled():
-                    workflow_commands.emit(
-                        workflow_commands.failure_annotations(plan, records.values())
-                    )
+                    workflow_commands.emit(workflow_commands.failure_annotations(plan, failed))
     assert outcome is not None
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
 
