@@ -153,10 +153,6 @@ def counts_by_state(entries: Iterable[dict[str, Any]]) -> dict[str, int]:
     return {state.value: counts.get(state.value, 0) for state in TaskState}
 
 
-def report_json(plan: Plan, entries: list[dict[str, Any]], run: RunInfo) -> str:
-    return "".join(report_json_pieces(plan, entries, run))
-
-
 def report_json_pieces(plan: Plan, entries: list[dict[str, Any]], run: RunInfo) -> Iterator[str]:
     """report.json in pieces, one task a line, so a 100,000-task report is never one string."""
     head = {
