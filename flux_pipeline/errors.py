@@ -32,13 +32,32 @@ path, status and body only, never from headers.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What the CLI exits with (``docs/exit-codes.md``); ``flux_pipeline/outcome.py`` decides
+    which one a run's buckets give."""
+
+    OK = 0  # every task done, its files on disk
+    TASKS_FAILED = 1  # finished, but some tasks have no images
+    INVALID = 2  # usage, manifest, configuration, API key, state DB: nothing billed after it
+    RESUMABLE = 3  # stopped early: the same command again makes progress
+    INTERNAL = 70  # a bug: the message asks for a report
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or ``""``: the one typo hint."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class FluxPipelineError(Exception):
     """Base of every deliberate error. ``exit_code`` is what the CLI exits with."""
 
-    exit_code: int = 2
+    exit_code: int = ExitCode.INVALID
 
 
 class UsageError(FluxPipelineError):
@@ -118,7 +137,7 @@ class AuthError(TerminalApiError):
 class InsufficientCreditsError(TerminalApiError):
     """Raised when a create is refused for lack of credits. New submissions stop; resumable."""
 
-    exit_code = 3
+    exit_code = ExitCode.RESUMABLE
 
 
 class InvalidRequestError(TerminalApiError):

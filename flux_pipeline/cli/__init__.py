@@ -1,6 +1,6 @@
 """The command line: a thin shell with one error boundary.
 
-Every command returns an exit code (DESIGN §3): 0 done, 1 some tasks failed, 2 invalid
+Every command returns an exit code (docs/exit-codes.md): 0 done, 1 some tasks failed, 2 invalid
 usage/manifest/configuration/key, 3 stopped early but resumable. Errors from the library arrive
 as ``FluxPipelineError`` and are printed as one line each; nothing else prints a traceback
 unless ``FLUX_PIPELINE_DEBUG=1``.

@@ -1,6 +1,6 @@
-"""``validate``, ``plan`` and ``schema`` (DESIGN §3). Nothing here talks to the API.
+"""``validate``, ``plan`` and ``schema`` (docs/cli.md). Nothing here talks to the API.
 
-``plan`` asks ``flux_pipeline.resume.decide`` what would happen to each task, given what the
+``plan`` asks ``flux_pipeline.plan.resume.decide`` what would happen to each task, given what the
 state DB knows of it (``load_states``) and whether its files are still on disk.
 """
 
@@ -20,11 +20,12 @@ import click
 
 from flux_pipeline.cli.review_cmds import Shard
 from flux_pipeline.errors import ManifestError
-from flux_pipeline.expand import Plan, load_plan
-from flux_pipeline.resume import Decision, Reason, TaskState, decide
-from flux_pipeline.schema import schema_text
-from flux_pipeline.store import read_records
-from flux_pipeline.tasks import TaskSpec
+from flux_pipeline.manifest.schema import schema_text
+from flux_pipeline.plan.expand import Plan, load_plan
+from flux_pipeline.plan.resume import Decision, Reason, decide
+from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.run.store import read_records
+from flux_pipeline.states import TaskState
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -151,8 +152,8 @@ def plan(
     state_path: Path | None,
 ) -> int:
     """List the tasks of MANIFEST, each with its state and why it would run."""
-    from flux_pipeline.runner import default_out_dir, default_state_path
-    from flux_pipeline.shard import gha_matrix, select
+    from flux_pipeline.layout import default_out_dir, default_state_path
+    from flux_pipeline.plan.shard import gha_matrix, select
 
     the_plan = load_plan(manifest, file=str(manifest))
     if fmt == "gha-matrix":
@@ -161,7 +162,7 @@ def plan(
     if shard is not None:
         the_plan = select(the_plan, *shard)
     as_json = as_json or fmt == "json"
-    out_dir = out_dir or default_out_dir(the_plan)
+    out_dir = out_dir or default_out_dir(the_plan.name)
     states = load_states(state_path or default_state_path(out_dir, shard))
     decisions = decide_all(the_plan, states, out_dir)
     stream = sys.stdout

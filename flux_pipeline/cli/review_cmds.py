@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import click
 
-from flux_pipeline.shard import parse_shard
+from flux_pipeline.plan.shard import parse_shard
 
 
 class Shard(click.ParamType):  # type: ignore[type-arg]
@@ -48,7 +48,7 @@ class Shard(click.ParamType):  # type: ignore[type-arg]
 def diff(report_a: Path, report_b: Path, fmt: str, as_json: bool, exit_code: bool) -> int:
     """Compare two report.json files: tasks added, removed, changed (which part of the key)
     and outputs whose bytes changed. Tasks are matched by readable id."""
-    from flux_pipeline.diff import diff_reports, render_json, render_markdown, render_text
+    from flux_pipeline.report.diff import diff_reports, render_json, render_markdown, render_text
 
     result = diff_reports(report_a, report_b)
     render = {"text": render_text, "json": render_json, "md": render_markdown}
@@ -86,12 +86,12 @@ def merge(
 
     Exits like run: 0 every task done and on disk, 1 some failed, 3 some unfinished or files
     missing (rerun MANIFEST to finish: nothing done is paid twice)."""
-    from flux_pipeline.expand import load_plan
-    from flux_pipeline.merge import merge as merge_runs
-    from flux_pipeline.runner import default_out_dir, default_state_path
+    from flux_pipeline.layout import default_out_dir, default_state_path
+    from flux_pipeline.plan.expand import load_plan
+    from flux_pipeline.run.merge import merge as merge_runs
 
     plan = load_plan(manifest, file=str(manifest))
-    out_dir = out_dir or default_out_dir(plan)
+    out_dir = out_dir or default_out_dir(plan.name)
     state_path = state_path or default_state_path(out_dir)
 
     result = anyio.run(partial(merge_runs, plan, sources, out_dir=out_dir, state_path=state_path))

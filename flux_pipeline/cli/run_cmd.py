@@ -14,8 +14,8 @@ from flux_pipeline.cli.options import Duration
 from flux_pipeline.cli.review_cmds import Shard
 
 if TYPE_CHECKING:
-    from flux_pipeline.engine import RunOutcome
-    from flux_pipeline.runner import Endpoint, RunResult
+    from flux_pipeline.run.engine import RunOutcome
+    from flux_pipeline.run.runner import Endpoint, RunResult
 
 
 def _echo(line: str) -> None:
@@ -142,8 +142,8 @@ def run(
     shard: tuple[int, int] | None,
 ) -> int:
     """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
-    from flux_pipeline.progress import progress_for
-    from flux_pipeline.runner import RunOptions, endpoint_from_env, execute, simulated_endpoint
+    from flux_pipeline.run.progress import progress_for
+    from flux_pipeline.run.runner import RunOptions, endpoint_from_env, execute, simulated_endpoint
 
     options = RunOptions(
         manifest=manifest,

@@ -10,20 +10,20 @@ import anyio
 import click
 
 from flux_pipeline.errors import UsageError
-from flux_pipeline.resume import TaskState
-from flux_pipeline.store import Store, TaskRecord, read_records
+from flux_pipeline.run.store import Store, read_records
+from flux_pipeline.states import TaskRecord, TaskState
 
 
 def _state_path(manifest: Path | None, out_dir: Path | None, state: Path | None) -> Path:
-    from flux_pipeline.expand import load_plan
-    from flux_pipeline.runner import default_out_dir, default_state_path
+    from flux_pipeline.layout import default_out_dir, default_state_path
+    from flux_pipeline.plan.expand import load_plan
 
     if state is not None:
         return state
     if out_dir is not None:
         return default_state_path(out_dir)
     if manifest is not None:
-        return default_state_path(default_out_dir(load_plan(manifest)))
+        return default_state_path(default_out_dir(load_plan(manifest).name))
     raise UsageError("give a MANIFEST, --out or --state to find the state DB")
 
 
@@ -51,7 +51,7 @@ def status(
     counts = Counter(r.state.value for r in records.values())
     planned_total = None
     if manifest is not None:
-        from flux_pipeline.expand import load_plan
+        from flux_pipeline.plan.expand import load_plan
 
         plan = load_plan(manifest)
         planned_total = len(plan.tasks)
@@ -97,12 +97,12 @@ def status(
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path))
 def report(manifest: Path, out_dir: Path | None, state_path: Path | None) -> int:
     """Rewrite the report files of MANIFEST from the state DB."""
-    from flux_pipeline.expand import load_plan
-    from flux_pipeline.report import RunInfo, write_reports
-    from flux_pipeline.runner import default_out_dir, default_state_path
+    from flux_pipeline.layout import default_out_dir, default_state_path
+    from flux_pipeline.plan.expand import load_plan
+    from flux_pipeline.report.files import RunInfo, write_reports
 
     plan = load_plan(manifest)
-    out = out_dir or default_out_dir(plan)
+    out = out_dir or default_out_dir(plan.name)
     path = state_path or default_state_path(out)
     records = anyio.run(read_records, path)
     written = write_reports(plan, records, out, RunInfo(settings={}))

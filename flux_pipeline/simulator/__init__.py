@@ -1,6 +1,6 @@
 """The Flux Kontext API simulator. Imports nothing from the rest of flux_pipeline.
 
-An independent implementation of the upstream doc page (``/work/shared/api/upstream-doc.txt``):
+An independent implementation of the upstream doc page (``docs/api-contract.md`` restates it):
 the two endpoints, auth, validation, limits, credits, task lifecycle, result images, callbacks
 and fault injection.
 

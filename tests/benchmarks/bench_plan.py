@@ -1,4 +1,4 @@
-"""Benchmark: expand a 100,000-task manifest with ``plan --json`` (issue 3: <= 5 s, <= 300 MB).
+"""Benchmark: expand a 100,000-task manifest with ``plan --json`` (targets: <= 5 s, <= 300 MB).
 
 Run: ``python tests/benchmarks/bench_plan.py [--tasks-per-step N] [--keep DIR]``
 

@@ -1,4 +1,4 @@
-"""Benchmark of issue 5: throughput, request budget and overhead of ``flux-pipeline run``
+"""Benchmark: throughput, request budget and overhead of ``flux-pipeline run``
 against the simulator, beside a naive client (a script, not a test; prints figures, never
 asserts).
 
@@ -87,7 +87,7 @@ REPO = HERE.parent.parent
 SCENARIOS = ("throughput", "overhead", "scale")
 REAL_TASK_SECONDS = 30.0  # the upstream advice is written for it: wait 20 s, poll every 3 s
 
-# Targets of issue 5
+# Targets (docs/performance.md)
 ASYNC_BOUND_SHARE = 0.93
 ASYNC_429_SHARE = 0.005
 ASYNC_VS_NAIVE = 1.1
@@ -831,7 +831,7 @@ def git_describe() -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Issue 5 benchmark: flux-pipeline vs a naive client on the simulator."
+        description="Throughput benchmark: flux-pipeline vs a naive client on the simulator."
     )
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of scenarios")
     p.add_argument("--tasks", type=int, help="throughput: tasks per client [2000]")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from flux_pipeline.errors import ManifestError
-from flux_pipeline.expand import Plan, load_plan
+from flux_pipeline.plan.expand import Plan, load_plan
 
 
 def png(color: tuple[int, int, int] = (200, 60, 40), size: int = 8) -> bytes:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from flux_pipeline.cli import run_cli
-from flux_pipeline.schema import PUBLISHED, schema_text
+from flux_pipeline.manifest.schema import PUBLISHED, schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "pipelines"

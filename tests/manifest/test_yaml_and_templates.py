@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flux_pipeline import templates
 from flux_pipeline.errors import ManifestError
-from flux_pipeline.yamlload import load_yaml
+from flux_pipeline.manifest.yamlload import load_yaml
+from flux_pipeline.plan import templates
 
 
 def test_locations_of_values_and_keys() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flux_pipeline import annotations as wc
-from flux_pipeline.expand import load_plan
+from flux_pipeline.plan.expand import load_plan
+from flux_pipeline.report import github as wc
 from flux_pipeline.simulator import SimConfig, SimulatorThread
 
 from ..run.support import admin_of, chained_manifest, run_inprocess, write_manifest

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote
 
-from flux_pipeline import gallery
+from flux_pipeline.report import gallery
 
 from .support import GalleryParser, entry
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from flux_pipeline.junit import junit_xml
+from flux_pipeline.report.junit import junit_xml
 
 from .support import entry
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flux_pipeline.report import STEP_SUMMARY_LIMIT, TRUNCATED_NOTE, append_step_summary
+from flux_pipeline.report.files import STEP_SUMMARY_LIMIT, TRUNCATED_NOTE, append_step_summary
 
 
 def report(lines: int) -> str:

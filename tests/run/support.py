@@ -1,4 +1,4 @@
-"""Shared helpers of the run-and-resume integration tests (issue 4).
+"""Shared helpers of the run-and-resume integration tests.
 
 Everything talks to the simulator over real HTTP on loopback: ``SimulatorThread`` in this
 process when the run is in-process too, ``SimProcess`` (``python -m flux_pipeline sim``) when
@@ -30,8 +30,8 @@ import httpx
 from PIL import Image
 
 from flux_pipeline.cli import run_cli
-from flux_pipeline.runner import Endpoint, RunOptions, RunResult, execute
-from flux_pipeline.scheduler import TimingConfig
+from flux_pipeline.run.runner import Endpoint, RunOptions, RunResult, execute
+from flux_pipeline.run.scheduler import TimingConfig
 from flux_pipeline.simulator import SimulatorThread
 
 FAST = TimingConfig(first_poll=0.05, max_interval=0.5)

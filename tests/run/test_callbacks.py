@@ -12,8 +12,8 @@ import anyio
 import httpx
 import pytest
 
-from flux_pipeline.receiver import MAX_CALLBACK_BYTES, CallbackReceiver
-from flux_pipeline.runner import RunResult
+from flux_pipeline.run.receiver import MAX_CALLBACK_BYTES, CallbackReceiver
+from flux_pipeline.run.runner import RunResult
 from flux_pipeline.simulator import ManualClock, SimConfig, SimulatorThread
 
 from .support import (

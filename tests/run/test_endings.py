@@ -1,4 +1,4 @@
-"""How a run ends (DESIGN §3 exit codes): credits running out, a rejected key, content
+"""How a run ends (docs/exit-codes.md): credits running out, a rejected key, content
 violations, unreachable reference images, expired results.
 
 In-process runs (``runner.execute``) against a ``SimulatorThread`` over loopback HTTP, except
@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from flux_pipeline.runner import RunResult
+from flux_pipeline.run.runner import RunResult
 from flux_pipeline.simulator import Faults, ManualClock, SimConfig, SimulatorThread
 
 from .support import (

@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio.lowlevel
 import pytest
 
-from flux_pipeline.store import open_store
+from flux_pipeline.run.store import open_store
 
 INSERT_RUN = (
     "INSERT INTO runs (manifest, manifest_sha256, settings_json, planned, started_at)"

@@ -1,4 +1,4 @@
-"""Resume rules of DESIGN §2, end to end: ``--retry-failed``, ambiguous tasks held or
+"""Resume rules of docs/resume.md, end to end: ``--retry-failed``, ambiguous tasks held or
 resubmitted, and a downloaded task whose file was deleted fetched again without a new create.
 
 What a crash leaves behind is produced by editing the state DB between runs (a row forced

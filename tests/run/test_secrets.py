@@ -1,4 +1,4 @@
-"""The API key appears in nothing a run writes or prints (DESIGN §3: never printed, logged,
+"""The API key appears in nothing a run writes or prints (docs/secrets.md: never printed, logged,
 stored or written to a report)."""
 
 from __future__ import annotations

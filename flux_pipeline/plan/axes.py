@@ -1,0 +1,303 @@
+"""A step's matrix -> its cells: axis sources read, include/exclude checked and applied.
+
+Axis sources (docs/manifest.md): a list of values, ``{image_set: NAME}`` (values are images, matched
+and labelled by name), ``{lines: FILE}`` (one value a non-blank line) and ``{csv: FILE}`` (one
+mapping a row, matched and labelled by its first column). Files are relative to the manifest.
+
+A ``Cell`` is one combination as templates see it, plus its label for readable ids
+(``@product=mug,style=watercolor``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flux_pipeline.errors import did_you_mean
+from flux_pipeline.layout import outside
+from flux_pipeline.manifest.models import CsvAxis, ImageSetAxis, LinesAxis, Matrix
+from flux_pipeline.manifest.yamlload import Path_
+from flux_pipeline.plan import matrix
+from flux_pipeline.plan.imagesets import Image
+from flux_pipeline.plan.tasks import canonical_json
+
+RESERVED = frozenset({"vars", "step", "repeat_index", "parent"})
+LABEL_WIDTH = 40
+
+Report = Callable[[Path_, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    values: dict[str, Any]  # context entries: axis name -> value (images as mappings)
+    label: str  # "" or "@axis=value,..."
+
+
+@dataclass(slots=True)
+class _Axis:
+    name: str
+    values: list[Any]
+    key: Callable[[Any], Any]  # what exclude/include values are compared with
+    lookup: dict[str, Any] = field(default_factory=dict)  # label -> value, for include
+    ambiguous: set[str] = field(default_factory=set)  # labels truncated to the same text
+
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for value in self.values:
+            full = canonical_json(self.key(value))
+            short = format_value(self.key(value))
+            if seen.setdefault(short, full) != full:
+                self.ambiguous.add(short)
+
+    def label(self, value: Any) -> str:
+        """The value as shown in readable ids; truncated ones that clash get a short hash."""
+        short = format_value(self.key(value))
+        if short in self.ambiguous:
+            digest = hashlib.sha256(canonical_json(self.key(value)).encode()).hexdigest()
+            short += digest[:6]
+        return short
+
+
+def format_value(value: Any) -> str:
+    """How a matrix value reads in a readable id."""
+    if isinstance(value, str):
+        text = " ".join(value.split())
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, int | float):
+        text = str(value)
+    else:
+        text = canonical_json(value)
+    if len(text) > LABEL_WIDTH:
+        text = text[: LABEL_WIDTH - 1] + "…"
+    return text
+
+
+def _name_key(value: Any) -> Any:
+    return value["name"] if isinstance(value, dict) else value
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class CellBuilder:
+    """Builds the cells of each step; reads each lines/CSV file once."""
+
+    def __init__(
+        self,
+        base: Path,
+        image_sets: Mapping[str, list[Image]],
+        report: Report,
+        *,
+        max_cells: int,
+        root: Path,
+    ) -> None:
+        self.base = base
+        self.root = root  # nothing outside it may be read (confine.py)
+        self.image_sets = image_sets
+        self.report = report
+        self.max_cells = max_cells
+        self._files: dict[tuple[str, Path], list[Any] | str] = {}
+
+    def cells(self, at: Path_, spec: Matrix | None) -> list[Cell] | None:
+        """The cells of the matrix at YAML path ``at`` (``None`` matrix: one empty cell).
+
+        Returns None when the matrix is invalid (the problems have been reported).
+        """
+        if spec is None:
+            return [Cell(values={}, label="")]
+        ok = True
+        axes: list[_Axis] = []
+        for name, source in spec.axes.items():
+            if not self._check_name((*at, name), name, "axis"):
+                ok = False
+            axis = self._axis((*at, name), name, source)
+            if axis is None:
+                ok = False
+            else:
+                axes.append(axis)
+        if not ok:
+            return None
+        by_name = {axis.name: axis for axis in axes}
+        ok = self._check_exclude(at, spec, by_name) & self._check_include(at, spec, by_name)
+        if not ok:
+            return None
+        if not spec.axes and not spec.include:
+            self.report(at, "the matrix is empty: give it axes or `include` entries")
+            return None
+        pairs = [(axis.name, axis.values) for axis in axes]
+        size = matrix.product_size(pairs) + len(spec.include)
+        if size > self.max_cells:
+            self.report(at, f"the matrix has {size} combinations; the limit is {self.max_cells}")
+            return None
+        combinations = matrix.expand(
+            pairs,
+            include=spec.include,
+            exclude=spec.exclude,
+            match=lambda axis, value: by_name[axis].key(value),
+        )
+        if not combinations:
+            self.report(at, "the matrix has no combinations left after `exclude`")
+            return None
+        result: list[Cell] = []
+        for combination in combinations:
+            cell = self._cell(at, combination, by_name)
+            if cell is None:
+                return None
+            result.append(cell)
+        return result
+
+    def _check_name(self, at: Path_, name: str, what: str) -> bool:
+        if not (name.isidentifier() and name.isascii()):
+            self.report(
+                at,
+                f"{what} name {name!r} cannot be used in templates: use letters, digits and "
+                "'_', not starting with a digit",
+            )
+            return False
+        if name in RESERVED:
+            self.report(at, f"{what} name {name!r} is reserved (templates use it for itself)")
+            return False
+        return True
+
+    def _axis(self, at: Path_, name: str, source: Any) -> _Axis | None:
+        if isinstance(source, list):
+            if not source:
+                self.report(at, f"axis {name!r} is empty")
+                return None
+            return _Axis(name, list(source), _identity)
+        if isinstance(source, ImageSetAxis):
+            images = self.image_sets.get(source.image_set)
+            if images is None:
+                hint = did_you_mean(source.image_set, list(self.image_sets))
+                self.report((*at, "image_set"), f"unknown image set {source.image_set!r}{hint}")
+                return None
+            if not images:
+                return None  # reported with the image set
+            values = [image.as_context() for image in images]
+            return _Axis(name, values, _name_key, {v["name"]: v for v in values})
+        if isinstance(source, LinesAxis):
+            lines = self._read((*at, "lines"), source.lines, _parse_lines)
+            if lines is None:
+                return None
+            return _Axis(name, lines, _identity)
+        assert isinstance(source, CsvAxis)
+        rows = self._read((*at, "csv"), source.csv, _parse_csv)
+        if rows is None:
+            return None
+        first = next(iter(rows[0]))
+        return _Axis(name, rows, lambda row: row[first], {row[first]: row for row in rows})
+
+    def _read(
+        self, at: Path_, relative: str, parse: Callable[[str, str], list[Any] | str]
+    ) -> list[Any] | None:
+        path = self.base / relative
+        cache_key = (parse.__name__, path)
+        found = self._files.get(cache_key)
+        if found is None and (escape := outside(self.root, path)):
+            found = escape
+        if found is None:
+            try:
+                text = path.read_bytes().decode("utf-8-sig")
+            except FileNotFoundError:
+                found = f"file not found: {path}"
+            except UnicodeDecodeError as exc:
+                found = f"{path} is not valid UTF-8 text ({exc.reason} at byte {exc.start})"
+            except OSError as exc:
+                found = f"cannot read {path}: {exc.strerror or exc}"
+            else:
+                found = parse(text, str(path))
+            self._files[cache_key] = found
+        if isinstance(found, str):
+            self.report(at, found)
+            return None
+        return found
+
+    def _check_exclude(self, at: Path_, spec: Matrix, axes: Mapping[str, _Axis]) -> bool:
+        ok = True
+        for j, entry in enumerate(spec.exclude):
+            for key, value in entry.items():
+                where = (*at, "exclude", j, key)
+                axis = axes.get(key)
+                if axis is None:
+                    hint = did_you_mean(key, list(axes))
+                    self.report(where, f"exclude key {key!r} is not an axis of the matrix{hint}")
+                    ok = False
+                elif not any(matrix.same(axis.key(v), value) for v in axis.values):
+                    shown = [axis.key(v) for v in axis.values][:10]
+                    hint = did_you_mean(str(value), [str(s) for s in shown])
+                    self.report(
+                        where,
+                        f"exclude value {value!r} is not a value of axis {key!r}{hint}; "
+                        f"values: {', '.join(format_value(s) for s in shown)}",
+                    )
+                    ok = False
+        return ok
+
+    def _check_include(self, at: Path_, spec: Matrix, axes: Mapping[str, _Axis]) -> bool:
+        ok = True
+        for j, entry in enumerate(spec.include):
+            for key in entry:
+                if key not in axes and not self._check_name((*at, "include", j, key), key, "key"):
+                    ok = False
+        return ok
+
+    def _cell(
+        self, at: Path_, combination: dict[str, Any], axes: Mapping[str, _Axis]
+    ) -> Cell | None:
+        ordered = [name for name in axes if name in combination]
+        ordered += [name for name in combination if name not in axes]
+        values: dict[str, Any] = {}
+        parts: list[str] = []
+        for name in ordered:
+            value = combination[name]
+            axis = axes.get(name)
+            if axis is not None and axis.lookup and not isinstance(value, dict):
+                # an include entry that became a new combination names an image / CSV row
+                resolved = axis.lookup.get(str(value))
+                if resolved is None:
+                    hint = did_you_mean(str(value), list(axis.lookup))
+                    self.report((*at, "include"), f"{name}: no value named {value!r}{hint}")
+                    return None
+                value = resolved
+            values[name] = value
+            label = axis.label(value) if axis is not None else format_value(value)
+            parts.append(f"{name}={label}")
+        return Cell(values=values, label="@" + ",".join(parts) if parts else "")
+
+
+def _parse_lines(text: str, file: str) -> list[Any] | str:
+    lines = [line.strip() for line in text.splitlines()]
+    values: list[Any] = [line for line in lines if line]
+    return values or f"{file} has no non-blank lines"
+
+
+def _parse_csv(text: str, file: str) -> list[Any] | str:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        return f"{file}:{reader.line_num}: invalid CSV: {exc}"
+    rows_with_lines = [
+        (n, row) for n, row in enumerate(rows, start=1) if any(c.strip() for c in row)
+    ]
+    if not rows_with_lines:
+        return f"{file} is empty: expected a header row and at least one row"
+    _, header = rows_with_lines[0]
+    header = [h.strip() for h in header]
+    if any(not h for h in header) or len(set(header)) != len(header):
+        return f"{file}:1: the header row needs unique, non-empty column names"
+    result: list[Any] = []
+    for number, row in rows_with_lines[1:]:
+        if len(row) != len(header):
+            return f"{file}:{number}: expected {len(header)} fields, found {len(row)}"
+        result.append(dict(zip(header, row, strict=True)))
+    return result or f"{file} has a header row but no rows"

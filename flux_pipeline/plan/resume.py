@@ -1,0 +1,81 @@
+"""Resume rules (docs/resume.md): given what the state DB knows of a task, what happens to it now.
+
+Pure: no I/O. ``plan`` shows the decision, ``run`` acts on it; both call ``decide``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from flux_pipeline.states import TaskState
+
+
+class Reason(StrEnum):
+    """Why a task would (or would not) run, as ``plan`` shows it."""
+
+    NEW = "new"
+    DONE = "done"
+    IN_FLIGHT = "in flight"
+    AMBIGUOUS = "ambiguous"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    OUTPUT_MISSING = "done but output missing"
+    WAITING_FOR_PARENT = "waiting for parent"
+
+
+class Action(StrEnum):
+    SKIP = "skip"  # nothing to do
+    SUBMIT = "submit"  # send a create request (pays)
+    POLL = "poll"  # has a taskId: poll it, never resubmit
+    DOWNLOAD = "download"  # result URLs known: fetch them again
+    WAIT = "wait"  # chained task whose parent output is not on disk yet
+    HOLD = "hold"  # ambiguous or failed, and policy says leave it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    retry_failed: bool = False
+    resubmit_ambiguous: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    reason: Reason
+    action: Action
+
+    @property
+    def pays(self) -> bool:
+        return self.action is Action.SUBMIT
+
+
+def decide(
+    state: TaskState | None,
+    *,
+    outputs_intact: bool = True,
+    parent_ready: bool = True,
+    policy: Policy = Policy(),
+) -> Decision:
+    """The resume rule for one task.
+
+    ``state`` is None when the DB has no row. ``outputs_intact`` matters only for downloaded
+    tasks; ``parent_ready`` only for chained tasks that have not been submitted yet.
+    """
+    if state is None or state is TaskState.PLANNED:
+        if not parent_ready:
+            return Decision(Reason.WAITING_FOR_PARENT, Action.WAIT)
+        return Decision(Reason.NEW, Action.SUBMIT)
+    if state is TaskState.DOWNLOADED:
+        if outputs_intact:
+            return Decision(Reason.DONE, Action.SKIP)
+        return Decision(Reason.OUTPUT_MISSING, Action.DOWNLOAD)
+    if state is TaskState.SUCCEEDED:
+        return Decision(Reason.IN_FLIGHT, Action.DOWNLOAD)
+    if state is TaskState.SUBMITTED:
+        return Decision(Reason.IN_FLIGHT, Action.POLL)
+    if state is TaskState.SUBMITTING:
+        action = Action.SUBMIT if policy.resubmit_ambiguous else Action.HOLD
+        return Decision(Reason.AMBIGUOUS, action)
+    if state is TaskState.FAILED:
+        return Decision(Reason.FAILED, Action.SUBMIT if policy.retry_failed else Action.HOLD)
+    return Decision(Reason.EXPIRED, Action.SUBMIT if policy.retry_failed else Action.HOLD)

@@ -1,0 +1,114 @@
+"""What a planned task is: the seam between expansion (``expand``) and execution (``engine``).
+
+A ``TaskSpec`` is immutable and small: plans of 100,000 tasks stay in memory. Its request holds
+*references* instead of bulky or not-yet-known values, resolved only when the task is submitted:
+
+- ``LOCAL_IMAGE_PREFIX + sha256`` stands for a local reference file (sent inline as a ``data:``
+  URI), so the request and the key carry the file's content hash, never its bytes;
+- ``PARENT_IMAGE_URL`` stands for the result URL of the parent's output image (chained edits are
+  planned before their parent has run).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+LOCAL_IMAGE_PREFIX = "flux-pipeline:local-image:sha256:"
+PARENT_IMAGE_URL = "flux-pipeline:parent-image-url"
+
+IMAGE_EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation keys are computed over: sorted keys, no spaces, UTF-8 text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def task_key(
+    request: Mapping[str, Any],
+    *,
+    parent_key: str | None,
+    parent_output_index: int | None,
+    repeat_index: int,
+) -> str:
+    """SHA-256 over the canonical request and its lineage (docs/keys.md)."""
+    material = {
+        "request": request,
+        "parent": [parent_key, parent_output_index] if parent_key else None,
+        "repeat": repeat_index,
+    }
+    return hashlib.sha256(canonical_json(material).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    """One create-task request, fully rendered except for the references above."""
+
+    key: str  # task_key(...) of this task
+    readable_id: str  # step@axis=value,...#repeat (chained: parent's readable id + "/" + own)
+    step: str
+    parent_key: str | None  # None for a root task
+    parent_output_index: int | None  # which of the parent's output images this edits
+    repeat_index: int  # 1-based
+    request_json: str  # canonical_json({"provider": ..., "input": {...}}); no request_type
+    output: str  # output path relative to OUT, without extension ("hero/mug-watercolor-1")
+    output_format: str  # the API's output_format ("png", "jpeg", "webp")
+
+    @property
+    def request(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.request_json)
+        return value
+
+    @property
+    def extension(self) -> str:
+        return IMAGE_EXTENSIONS.get(self.output_format.lower(), self.output_format.lower())
+
+    def output_paths(self, count: int) -> list[str]:
+        """Relative file paths for ``count`` result images: ``x.png`` or ``x-1.png, x-2.png``."""
+        if count == 1:
+            return [f"{self.output}.{self.extension}"]
+        return [f"{self.output}-{i}.{self.extension}" for i in range(1, count + 1)]
+
+
+def map_strings(value: Any, change: Callable[[str], str]) -> Any:
+    """``value`` (JSON-like) with ``change`` applied to every string in it; a new object."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, list):
+        return [map_strings(v, change) for v in value]
+    if isinstance(value, dict):
+        return {k: map_strings(v, change) for k, v in value.items()}
+    return value
+
+
+def resolve_request(
+    request: dict[str, Any],
+    *,
+    parent_image_url: str | None,
+    local_image: Callable[[str], str],
+) -> dict[str, Any]:
+    """Replace the references in ``request`` by real values, returning a new dict.
+
+    ``local_image(sha256)`` returns the ``data:`` URI of a local reference file.
+    """
+
+    def resolve(value: str) -> str:
+        if value.startswith(LOCAL_IMAGE_PREFIX):
+            return local_image(value[len(LOCAL_IMAGE_PREFIX) :])
+        if PARENT_IMAGE_URL in value:
+            if parent_image_url is None:
+                raise ValueError("parent image URL is not known yet")
+            return value.replace(PARENT_IMAGE_URL, parent_image_url)
+        return value
+
+    resolved: dict[str, Any] = map_strings(request, resolve)
+    return resolved
+
+
+def data_uri(content: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(content).decode('ascii')}"

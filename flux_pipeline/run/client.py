@@ -1,0 +1,407 @@
+"""The API client: the only place where HTTP answers and httpx exceptions become our errors.
+
+Retry rules (docs/api-contract.md):
+- 429 (HTTP status or body code) on any call: wait Retry-After (seconds or HTTP date) or a
+  full-jitter backoff, and try again, up to ``RetryPolicy.rate_limit_attempts``.
+- status calls: retried on 5xx, timeouts, dropped connections and unparseable answers.
+- create calls: retried on 5xx answers and on transport errors that provably happened before
+  the request left (connect error, pool timeout). Once it may have left (read timeout, dropped
+  connection, garbled 200), a create is never retried: ``AmbiguousCreateError``.
+
+Every attempt first takes a token from the shared ``RequestBudget`` (when one is given), and at
+most ``max_connections`` requests are in flight, held by our own limiter (httpcore #1093).
+The API key lives only in the ``Authorization`` header; no message is built from headers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import json
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import httpx
+
+from flux_pipeline.errors import (
+    AmbiguousCreateError,
+    ApiError,
+    ApiTransportError,
+    AuthError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    ProtocolError,
+    RateLimitedError,
+    RetryableError,
+    ServerError,
+    TaskNotFoundError,
+)
+from flux_pipeline.run.api import (
+    CREATE_PATH,
+    DEFAULT_BASE_URL,
+    STATUS_PATH,
+    TaskStatus,
+    parse_status,
+)
+
+
+class RequestBudget(Protocol):
+    """The engine's shared request budget. The client asks before every attempt."""
+
+    async def acquire(self, *, urgent: bool = False) -> None: ...
+
+    def rate_limited(self, retry_after: float | None) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How hard the client tries before handing a retryable error to its caller."""
+
+    attempts: int = 5  # 5xx, timeouts, dropped connections (status calls; creates: never-sent)
+    rate_limit_attempts: int = 12  # 429s in a row
+    base_delay: float = 0.5  # seconds, doubled each attempt, full jitter
+    max_delay: float = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientConfig:
+    base_url: str = DEFAULT_BASE_URL
+    timeout: httpx.Timeout = field(
+        default_factory=lambda: httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=30.0)
+    )
+    max_connections: int = 100
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    user_agent: str = "flux-pipeline"
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientConfig(base_url={self.base_url!r}, max_connections={self.max_connections}, "
+            f"retry={self.retry!r})"
+        )
+
+
+# shorter keys (test keys like "k") would match ordinary text and corrupt every answer
+MIN_REDACTED_KEY = 8
+MAX_RETRY_AFTER = 120.0  # seconds: a longer Retry-After is waited in several steps
+
+_NEVER_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: an integer/decimal number or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # asctime form: HTTP dates are always GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _message(body: Any) -> str:
+    if isinstance(body, Mapping):
+        text = body.get("message")
+        if isinstance(text, str) and text:
+            return text[:300]
+    return ""
+
+
+def _error_for(
+    code: int, body: Any, *, method: str, path: str, status: int, retry_after: float | None
+) -> ApiError:
+    """Map an error code (the body's when present, else the HTTP status) to a typed error."""
+    message = _message(body)
+    ctx: dict[str, Any] = {"method": method, "path": path, "status": status, "code": code}
+    if code == 401 or status == 401:
+        return AuthError(
+            "the API key was rejected (401): check APIXO_API_KEY"
+            + (f": {message}" if message else ""),
+            **ctx,
+        )
+    if code == 429 or status == 429:
+        return RateLimitedError(message or "rate limit exceeded", retry_after=retry_after, **ctx)
+    if code >= 500 or status >= 500:
+        return ServerError(message or "server error", **ctx)
+    if "insufficient credits" in message.lower():
+        return InsufficientCreditsError(message, **ctx)
+    if (code == 404 or status == 404) and path == STATUS_PATH:
+        return TaskNotFoundError(message or "task not found", **ctx)
+    if 300 <= status < 400:
+        return InvalidRequestError("unexpected redirect: check APIXO_BASE_URL", **ctx)
+    return InvalidRequestError(message or f"request refused with code {code}", **ctx)
+
+
+def interpret(
+    status: int, headers: httpx.Headers, content: bytes, *, method: str, path: str
+) -> Any:
+    """The ``data`` of a successful answer, or the typed error. Honours both the HTTP status
+    and the body's ``code`` (docs/api-contract.md, ambiguity 1): HTTP 200 with ``"code": 429``
+    is a 429, and an HTTP error status is the error even when the body is empty or not JSON."""
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    if retry_after is not None:
+        retry_after = min(retry_after, MAX_RETRY_AFTER)
+    try:
+        body: Any = json.loads(content) if content else None
+    except ValueError:
+        body = None
+    body_code = body.get("code") if isinstance(body, Mapping) else None
+    if isinstance(body_code, bool) or not isinstance(body_code, int):
+        body_code = None
+    if not 200 <= status < 300 or (body_code is not None and body_code != 200):
+        code = body_code if body_code is not None and body_code != 200 else status
+        raise _error_for(
+            code, body, method=method, path=path, status=status, retry_after=retry_after
+        )
+    if not isinstance(body, Mapping):
+        raise ProtocolError("answer is not a JSON object", method=method, path=path, status=status)
+    if body_code is None:
+        raise ProtocolError("answer has no numeric code", method=method, path=path, status=status)
+    return body.get("data")
+
+
+class FluxClient:
+    """Async client of the Flux Kontext task API. Use as an async context manager."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        config: ClientConfig | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        budget: RequestBudget | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key is empty")
+        self._secret = api_key
+        self._secret_bytes = api_key.encode()
+        self.config = config or ClientConfig()
+        self._budget = budget
+        self._sleep = sleep
+        self._jitter = jitter
+        self._limiter = anyio.CapacityLimiter(self.config.max_connections)
+        limits = httpx.Limits(
+            max_connections=self.config.max_connections,
+            max_keepalive_connections=self.config.max_connections,
+        )
+        self._http = httpx.AsyncClient(
+            base_url=self.config.base_url,
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": self.config.user_agent},
+            timeout=self.config.timeout,
+            limits=limits,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"FluxClient({self.config!r})"
+
+    async def __aenter__(self) -> FluxClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def create_task(self, body: Mapping[str, Any], *, speculative: bool = False) -> str:
+        """Create a task; returns its taskId. ``body`` is the whole create body
+        (see ``api.build_create_body``). Raises ``AmbiguousCreateError`` when the request may
+        have reached the API but its answer was lost.
+
+        ``speculative``: the caller sent it betting that a task it has not yet seen finish
+        has freed its slot; a 429 is then raised at once, without retrying and without
+        slowing the shared budget (it most likely means "too many tasks", not "too many
+        requests")."""
+
+        def task_id_of(data: Any) -> str:
+            task_id = data.get("taskId") if isinstance(data, Mapping) else None
+            if not isinstance(task_id, str) or not task_id:
+                raise AmbiguousCreateError(
+                    "create answered success without a taskId", method="POST", path=CREATE_PATH
+                )
+            return task_id
+
+        result: str = await self._call(
+            "POST", CREATE_PATH, task_id_of, json=dict(body), speculative=speculative
+        )
+        return result
+
+    async def get_status(self, task_id: str) -> TaskStatus:
+        def status_of(data: Any) -> TaskStatus:
+            status = parse_status(data)
+            if status.task_id != task_id:
+                raise ProtocolError(f"asked for {task_id}, answer is about {status.task_id}")
+            return status
+
+        result: TaskStatus = await self._call(
+            "GET", STATUS_PATH, status_of, params={"taskId": task_id}, task_id=task_id
+        )
+        return result
+
+    def _redact(self, exc: ApiError) -> None:
+        """Never let a server that echoes the key make us print it."""
+        if self._secret in exc.message:
+            exc.message = exc.message.replace(self._secret, "[redacted]")
+            exc.args = (exc.message,)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[Any], Any],
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+        task_id: str | None = None,
+        speculative: bool = False,
+    ) -> Any:
+        try:
+            return await self._retrying(
+                method, path, parse, json=json, params=params, speculative=speculative
+            )
+        except ApiError as exc:
+            exc.method = exc.method or method
+            exc.path = exc.path or path
+            exc.task_id = exc.task_id or task_id
+            self._redact(exc)
+            raise
+
+    async def _retrying(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[Any], Any],
+        *,
+        json: dict[str, Any] | None,
+        params: dict[str, str] | None,
+        speculative: bool = False,
+    ) -> Any:
+        creating = method == "POST"
+        policy = self.config.retry
+        failures = 0
+        rate_limits = 0
+        while True:
+            try:
+                data = await self._attempt(
+                    method, path, json=json, params=params, creating=creating
+                )
+                try:
+                    return parse(data)
+                except ProtocolError as exc:
+                    if creating:  # a 200 we cannot read: the task may exist
+                        raise AmbiguousCreateError(
+                            f"create answered something unreadable ({exc.message})",
+                            method=method,
+                            path=path,
+                        ) from exc
+                    raise
+            except RateLimitedError as exc:
+                if speculative:
+                    raise
+                rate_limits += 1
+                if self._budget is not None:
+                    self._budget.rate_limited(exc.retry_after)
+                if rate_limits >= policy.rate_limit_attempts:
+                    raise
+                delay = exc.retry_after
+                if delay is None:
+                    delay = self._backoff(rate_limits)
+                await self._sleep(delay)
+            except RetryableError:
+                failures += 1
+                if failures >= policy.attempts:
+                    raise
+                await self._sleep(self._backoff(failures))
+
+    def _backoff(self, attempt: int) -> float:
+        policy = self.config.retry
+        cap = min(policy.max_delay, policy.base_delay * 2.0 ** (attempt - 1))
+        return self._jitter() * cap
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None,
+        params: dict[str, str] | None,
+        creating: bool,
+    ) -> Any:
+        if self._budget is not None:
+            await self._budget.acquire(urgent=creating)
+        request = self._http.build_request(method, path, json=json, params=params)
+        async with self._limiter:
+            try:
+                response = await self._http.send(request, stream=True)
+                try:
+                    content: bytes | None = await response.aread()
+                except httpx.DecodingError:
+                    content = None  # the body does not match its Content-Encoding
+                finally:
+                    await response.aclose()
+            except _NEVER_SENT as exc:
+                raise ApiTransportError(
+                    f"could not connect: {type(exc).__name__}",
+                    never_sent=True,
+                    method=method,
+                    path=path,
+                ) from exc
+            except httpx.TransportError as exc:
+                if creating:
+                    raise AmbiguousCreateError(
+                        f"create sent but its answer was lost ({type(exc).__name__})",
+                        method=method,
+                        path=path,
+                    ) from exc
+                raise ApiTransportError(
+                    f"connection failed: {type(exc).__name__}",
+                    never_sent=False,
+                    method=method,
+                    path=path,
+                ) from exc
+        status = response.status_code
+        if content is None:
+            if not 200 <= status < 300:
+                content = b""  # the status alone is the answer
+            elif creating:
+                raise AmbiguousCreateError(
+                    "create answered a body that cannot be decoded", method=method, path=path
+                )
+            else:
+                raise ProtocolError("answer body cannot be decoded", method=method, path=path)
+        # a server that echoes the key must not make us print it, even in part after a cut
+        if len(self._secret_bytes) >= MIN_REDACTED_KEY:
+            content = content.replace(self._secret_bytes, b"[redacted]")
+        try:
+            return interpret(status, response.headers, content, method=method, path=path)
+        except ProtocolError as exc:
+            if creating:
+                raise AmbiguousCreateError(
+                    f"create answered something unreadable ({exc.message})",
+                    method=method,
+                    path=path,
+                    status=status,
+                ) from exc
+            raise

@@ -1,0 +1,94 @@
+"""Result downloads and output files.
+
+A result is streamed to a hidden temporary file beside its destination, its type checked by
+magic bytes (JPEG, PNG, WebP), its SHA-256 computed on the way, and only then renamed into
+place: an output path holds a whole image or nothing. Result URLs are fetched with a client
+that never carries the API key (they live on another host).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from flux_pipeline.errors import DownloadError, InvalidResultError, ResultExpiredError
+from flux_pipeline.media import sniff_image
+
+MAX_RESULT_BYTES = 200 * 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Downloaded:
+    bytes: int
+    sha256: str
+    image_type: str
+
+
+def new_download_client(*, max_connections: int = 32, timeout: float = 60.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=15.0),
+        limits=httpx.Limits(max_connections=max_connections),
+        follow_redirects=True,
+        headers={"User-Agent": "flux-pipeline"},
+    )
+
+
+async def download(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
+    """Fetch ``url`` into ``dest`` atomically. Raises ``ResultExpiredError`` (403/404/410),
+    ``InvalidResultError`` (not an image) or ``DownloadError`` (transient: retry)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
+    digest = hashlib.sha256()
+    size = 0
+    kind: str | None = None
+    try:
+        async with http.stream("GET", url) as response:
+            if response.status_code in (403, 404, 410):
+                raise ResultExpiredError(
+                    f"result URL answered {response.status_code}: expired or gone", url=url
+                )
+            if response.status_code != 200:
+                raise DownloadError(f"result URL answered {response.status_code}", url=url)
+            expected = response.headers.get("content-length")
+            with temp.open("wb") as fh:
+                async for chunk in response.aiter_bytes(_CHUNK):
+                    if size == 0 and chunk:
+                        kind = sniff_image(chunk[:16])
+                        if kind is None:
+                            raise InvalidResultError(
+                                "result is not a JPEG, PNG or WebP image", url=url
+                            )
+                    size += len(chunk)
+                    if size > MAX_RESULT_BYTES:
+                        raise InvalidResultError("result is larger than 200 MB", url=url)
+                    digest.update(chunk)
+                    fh.write(chunk)
+            received = response.num_bytes_downloaded
+            if expected is not None and expected.isdigit() and int(expected) != received:
+                raise DownloadError(f"truncated: got {received} of {expected} bytes", url=url)
+            if kind is None:
+                raise InvalidResultError("result is empty", url=url)
+        os.replace(temp, dest)
+    except httpx.HTTPError as exc:
+        raise DownloadError(f"download failed: {type(exc).__name__}", url=url) from exc
+    except OSError as exc:
+        raise DownloadError(f"cannot write {dest}: {exc.strerror or exc}", url=url) from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+    return Downloaded(bytes=size, sha256=digest.hexdigest(), image_type=kind)
+
+
+def file_intact(path: Path, size: int) -> bool:
+    """A downloaded output is intact when it exists with the size we recorded."""
+    try:
+        return path.stat().st_size == size
+    except OSError:
+        return False

@@ -1,0 +1,332 @@
+"""``flux-pipeline merge``: shard runs (state DBs, reports, output files) -> one state DB, one
+output directory, one report.
+
+What a merge job of a sharded workflow has is the shards' artifacts: each an output directory
+(images, ``report.json``) and a state DB. A source is a state DB file, a ``report.json`` or a
+directory searched for both (``**/*.sqlite3``, ``**/report.json``); output files are looked up
+in every directory that holds a ``report.json`` or a ``.flux-pipeline/`` state DB.
+
+Rows are combined by task key. The same key from several sources (a shard merged twice, or a
+shard that started from an earlier merged DB) keeps the more advanced row: downloaded, then
+succeeded/expired, then in flight/failed, then planned; ties go to the newest ``updated_at``.
+The destination DB takes part with its own rows, so merging is idempotent. A ``report.json``
+is used only for keys no state DB knows (it lacks result URLs of undownloaded tasks: such a
+task comes back as ``submitted`` and is polled again on the next run, never resubmitted).
+
+Output files are copied (atomically, checked against their recorded size and sha256) into the
+output directory; a file found nowhere is counted as missing (the next ``run`` downloads it
+again from its result URL without creating anything).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from flux_pipeline.errors import UsageError
+from flux_pipeline.layout import STATE_DIR, inside
+from flux_pipeline.media import copy_atomic, file_matches
+from flux_pipeline.plan.expand import Plan
+from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.report.files import RunInfo, task_entries, write_reports
+from flux_pipeline.run.store import Store, import_records
+from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
+
+_RANK = {
+    TaskState.PLANNED: 0,
+    TaskState.SUBMITTING: 1,
+    TaskState.SUBMITTED: 1,
+    TaskState.FAILED: 1,
+    TaskState.SUCCEEDED: 2,
+    TaskState.EXPIRED: 2,
+    TaskState.DOWNLOADED: 3,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sources:
+    databases: list[Path]
+    reports: list[Path]
+    out_dirs: list[Path]  # where output files may be found
+
+
+@dataclass(frozen=True, kw_only=True)
+class MergeResult:
+    out_dir: Path
+    state_path: Path
+    databases: int
+    reports: int
+    rows: int  # task rows in the merged DB
+    copied: int  # output files copied into out_dir
+    present: int  # output files already there
+    missing: list[str]  # output files of downloaded tasks found nowhere
+    ignored: int  # report entries whose key is not in the plan
+    shards: list[str]  # the --shard values the sources were run with
+    counts: dict[str, int]
+    exit_code: int
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def discover(paths: Sequence[Path], *, exclude: Path) -> Sources:
+    """State DBs, reports and output directories under ``paths`` (``exclude``: the target DB)."""
+    databases: list[Path] = []
+    reports: list[Path] = []
+    out_dirs: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found_dbs = sorted(path.rglob("*.sqlite3"))
+            found_reports = sorted(path.rglob("report.json"))
+            out_dirs.append(path)
+        elif path.is_file():
+            found_dbs, found_reports = ([path], []) if path.suffix != ".json" else ([], [path])
+        else:
+            raise UsageError(f"--from {path}: no such file or directory")
+        if not found_dbs and not found_reports:
+            raise UsageError(f"--from {path}: no state DB (*.sqlite3) and no report.json in it")
+        databases += [db for db in found_dbs if not _same(db, exclude)]
+        reports += found_reports
+        out_dirs += [r.parent for r in found_reports]
+        out_dirs += [db.parent.parent for db in found_dbs if db.parent.name == STATE_DIR]
+    unique_dirs: list[Path] = []
+    for directory in out_dirs:
+        if not any(_same(directory, seen) for seen in unique_dirs):
+            unique_dirs.append(directory)
+    return Sources(databases=databases, reports=reports, out_dirs=unique_dirs)
+
+
+def _better(new: TaskRecord, old: TaskRecord) -> bool:
+    rank_new = (_RANK[new.state], new.updated_at, new.attempts)
+    rank_old = (_RANK[old.state], old.updated_at, old.attempts)
+    return rank_new > rank_old
+
+
+def combine(batches: Iterable[dict[str, TaskRecord]]) -> dict[str, TaskRecord]:
+    """One record per key: the most advanced (then newest) of every batch."""
+    merged: dict[str, TaskRecord] = {}
+    for batch in batches:
+        for key, record in batch.items():
+            current = merged.get(key)
+            if current is None or _better(record, current):
+                merged[key] = record
+    return merged
+
+
+def _specs_by_key(plan: Plan, entries: Iterable[dict[str, Any]]) -> dict[str, TaskSpec]:
+    """The plan's tasks, plus the run-time chained tasks the report entries name."""
+    by_key = {task.key: task for task in plan.tasks}
+    by_rid = {task.readable_id: task for task in plan.tasks}
+    for entry in sorted(entries, key=lambda e: str(e.get("readable_id"))):
+        index = entry.get("parent_output_index")
+        parent = by_rid.get(str(entry.get("parent")))
+        if entry.get("key") in by_key or not index or parent is None:
+            continue
+        for child in plan.children(parent, int(index)):
+            by_key[child.key] = child
+            by_rid[child.readable_id] = child
+    return by_key
+
+
+def records_from_report(plan: Plan, path: Path) -> tuple[dict[str, TaskRecord], int]:
+    """Task records rebuilt from a ``report.json``; and how many entries the plan lacks."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        entries: list[dict[str, Any]] = list(document["tasks"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not a readable flux-pipeline report.json: {exc}") from None
+    specs = _specs_by_key(plan, entries)
+    records: dict[str, TaskRecord] = {}
+    ignored = 0
+    for entry in entries:
+        spec = specs.get(str(entry.get("key")))
+        if spec is None:
+            ignored += 1
+            continue
+        state = TaskState(entry["state"])
+        outputs = [
+            OutputRecord(
+                index=i, path=o["path"], url=o["url"], bytes=o["bytes"], sha256=o["sha256"]
+            )
+            for i, o in enumerate(entry.get("outputs") or [])
+        ]
+        task_id = entry.get("taskId")
+        if state is TaskState.SUCCEEDED and not outputs:
+            state = TaskState.SUBMITTED  # result URLs are not in a report: poll them again
+        if state is TaskState.PLANNED or (state is TaskState.SUBMITTED and not task_id):
+            continue
+        stamps = entry.get("timestamps") or {}
+        times = [float(v) for v in stamps.values() if isinstance(v, int | float)]
+        records[spec.key] = TaskRecord(
+            key=spec.key,
+            readable_id=spec.readable_id,
+            step=spec.step,
+            parent_key=spec.parent_key,
+            parent_output_index=spec.parent_output_index,
+            state=state,
+            task_id=task_id,
+            request_json=spec.request_json,
+            output=spec.output,
+            output_format=spec.output_format,
+            result_urls=tuple(o.url for o in outputs),
+            fail_code=entry.get("failCode"),
+            fail_msg=entry.get("failMsg"),
+            attempts=int(entry.get("attempts") or 0),
+            api_create_time=stamps.get("api_create"),
+            api_complete_time=stamps.get("api_complete"),
+            cost_time=entry.get("costTime"),
+            first_submitted_at=stamps.get("first_submitted"),
+            submitted_at=stamps.get("submitted"),
+            finished_at=stamps.get("finished"),
+            downloaded_at=stamps.get("downloaded"),
+            updated_at=max(times, default=0.0),
+            outputs=outputs,
+        )
+    return records, ignored
+
+
+async def _read_db(path: Path, manifest: str) -> tuple[dict[str, TaskRecord], str | None]:
+    store = await Store.open(path)
+    try:
+        last = await store.last_run()
+        records = await store.records()
+    finally:
+        await store.aclose()
+    if last is not None and last["manifest"] != manifest:
+        raise UsageError(
+            f"{path}: this state DB is of manifest {last['manifest']!r}, not {manifest!r}"
+        )
+    shard = last["settings"].get("shard") if last is not None else None
+    return records, shard if isinstance(shard, str) else None
+
+
+def _inside(base: Path, relative: str) -> Path | None:
+    try:
+        return inside(base, relative)
+    except ValueError:
+        return None
+
+
+def _matches(path: Path, output: OutputRecord) -> bool:
+    return file_matches(path, output.bytes, output.sha256)
+
+
+def gather_files(
+    records: Iterable[TaskRecord], out_dir: Path, out_dirs: Sequence[Path]
+) -> tuple[int, int, list[str]]:
+    """Copy every downloaded output into ``out_dir``: (copied, already present, missing)."""
+    copied = present = 0
+    missing: list[str] = []
+    for record in records:
+        if record.state is not TaskState.DOWNLOADED:
+            continue
+        for output in record.outputs:
+            target = _inside(out_dir, output.path)
+            if target is None:
+                missing.append(output.path)
+                continue
+            if _matches(target, output):
+                present += 1
+                continue
+            for directory in out_dirs:
+                source = _inside(directory, output.path)
+                if source is not None and source != target and _matches(source, output):
+                    copy_atomic(source, target)
+                    copied += 1
+                    break
+            else:
+                missing.append(output.path)
+    return copied, present, sorted(missing)
+
+
+def exit_code_of(counts: dict[str, int], missing: int) -> int:
+    """As ``run`` would exit: 0 all done, 1 failures and the rest done, 3 unfinished."""
+    unfinished = sum(
+        n for state, n in counts.items() if state not in ("downloaded", "failed", "expired")
+    )
+    if unfinished or missing:
+        return 3
+    return 1 if counts.get("failed", 0) + counts.get("expired", 0) else 0
+
+
+async def merge(
+    plan: Plan, sources: Sequence[Path], *, out_dir: Path, state_path: Path
+) -> MergeResult:
+    """Merge ``sources`` into the state DB at ``state_path`` and ``out_dir``; write the report."""
+    started = time.time()
+    found = discover(sources, exclude=state_path)
+    batches: list[dict[str, TaskRecord]] = []
+    shards: set[str] = set()
+    if state_path.exists():
+        batches.append((await _read_db(state_path, plan.name))[0])
+    for database in found.databases:
+        records, shard = await _read_db(database, plan.name)
+        batches.append(records)
+        if shard:
+            shards.add(shard)
+    merged = combine(batches)
+    ignored = 0
+    for report in found.reports:
+        from_report, skipped = records_from_report(plan, report)
+        ignored += skipped
+        merged.update({k: r for k, r in from_report.items() if k not in merged})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = await anyio.to_thread.run_sync(import_records, state_path, list(merged.values()))
+    copied, present, missing = await anyio.to_thread.run_sync(
+        gather_files, list(merged.values()), out_dir, found.out_dirs
+    )
+    entries = task_entries(plan, merged)
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry["state"]] = counts.get(entry["state"], 0) + 1
+    exit_code = exit_code_of(counts, len(missing))
+    settings: dict[str, Any] = {
+        "merged_from": [str(p) for p in sources],
+        "state_dbs": len(found.databases),
+        "reports": len(found.reports),
+        "shards": sorted(shards),
+    }
+    store = await Store.open(state_path)
+    try:
+        run_id = await store.begin_run(
+            manifest=plan.name,
+            manifest_sha256=plan.manifest_sha256,
+            settings=settings,
+            planned=len(plan.tasks),
+        )
+        stop = f"{len(missing)} output file(s) missing: rerun to download them" if missing else None
+        await store.end_run(run_id, exit_code=exit_code, stop_reason=stop, last_error=None)
+    finally:
+        await store.aclose()
+    info = RunInfo(
+        settings=settings,
+        started_at=started,
+        finished_at=time.time(),
+        exit_code=exit_code,
+        stop_reason=stop,
+    )
+    write_reports(plan, merged, out_dir, info)
+    return MergeResult(
+        out_dir=out_dir,
+        state_path=state_path,
+        databases=len(found.databases),
+        reports=len(found.reports),
+        rows=rows,
+        copied=copied,
+        present=present,
+        missing=missing,
+        ignored=ignored,
+        shards=sorted(shards),
+        counts=counts,
+        exit_code=exit_code,
+    )

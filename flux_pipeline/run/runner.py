@@ -1,0 +1,262 @@
+"""``flux-pipeline run``, assembled: plan, state DB, client, receiver, signals, engine, report.
+
+Kept apart from the click command so tests can call ``execute`` directly, and apart from the
+engine so the engine never touches the environment, the terminal or signals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shlex
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from flux_pipeline.errors import UsageError
+from flux_pipeline.layout import default_out_dir, default_state_path
+from flux_pipeline.plan.expand import load_plan
+from flux_pipeline.plan.resume import Policy
+from flux_pipeline.report import github as workflow_commands
+from flux_pipeline.report.files import RunInfo, keep_reports, report_is_current, write_reports
+from flux_pipeline.run.api import DEFAULT_BASE_URL, RequestType
+from flux_pipeline.run.budget import TokenBucket
+from flux_pipeline.run.client import ClientConfig, FluxClient, RetryPolicy
+from flux_pipeline.run.downloads import new_download_client
+from flux_pipeline.run.engine import Engine, EngineSettings, Progress, RunOutcome, settings_summary
+from flux_pipeline.run.receiver import BackgroundServer, CallbackReceiver, bind
+from flux_pipeline.run.scheduler import TimingConfig
+from flux_pipeline.run.store import Store
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    manifest: Path
+    out_dir: Path | None = None
+    state_path: Path | None = None
+    simulate: bool = False
+    sim_task_seconds: float = 1.5
+    max_active: int = 1000
+    rpm: float = 10_000
+    request_type: RequestType = "async"
+    retry_failed: bool = False
+    resubmit_ambiguous: bool = False
+    deadline: float | None = None
+    max_new_tasks: int | None = None
+    listen: str = "127.0.0.1:0"
+    public_url: str | None = None
+    argv: tuple[str, ...] = ()
+    timing: TimingConfig | None = None
+    handle_signals: bool = True
+    api_down_after: float = 120.0
+    retry: RetryPolicy | None = None
+    transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
+    shard: tuple[int, int] | None = None  # (index, count), 1-based: run only that shard
+
+
+@dataclass(frozen=True, kw_only=True)
+class Endpoint:
+    base_url: str
+    api_key: str = field(repr=False)
+
+
+def endpoint_from_env(env: dict[str, str] | os._Environ[str]) -> Endpoint:
+    key = env.get("APIXO_API_KEY", "").strip()
+    if not key:
+        raise UsageError(
+            "APIXO_API_KEY is not set: export your API key, or use --simulate to run against "
+            "the built-in simulator"
+        )
+    base = env.get("APIXO_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    if not base.startswith(("https://", "http://")):
+        raise UsageError(f"APIXO_BASE_URL must be an http(s) URL, got {base!r}")
+    return Endpoint(base_url=base.rstrip("/"), api_key=key)
+
+
+@contextlib.contextmanager
+def simulated_endpoint(task_seconds: float) -> Iterator[Endpoint]:
+    from flux_pipeline.simulator import SimConfig, SimulatorThread
+
+    key = "sim-" + secrets.token_hex(8)
+    config = SimConfig(api_keys=(key,), task_seconds=task_seconds, task_spread=task_seconds / 4)
+    with SimulatorThread(config, host="127.0.0.1", port=0) as sim:
+        yield Endpoint(base_url=sim.base_url, api_key=key)
+
+
+def _parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--listen must be HOST:PORT, got {listen!r}")
+    return host, int(port)
+
+
+def _resume_command(options: RunOptions) -> str:
+    return "flux-pipeline " + " ".join(shlex.quote(a) for a in options.argv)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    outcome: RunOutcome
+    out_dir: Path
+    state_path: Path
+
+
+async def execute(
+    options: RunOptions,
+    *,
+    endpoint: Endpoint,
+    progress: Callable[[Progress], None] | None = None,
+    echo: Callable[[str], None] = print,
+) -> RunResult:
+    """Run a manifest to completion or to a resumable stop, then write the report."""
+    plan = load_plan(options.manifest)
+    if options.shard is not None:
+        from flux_pipeline.plan.shard import select
+
+        plan = select(plan, *options.shard)
+    out_dir = options.out_dir or default_out_dir(plan.name)
+    state_path = options.state_path or default_state_path(out_dir, options.shard)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timing = options.timing or (
+        TimingConfig(first_poll=options.sim_task_seconds * 0.6) if options.simulate else None
+    )
+    budget = TokenBucket(options.rpm)
+    client_config = ClientConfig(
+        base_url=endpoint.base_url,
+        # enough for the full request budget at ~0.35 s per answer; httpx scans its whole pool
+        # on every request, so a bigger pool only costs CPU
+        max_connections=min(64, max(4, options.max_active)),
+        retry=options.retry or RetryPolicy(),
+    )
+    started_wall = time.time()
+    store = await Store.open(state_path)
+    receiver: CallbackReceiver | None = None
+    server: BackgroundServer | None = None
+    engine: Engine | None = None
+    if options.request_type == "callback":
+        receiver = CallbackReceiver(
+            lambda task_id: engine is not None and engine.on_callback(task_id)
+        )
+        if workflow_commands.enabled():  # masked before anything could print it
+            workflow_commands.emit([workflow_commands.add_mask(receiver.secret)])
+        host, port = _parse_listen(options.listen)
+        server = BackgroundServer(receiver.app, bind(host, port))
+        public = (options.public_url or server.url).rstrip("/")
+        callback_url = public + receiver.path
+    else:
+        callback_url = None
+    settings = EngineSettings(
+        out_dir=out_dir,
+        max_active=options.max_active,
+        request_type=options.request_type,
+        callback_url=callback_url,
+        policy=Policy(
+            retry_failed=options.retry_failed, resubmit_ambiguous=options.resubmit_ambiguous
+        ),
+        max_new_tasks=options.max_new_tasks,
+        timing=timing or TimingConfig(),
+        api_down_after=options.api_down_after,
+    )
+    summary: dict[str, Any] = settings_summary(settings) | {"rpm": options.rpm}
+    if options.shard is not None:
+        summary["shard"] = f"{options.shard[0]}/{options.shard[1]}"
+    run_id = await store.begin_run(
+        manifest=plan.name,
+        manifest_sha256=plan.manifest_sha256,
+        settings=summary,
+        planned=len(plan.tasks),
+    )
+    outcome: RunOutcome | None = None
+    async with (
+        FluxClient(
+            api_key=endpoint.api_key,
+            config=client_config,
+            transport=options.transport,
+            budget=budget,
+        ) as client,
+        new_download_client() as downloads,
+        anyio.create_task_group() as outer,
+    ):
+        store.start(outer)
+        try:
+            engine = Engine(
+                plan=plan,
+                store=store,
+                client=client,
+                downloads=downloads,
+                budget=budget,
+                settings=settings,
+                progress=progress,
+            )
+            async with anyio.create_task_group() as tg:
+                if server is not None:
+                    tg.start_soon(server.run)
+                if options.handle_signals:
+                    tg.start_soon(_watch_signals, engine, echo)
+                if options.deadline is not None:
+                    tg.start_soon(_watch_deadline, engine, options.deadline)
+                outcome = await engine.run()
+                if server is not None:
+                    await server.stop()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if outcome is not None:
+                    await store.end_run(
+                        run_id,
+                        exit_code=outcome.exit_code,
+                        stop_reason=outcome.stop_reason,
+                        last_error=outcome.error,
+                    )
+                fingerprint = await store.fingerprint()
+                current = outcome is not None and report_is_current(
+                    out_dir, plan.manifest_sha256, fingerprint
+                )
+                skip_records = current and not workflow_commands.enabled()
+                records = {} if skip_records else await store.records()
+                info = RunInfo(
+                    settings=summary,
+                    started_at=started_wall,
+                    finished_at=time.time(),
+                    elapsed=outcome.elapsed if outcome else None,
+                    exit_code=outcome.exit_code if outcome else None,
+                    stop_reason=outcome.stop_reason if outcome else "interrupted",
+                    error=outcome.error if outcome else None,
+                    created=outcome.created if outcome else None,
+                    resume_command=_resume_command(options),
+                    engine_stats=outcome.stats if outcome else None,
+                    state_fingerprint=fingerprint,
+                )
+                failed = [r for r in records.values() if r.state in workflow_commands.FAILED_STATES]
+                if current:  # nothing changed: the report on disk says exactly this
+                    keep_reports(out_dir)
+                else:  # consumes the records: a big report never holds them twice
+                    write_reports(plan, records, out_dir, info, consume=True)
+                await store.aclose()
+                if workflow_commands.enabled():
+                    workflow_commands.emit(workflow_commands.failure_annotations(plan, failed))
+    assert outcome is not None
+    return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
+
+
+async def _watch_signals(engine: Engine, echo: Callable[[str], None]) -> None:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            echo(f"flux-pipeline: {name} received: stopping, state is kept (resume by rerunning)")
+            engine.request_stop(f"signal {name}")
+
+
+async def _watch_deadline(engine: Engine, seconds: float) -> None:
+    await anyio.sleep(seconds)
+    engine.request_stop(f"deadline of {seconds:g}s reached")

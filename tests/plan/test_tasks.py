@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+
+from flux_pipeline.plan.tasks import (
+    LOCAL_IMAGE_PREFIX,
+    PARENT_IMAGE_URL,
+    TaskSpec,
+    canonical_json,
+    resolve_request,
+    task_key,
+)
+
+
+def _spec(output_format: str = "png") -> TaskSpec:
+    return TaskSpec(
+        key="k",
+        readable_id="hero#1",
+        step="hero",
+        parent_key=None,
+        parent_output_index=None,
+        repeat_index=1,
+        request_json=canonical_json({"input": {"prompt": "x"}}),
+        output="hero/x",
+        output_format=output_format,
+    )
+
+
+def test_key_ignores_dict_order_and_changes_with_lineage() -> None:
+    a = task_key(
+        {"input": {"a": 1, "b": 2}}, parent_key=None, parent_output_index=None, repeat_index=1
+    )
+    b = task_key(
+        {"input": {"b": 2, "a": 1}}, parent_key=None, parent_output_index=None, repeat_index=1
+    )
+    assert a == b
+    assert a != task_key(
+        {"input": {"a": 1, "b": 2}}, parent_key=None, parent_output_index=None, repeat_index=2
+    )
+    child0 = task_key({"x": 1}, parent_key=a, parent_output_index=0, repeat_index=1)
+    child1 = task_key({"x": 1}, parent_key=a, parent_output_index=1, repeat_index=1)
+    assert child0 != child1
+
+
+def test_output_paths_single_and_several() -> None:
+    assert _spec().output_paths(1) == ["hero/x.png"]
+    assert _spec("jpeg").output_paths(2) == ["hero/x-1.jpg", "hero/x-2.jpg"]
+
+
+def test_resolve_request_replaces_references() -> None:
+    request = {"input": {"image_urls": [LOCAL_IMAGE_PREFIX + "abc", PARENT_IMAGE_URL, "https://x"]}}
+    out = resolve_request(
+        request,
+        parent_image_url="https://r/p.png",
+        local_image=lambda h: f"data:image/png;base64,{h}",
+    )
+    assert out["input"]["image_urls"] == [
+        "data:image/png;base64,abc",
+        "https://r/p.png",
+        "https://x",
+    ]
+    assert request["input"]["image_urls"][1] == PARENT_IMAGE_URL  # input untouched
+    with pytest.raises(ValueError, match="parent image URL"):
+        resolve_request(request, parent_image_url=None, local_image=lambda h: h)
