@@ -36,6 +36,7 @@ Report = Callable[[Path_, str], None]
 class Cell:
     values: dict[str, Any]  # context entries: axis name -> value (images as mappings)
     label: str  # "" or "@axis=value,..."
+    pairs: tuple[tuple[str, str], ...] = ()  # (axis, value label) in label order
 
 
 @dataclass(slots=True)
@@ -256,7 +257,7 @@ class CellBuilder:
         ordered = [name for name in axes if name in combination]
         ordered += [name for name in combination if name not in axes]
         values: dict[str, Any] = {}
-        parts: list[str] = []
+        pairs: list[tuple[str, str]] = []
         for name in ordered:
             value = combination[name]
             axis = axes.get(name)
@@ -270,8 +271,9 @@ class CellBuilder:
                 value = resolved
             values[name] = value
             label = axis.label(value) if axis is not None else format_value(value)
-            parts.append(f"{name}={label}")
-        return Cell(values=values, label="@" + ",".join(parts) if parts else "")
+            pairs.append((name, label))
+        text = ",".join(f"{name}={label}" for name, label in pairs)
+        return Cell(values=values, label="@" + text if pairs else "", pairs=tuple(pairs))
 
 
 def _parse_lines(text: str, file: str) -> list[Any] | str:

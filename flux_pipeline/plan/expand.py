@@ -548,6 +548,7 @@ class _Expander:
             request_json=request_json,
             output=output,
             output_format=step.output_format,
+            cell=step.cells[cell].pairs,
         )
         self.records[key] = _Record(spec, step.index, cell)
         return spec

@@ -58,6 +58,7 @@ class TaskSpec:
     request_json: str  # canonical_json({"provider": ..., "input": {...}}); no request_type
     output: str  # output path relative to OUT, without extension ("hero/mug-watercolor-1")
     output_format: str  # the API's output_format ("png", "jpeg", "webp")
+    cell: tuple[tuple[str, str], ...] = ()  # own matrix cell: (axis, value label), id order
 
     @property
     def request(self) -> dict[str, Any]:
