@@ -55,6 +55,13 @@ def json_response(
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
+def gateway_page(status: int) -> Response:
+    """What a proxy in front of the API answers: an HTML page, no API envelope."""
+    title = {502: "502 Bad Gateway", 504: "504 Gateway Time-out"}.get(status, f"{status} Error")
+    body = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
+    return Response(body, status_code=status, media_type="text/html")
+
+
 def envelope(data: object) -> Response:
     return json_response({"code": 200, "message": "success", "data": data})
 
@@ -87,6 +94,10 @@ class ApiEndpoint:
             failure = ApiFailure(decision.status, message, retry_after=retry)
             await self.error(failure)(scope, receive, send)
             return
+        if decision.gateway is not None and not decision.gateway_after:
+            sim.stats.gateway_errors += 1
+            await gateway_page(decision.gateway)(scope, receive, send)
+            return
         if decision.drop:
             sim.stats.drops += 1
             await wire.drop(tracked, send)
@@ -102,7 +113,13 @@ class ApiEndpoint:
             await anyio.sleep(decision.slow)
         if decision.drop_after:
             sim.stats.drops += 1
+            sim.stats.lost_after += 1
             await wire.drop(tracked, send)
+            return
+        if decision.gateway is not None:
+            sim.stats.gateway_errors += 1
+            sim.stats.lost_after += 1
+            await gateway_page(decision.gateway)(scope, receive, send)
             return
         await response(scope, receive, send)
 

@@ -22,6 +22,11 @@ class Faults:
     ``error_rate``: API requests answered 500/502/503 before any side effect.
     ``drop_rate``: API requests whose connection is closed without a complete answer; with
     ``drop_after`` the request is processed first (a create DOES create its task).
+    ``lost_after_rate``: independently of ``drop_rate``, API requests processed first (a create
+    DOES create and bill its task) whose connection is then closed without an answer.
+    ``gateway_rate``: API requests answered by a "proxy" with a 502/504 HTML page (no API
+    envelope) before they reach the API; ``gateway_after_rate``: the same page after the
+    request was processed (a create did create its task) — what a gateway timeout looks like.
     ``slow_rate``/``slow_seconds``: API requests delayed by that many (real) seconds.
     ``truncate_rate``: result downloads that advertise the full Content-Length, send part, close.
     ``errors_as_200``: every API error is answered with HTTP 200, the code only in the body.
@@ -31,6 +36,9 @@ class Faults:
     error_rate: float = 0.0
     drop_rate: float = 0.0
     drop_after: bool = False
+    lost_after_rate: float = 0.0
+    gateway_rate: float = 0.0
+    gateway_after_rate: float = 0.0
     slow_rate: float = 0.0
     slow_seconds: float = 2.0
     truncate_rate: float = 0.0
@@ -38,7 +46,8 @@ class Faults:
     rate_limit_burst: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "drop_rate", "slow_rate", "truncate_rate"):
+        rates = ("error_rate", "drop_rate", "lost_after_rate", "gateway_rate", "gateway_after_rate")
+        for name in (*rates, "slow_rate", "truncate_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value!r}")

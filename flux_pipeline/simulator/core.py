@@ -189,6 +189,8 @@ class Simulator:
             "rate_limited": s.rate_limited,
             "server_errors": s.server_errors,
             "drops": s.drops,
+            "lost_after": s.lost_after,
+            "gateway_errors": s.gateway_errors,
             "slowed": s.slowed,
             "truncated": s.truncated,
             "creates": s.creates,

@@ -15,6 +15,7 @@ from typing import Any
 from flux_pipeline.simulator.config import Faults
 
 SERVER_ERRORS = (500, 502, 503)
+GATEWAY_ERRORS = (502, 504)
 _FIELDS = {f.name: f for f in dataclasses.fields(Faults)}
 
 
@@ -23,6 +24,8 @@ class Decision:
     status: int | None = None  # answer at once with this (429 burst or 5xx)
     drop: bool = False
     drop_after: bool = False
+    gateway: int | None = None  # answer this status with an HTML page instead of the API
+    gateway_after: bool = False  # ... after processing the request
     slow: float = 0.0
 
 
@@ -75,13 +78,21 @@ class FaultInjector:
         if self.burst_left > 0:
             self.burst_left -= 1
             return Decision(status=429)
-        if not (f.error_rate or f.drop_rate or f.slow_rate):
+        extra = f.lost_after_rate or f.gateway_rate or f.gateway_after_rate
+        if not (f.error_rate or f.drop_rate or f.slow_rate or extra):
             return NO_FAULT
         if self._hit(f.error_rate):
             return Decision(status=self._rng.choice(SERVER_ERRORS))
+        if self._hit(f.gateway_rate):
+            return Decision(gateway=self._rng.choice(GATEWAY_ERRORS))
         drop = self._hit(f.drop_rate)
         slow = f.slow_seconds if self._hit(f.slow_rate) else 0.0
-        return Decision(drop=drop and not f.drop_after, drop_after=drop and f.drop_after, slow=slow)
+        after = drop and f.drop_after
+        if not drop and self._hit(f.lost_after_rate):
+            after = True
+        if not drop and not after and self._hit(f.gateway_after_rate):
+            return Decision(gateway=self._rng.choice(GATEWAY_ERRORS), gateway_after=True, slow=slow)
+        return Decision(drop=drop and not f.drop_after, drop_after=after, slow=slow)
 
     def truncate(self) -> bool:
         return self._hit(self.faults.truncate_rate)

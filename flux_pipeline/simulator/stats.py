@@ -13,6 +13,8 @@ class Stats:
     rate_limited: int = 0  # 429s given (limits and bursts)
     server_errors: int = 0  # 5xx given
     drops: int = 0
+    lost_after: int = 0  # requests processed whose answer was then lost (drop or gateway)
+    gateway_errors: int = 0  # HTML 502/504 pages given
     slowed: int = 0
     truncated: int = 0
     creates: int = 0

@@ -148,6 +148,44 @@ def test_dropped_after_processing_is_an_ambiguous_create(
     assert after["drops"] == before["drops"] + 1
 
 
+def test_lost_after_is_independent_of_drops_before(
+    live: tuple[SimulatorThread, httpx.Client],
+) -> None:
+    """Both kinds of lost answer in one run: dropped before (nothing created) and lost after
+    (created and billed, the answer never arrives)."""
+    sim, client = live
+    before = sim.stats()
+    sim.set_faults(lost_after_rate=1.0)
+    with pytest.raises(httpx.TransportError):
+        client.post(CREATE, json={"input": {"prompt": "lost after"}})
+    after = sim.stats()
+    assert after["creates"] == before["creates"] + 1
+    assert after["lost_after"] == before["lost_after"] + 1
+    sim.set_faults(lost_after_rate=0.0, drop_rate=1.0)
+    with pytest.raises(httpx.TransportError):
+        client.post(CREATE, json={"input": {"prompt": "dropped before"}})
+    final = sim.stats()
+    assert final["creates"] == after["creates"]
+    assert final["lost_after"] == after["lost_after"]
+
+
+@pytest.mark.parametrize(("fault", "creates"), [("gateway_rate", 0), ("gateway_after_rate", 1)])
+def test_gateway_pages_have_no_api_envelope(
+    live: tuple[SimulatorThread, httpx.Client], fault: str, creates: int
+) -> None:
+    """A proxy's 502/504 HTML page: before the API (nothing created) or after (created)."""
+    sim, client = live
+    before = sim.stats()
+    sim.set_faults(**{fault: 1.0})
+    response = client.post(CREATE, json={"input": {"prompt": f"through a gateway {fault}"}})
+    assert response.status_code in (502, 504)
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<html>" in response.text
+    after = sim.stats()
+    assert after["creates"] == before["creates"] + creates
+    assert after["gateway_errors"] == before["gateway_errors"] + 1
+
+
 def test_truncated_downloads_advertise_the_full_length(
     live: tuple[SimulatorThread, httpx.Client],
 ) -> None:
