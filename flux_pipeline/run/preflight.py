@@ -46,8 +46,6 @@ def _fail(what: str, path: Path, problem: str) -> OutputsNotWritableError:
 
 
 def _reason(exc: OSError) -> str:
-    if isinstance(exc, FileExistsError):
-        return "exists and is not a directory"
     if exc.errno == errno.ENOTDIR:
         return "a part of the path is a file, not a directory"
     return exc.strerror or str(exc)
@@ -56,6 +54,8 @@ def _reason(exc: OSError) -> str:
 def _check_directory(what: str, directory: Path, min_free_bytes: int) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise _fail(what, directory, "cannot create it: exists and is not a directory") from exc
     except OSError as exc:
         raise _fail(what, directory, f"cannot create it: {_reason(exc)}") from exc
     try:
