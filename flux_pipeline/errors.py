@@ -7,8 +7,10 @@ Retry policy is a question about the class: ``isinstance(err, RetryableError)``.
 
     FluxPipelineError                      exit 2 unless noted
     ├── UsageError                         bad CLI flags or configuration (missing API key, ...)
+    │   └── OutputsNotWritableError        output or state directory unwritable, or disk full
     ├── ManifestError                      manifest invalid; carries every located Diagnostic
     ├── StateError                         state DB unusable (newer schema, corrupt, locked)
+    │   └── LeaseHeldError                 another run holds the state DB or output directory
     ├── ApiError                           the API answered something we cannot use
     │   ├── TerminalApiError               never retried
     │   │   ├── AuthError                  401: key invalid or missing; aborts the run
@@ -87,8 +89,26 @@ class ManifestError(FluxPipelineError):
         super().__init__("\n".join(str(d) for d in diagnostics))
 
 
+class OutputsNotWritableError(UsageError):
+    """Raised before anything is sent when the output directory or the state DB's directory
+    cannot be created or written, or its file system has too little free space."""
+
+
 class StateError(FluxPipelineError):
     """Raised when the state DB cannot be used (schema from a newer version, corrupt file)."""
+
+
+class LeaseHeldError(StateError):
+    """Raised when another run holds the lease on the state DB or the output directory.
+
+    ``holder`` is what that run wrote into the lock file (pid, host, command, since), empty
+    when it could not be read.
+    """
+
+    def __init__(self, message: str, *, path: str, holder: dict[str, str]) -> None:
+        self.path = path
+        self.holder = holder
+        super().__init__(message)
 
 
 class ApiError(FluxPipelineError):

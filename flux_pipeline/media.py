@@ -39,6 +39,54 @@ def sniff_image(head: bytes) -> str | None:
     return None
 
 
+# How much of a file's end ``image_complete`` looks at: enough for PNG's 12-byte IEND chunk
+# and for a JPEG's EOI marker followed by encoder padding (zero bytes; see image_ends_whole).
+TAIL_BYTES = 4096
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # IEND: zero length, type, CRC
+_JPEG_EOI = b"\xff\xd9"
+
+
+def image_ends_whole(head: bytes, tail: bytes, size: int, kind: str) -> bool:
+    """Is a file of ``size`` bytes, starting with ``head`` and ending with ``tail``, a whole
+    image of type ``kind`` ('jpeg', 'png', 'webp'), not the first part of one?
+
+    Only the container's ends are checked, not the pixels: that is what a download cut short
+    gets wrong. ``head`` needs the first 12 bytes; ``tail`` the last bytes of the file (at
+    most ``TAIL_BYTES`` are looked at).
+
+    - PNG: the file ends with the IEND chunk (its fixed CRC ``AE 42 60 82``); nothing after.
+    - JPEG: the last non-zero bytes are the EOI marker ``FF D9``. Zero bytes after it are
+      allowed (some encoders and cameras pad to a block size, and decoders ignore them);
+      scan data cannot end a cut-short file in ``FF D9`` because a data byte ``FF`` is always
+      stuffed as ``FF 00``. (A file cut right after an embedded EXIF thumbnail's EOI would
+      pass: the ends cannot tell it apart.)
+    - WebP: the RIFF size field (bytes 4..8, little endian) plus 8 is the file size.
+    """
+    if sniff_image(head[:16]) != kind:
+        return False
+    if kind == "png":
+        return tail.endswith(_PNG_END) and size >= len(_PNG_END) + 8
+    if kind == "jpeg":
+        window = tail[-TAIL_BYTES:].rstrip(b"\x00")
+        return window.endswith(_JPEG_EOI) and size >= 4
+    if kind == "webp":
+        return int.from_bytes(head[4:8], "little") + 8 == size
+    return False
+
+
+def image_complete(path: Path, kind: str) -> bool:
+    """``image_ends_whole`` for a file on disk, reading only its head and tail."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - TAIL_BYTES))
+            tail = fh.read(TAIL_BYTES)
+    except OSError:
+        return False
+    return image_ends_whole(head, tail, size, kind)
+
+
 def sha256_bytes(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 

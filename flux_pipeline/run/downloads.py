@@ -4,6 +4,13 @@ A result is streamed to a hidden temporary file beside its destination, its type
 magic bytes (JPEG, PNG, WebP), its SHA-256 computed on the way, and only then renamed into
 place: an output path holds a whole image or nothing. Result URLs are fetched with a client
 that never carries the API key (they live on another host).
+
+A body is whole only when it is as long as its ``Content-Length`` (when the server sent one)
+and it ends the way an image of its type ends (``media.image_ends_whole``: PNG's IEND chunk,
+JPEG's EOI marker, WebP's RIFF size). Anything else is a retryable ``DownloadError`` and
+nothing is renamed into place: a connection closed early (with a ``Content-Length`` httpx
+itself raises ``RemoteProtocolError``; without one, a close looks like a normal end of body
+and only the image check tells), or a server that stops short of what it declared.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from flux_pipeline.errors import DownloadError, InvalidResultError, ResultExpiredError
-from flux_pipeline.media import sniff_image
+from flux_pipeline.media import TAIL_BYTES, image_ends_whole, sniff_image
 
 MAX_RESULT_BYTES = 200 * 1024 * 1024
 _CHUNK = 64 * 1024
@@ -48,6 +55,8 @@ async def download(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
     digest = hashlib.sha256()
     size = 0
     kind: str | None = None
+    head = b""
+    tail = b""
     try:
         async with http.stream("GET", url) as response:
             if response.status_code in (403, 404, 410):
@@ -60,7 +69,8 @@ async def download(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
             with temp.open("wb") as fh:
                 async for chunk in response.aiter_bytes(_CHUNK):
                     if size == 0 and chunk:
-                        kind = sniff_image(chunk[:16])
+                        head = chunk[:16]
+                        kind = sniff_image(head)
                         if kind is None:
                             raise InvalidResultError(
                                 "result is not a JPEG, PNG or WebP image", url=url
@@ -70,14 +80,24 @@ async def download(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
                         raise InvalidResultError("result is larger than 200 MB", url=url)
                     digest.update(chunk)
                     fh.write(chunk)
+                    tail = (tail + chunk)[-TAIL_BYTES:]
             received = response.num_bytes_downloaded
             if expected is not None and expected.isdigit() and int(expected) != received:
                 raise DownloadError(f"truncated: got {received} of {expected} bytes", url=url)
             if kind is None:
                 raise InvalidResultError("result is empty", url=url)
+            if not image_ends_whole(head, tail, size, kind):
+                raise DownloadError(
+                    f"truncated: the body ended after {size} bytes, before the end of "
+                    f"the {kind.upper()} image",
+                    url=url,
+                )
         os.replace(temp, dest)
     except httpx.HTTPError as exc:
-        raise DownloadError(f"download failed: {type(exc).__name__}", url=url) from exc
+        detail = str(exc)[:200]
+        raise DownloadError(
+            f"download failed: {type(exc).__name__}{f': {detail}' if detail else ''}", url=url
+        ) from exc
     except OSError as exc:
         raise DownloadError(f"cannot write {dest}: {exc.strerror or exc}", url=url) from exc
     finally:
