@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-import time
 
 import pytest
 
@@ -116,10 +115,11 @@ def test_same_seed_same_ids_and_durations() -> None:
 
 
 def test_a_hundred_thousand_tasks_stay_cheap() -> None:
+    """100,000 tasks through the task table (its time is a figure of
+    tests/benchmarks/bench_simulator.py, not an assertion here)."""
     clock = ManualClock()
     sim = Simulator(SimConfig(max_concurrent=200_000), clock)
     request = parse_create({"input": {"prompt": "a castle"}})
-    started = time.perf_counter()
     ids = []
     for _ in range(100_000):
         sim.settle()  # what every request does first
@@ -128,12 +128,10 @@ def test_a_hundred_thousand_tasks_stay_cheap() -> None:
     midway = sim.snapshot()["tasks_by_state"]
     clock.advance(3600)
     sim.settle()
-    elapsed = time.perf_counter() - started
     stats = sim.snapshot()
     assert stats["tasks_by_state"]["success"] == 100_000
     assert stats["duplicate_creates"] == 99_999
     assert midway["success"] > 0
     assert midway["pending"] + midway["processing"] > 0
     assert stats["max_concurrent_seen"] < 100_000
-    assert elapsed < 10, elapsed
     assert sim.status("sim-key", ids[-1])["state"] == "success"
