@@ -91,7 +91,9 @@ def test_out_and_state_mean_the_same_in_every_command(command: str) -> None:
 def test_usage_errors_exit_with_exit_code_invalid(capsys: pytest.CaptureFixture[str]) -> None:
     from flux_pipeline.errors import ExitCode
 
-    assert run_cli(["plan", "--no-such-option", "x.yaml"]) == ExitCode.INVALID == 2
+    code = run_cli(["plan", "--no-such-option", "x.yaml"])
+    assert code == 2
+    assert code == ExitCode.INVALID
     assert "no such option" in capsys.readouterr().err.lower()
     assert run_cli(["status", "--out", "/nonexistent/out"]) == ExitCode.INVALID
     assert "no state DB at" in capsys.readouterr().err
