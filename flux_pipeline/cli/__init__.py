@@ -1,7 +1,8 @@
 """The command line: a thin shell with one error boundary.
 
-Every command returns an exit code (docs/exit-codes.md): 0 done, 1 some tasks failed, 2 invalid
-usage/manifest/configuration/key, 3 stopped early but resumable. Errors from the library arrive
+Every command returns an exit code, an ``errors.ExitCode`` (docs/exit-codes.md): 0 done, 1 some
+tasks have no images, 2 invalid usage/manifest/configuration/key, 3 stopped early but resumable,
+70 a bug. Errors from the library arrive
 as ``FluxPipelineError`` and are printed as one line each; nothing else prints a traceback
 unless ``FLUX_PIPELINE_DEBUG=1``.
 """
@@ -17,13 +18,7 @@ from typing import NoReturn
 import click
 
 from flux_pipeline import __version__
-from flux_pipeline.errors import FluxPipelineError, ManifestError
-
-EXIT_OK = 0
-EXIT_FAILED_TASKS = 1
-EXIT_INVALID = 2
-EXIT_RESUMABLE = 3
-EXIT_INTERNAL = 70
+from flux_pipeline.errors import ExitCode, FluxPipelineError, ManifestError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,10 +71,10 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        return EXIT_INVALID
+        return ExitCode.INVALID
     except click.exceptions.Abort:
         _err("flux-pipeline: interrupted")
-        return EXIT_RESUMABLE
+        return ExitCode.RESUMABLE
     except ManifestError as exc:
         for diagnostic in exc.diagnostics:
             _err(str(diagnostic))
@@ -90,7 +85,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         _err("flux-pipeline: interrupted")
-        return EXIT_RESUMABLE
+        return ExitCode.RESUMABLE
     except Exception as exc:
         if os.environ.get("FLUX_PIPELINE_DEBUG") == "1":
             traceback.print_exc()
@@ -99,8 +94,8 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
             f"flux-pipeline: internal error: {type(exc).__name__}: {first} "
             "(set FLUX_PIPELINE_DEBUG=1 for a traceback)"
         )
-        return EXIT_INTERNAL
-    return result if isinstance(result, int) else EXIT_OK
+        return ExitCode.INTERNAL
+    return result if isinstance(result, int) else ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -18,8 +18,8 @@ from typing import IO
 import anyio
 import click
 
-from flux_pipeline.cli.review_cmds import Shard
-from flux_pipeline.errors import ManifestError
+from flux_pipeline.cli.options import Shard, out_option, state_option
+from flux_pipeline.errors import ExitCode, ManifestError
 from flux_pipeline.manifest.schema import schema_text
 from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.plan.resume import Decision, Reason, decide
@@ -27,8 +27,6 @@ from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.store import read_records
 from flux_pipeline.states import TaskState
 
-EXIT_OK = 0
-EXIT_INVALID = 2
 CHUNK = 2000  # tasks per write when streaming the plan
 
 
@@ -101,8 +99,8 @@ def validate(manifests: Sequence[Path]) -> int:
             f"flux-pipeline: {errors} error(s) in {failed} of {len(manifests)} manifest(s)",
             err=True,
         )
-        return EXIT_INVALID
-    return EXIT_OK
+        return ExitCode.INVALID
+    return ExitCode.OK
 
 
 @click.command()
@@ -128,19 +126,12 @@ def validate(manifests: Sequence[Path]) -> int:
     help="With --format gha-matrix: at most this many shards (and never more than root tasks "
     "or GitHub's 256 jobs).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="The output directory, where finished tasks' files should be (default: out/NAME).",
+@out_option(
+    help="Output directory, where finished tasks' files should be [default: out/<manifest name>]."
 )
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="The state DB to read task states from (default: in the output directory).",
+@state_option(
+    help="State DB to read task states from [default: <out>/.flux-pipeline/state.sqlite3, "
+    "state-IofN.sqlite3 with --shard]."
 )
 def plan(
     manifest: Path,
@@ -158,7 +149,7 @@ def plan(
     the_plan = load_plan(manifest, file=str(manifest))
     if fmt == "gha-matrix":
         click.echo(json.dumps(gha_matrix(the_plan, max_shards), separators=(",", ":")))
-        return EXIT_OK
+        return ExitCode.OK
     if shard is not None:
         the_plan = select(the_plan, *shard)
     as_json = as_json or fmt == "json"
@@ -171,14 +162,14 @@ def plan(
     else:
         write_table(the_plan, decisions, stream)
     stream.flush()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 @click.command()
 def schema() -> int:
     """Print the manifest JSON Schema."""
     sys.stdout.write(schema_text())
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _counts(plan: Plan, decisions: Sequence[Decision]) -> tuple[dict[str, int], dict[str, int]]:

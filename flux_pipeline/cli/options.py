@@ -1,10 +1,22 @@
-"""Parsers for CLI option values, each failing with a one-line message naming the option."""
+"""Options shared by several commands, and parsers for option values.
+
+Each parser fails with a one-line message naming the option. ``--out`` and ``--state`` are
+declared here once (``out_option``, ``state_option``) so every command spells them the same
+way; each command passes the help text that says what the option means for it (docs/cli.md).
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import click
+
+from flux_pipeline.plan.shard import parse_shard
+
+F = TypeVar("F", bound=Callable[..., object])
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
@@ -33,3 +45,43 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
             return parse_duration(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class Shard(click.ParamType):  # type: ignore[type-arg]
+    """``--shard I/N`` -> ``(I, N)``, with a one-line error naming the option."""
+
+    name = "I/N"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_shard(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def out_option(help: str) -> Callable[[F], F]:
+    """``--out DIR`` -> parameter ``out_dir`` (a ``Path`` or ``None``: the command picks the
+    default, ``layout.default_out_dir``)."""
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=help,
+    )
+
+
+def state_option(help: str) -> Callable[[F], F]:
+    """``--state PATH`` -> parameter ``state_path`` (a ``Path`` or ``None``: the command picks
+    the default, ``layout.default_state_path``)."""
+    return click.option(
+        "--state",
+        "state_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=help,
+    )

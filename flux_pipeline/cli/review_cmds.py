@@ -1,7 +1,4 @@
-"""``diff`` and ``merge``: reviewing a manifest change, combining shard runs.
-
-Also the ``--shard I/N`` option type shared by ``plan`` and ``run``.
-"""
+"""``diff`` and ``merge``: reviewing a manifest change, combining shard runs (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -13,23 +10,8 @@ from pathlib import Path
 import anyio
 import click
 
-from flux_pipeline.plan.shard import parse_shard
-
-
-class Shard(click.ParamType):  # type: ignore[type-arg]
-    """``--shard I/N`` -> ``(I, N)``, with a one-line error naming the option."""
-
-    name = "I/N"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> tuple[int, int]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            return parse_shard(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+from flux_pipeline.cli.options import Shard as Shard  # re-exported: run_cmd imports it here
+from flux_pipeline.cli.options import out_option, state_option
 
 
 @click.command()
@@ -67,18 +49,8 @@ def diff(report_a: Path, report_b: Path, fmt: str, as_json: bool, exit_code: boo
     help="A shard's output directory (or downloaded artifact), state DB or report.json; "
     "repeatable. Directories are searched for *.sqlite3 and report.json.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory of the merged run [default: out/<manifest name>].",
-)
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Merged state DB [default: <out>/.flux-pipeline/state.sqlite3].",
-)
+@out_option(help="Output directory of the merged run [default: out/<manifest name>].")
+@state_option(help="Merged state DB [default: <out>/.flux-pipeline/state.sqlite3].")
 def merge(
     manifest: Path, sources: Sequence[Path], out_dir: Path | None, state_path: Path | None
 ) -> int:

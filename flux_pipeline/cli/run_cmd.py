@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import anyio
 import click
 
-from flux_pipeline.cli.options import Duration
+from flux_pipeline.cli.options import Duration, out_option, state_option
 from flux_pipeline.cli.review_cmds import Shard
 
 if TYPE_CHECKING:
@@ -49,18 +49,8 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
 
 @click.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory [default: out/<manifest name>].",
-)
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="State DB [default: <out>/.flux-pipeline/state.sqlite3].",
-)
+@out_option(help="Output directory [default: out/<manifest name>].")
+@state_option(help="State DB [default: <out>/.flux-pipeline/state.sqlite3].")
 @click.option(
     "--simulate",
     is_flag=True,

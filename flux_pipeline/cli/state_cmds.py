@@ -1,4 +1,4 @@
-"""``status`` and ``report``: read the state DB, send nothing."""
+"""``status`` and ``report``: read the state DB, send nothing (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import anyio
 import click
 
-from flux_pipeline.errors import UsageError
+from flux_pipeline.cli.options import out_option, state_option
+from flux_pipeline.errors import ExitCode, UsageError
 from flux_pipeline.run.store import Store, read_records
 from flux_pipeline.states import TaskRecord, TaskState
 
@@ -37,8 +38,8 @@ async def _read(path: Path) -> tuple[dict[str, TaskRecord], dict[str, object] | 
 
 @click.command()
 @click.argument("manifest", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path))
+@out_option(help="Output directory whose state DB to read [default: out/<manifest name>].")
+@state_option(help="State DB to read [default: <out>/.flux-pipeline/state.sqlite3].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(
     manifest: Path | None, out_dir: Path | None, state_path: Path | None, as_json: bool
@@ -72,7 +73,7 @@ def status(
                 sort_keys=True,
             )
         )
-        return 0
+        return ExitCode.OK
     click.echo(f"state DB: {path}")
     for state in TaskState:
         if counts.get(state.value):
@@ -88,13 +89,13 @@ def status(
         )
     if last_error:
         click.echo(f"last error: {last_error}")
-    return 0
+    return ExitCode.OK
 
 
 @click.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path))
+@out_option(help="Output directory to write the reports to [default: out/<manifest name>].")
+@state_option(help="State DB to read [default: <out>/.flux-pipeline/state.sqlite3].")
 def report(manifest: Path, out_dir: Path | None, state_path: Path | None) -> int:
     """Rewrite the report files of MANIFEST from the state DB."""
     from flux_pipeline.layout import default_out_dir, default_state_path
@@ -108,7 +109,7 @@ def report(manifest: Path, out_dir: Path | None, state_path: Path | None) -> int
     written = write_reports(plan, records, out, RunInfo(settings={}))
     for file in written:
         click.echo(str(file))
-    return 0
+    return ExitCode.OK
 
 
 COMMANDS: list[click.Command] = [status, report]

@@ -65,3 +65,35 @@ def test_examples_and_defaults_conform_to_the_published_schema() -> None:
         assert list(validator.iter_errors(document)) == [], manifest
     broken = {"version": 1, "name": "x", "steps": [{"id": "s", "promt": "p"}]}
     assert list(validator.iter_errors(broken))
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "status", "report", "merge"])
+def test_out_and_state_mean_the_same_in_every_command(command: str) -> None:
+    import click
+
+    from flux_pipeline.cli import cli
+
+    ctx = click.Context(cli)
+    found = cli.get_command(ctx, command)
+    assert found is not None
+    options = {p.name: p for p in found.params if isinstance(p, click.Option)}
+    out, state = options["out_dir"], options["state_path"]
+    assert (out.opts, state.opts) == (["--out"], ["--state"])
+    assert (out.default, state.default) == (None, None)
+    assert isinstance(out.type, click.Path)
+    assert isinstance(state.type, click.Path)
+    assert (out.type.file_okay, out.type.dir_okay) == (False, True)
+    assert (state.type.file_okay, state.type.dir_okay) == (True, False)
+    assert "[default: out/<manifest name>]" in (out.help or "")
+    assert "[default: <out>/.flux-pipeline/state" in (state.help or "")
+
+
+def test_usage_errors_exit_with_exit_code_invalid(capsys: pytest.CaptureFixture[str]) -> None:
+    from flux_pipeline.errors import ExitCode
+
+    code = run_cli(["plan", "--no-such-option", "x.yaml"])
+    assert code == 2
+    assert code == ExitCode.INVALID
+    assert "no such option" in capsys.readouterr().err.lower()
+    assert run_cli(["status", "--out", "/nonexistent/out"]) == ExitCode.INVALID
+    assert "no state DB at" in capsys.readouterr().err
