@@ -40,9 +40,9 @@ def _short(text: str, limit: int = 60) -> str:
 class _Fields:
     """The fields of one JSON object, read with a one-line error for anything unexpected."""
 
-    def __init__(self, value: object, where: str, what: str) -> None:
+    def __init__(self, value: object, where: str) -> None:
         if not isinstance(value, dict):
-            raise UsageError(f"{where}: {what} is {_kind(value)}, not an object")
+            raise UsageError(f"{where} is {_kind(value)}, not an object")
         self.data: dict[str, object] = value
         self.where = where
 
@@ -65,6 +65,8 @@ class _Fields:
 
     def count(self, name: str) -> int:
         value = self.value(name)
+        if isinstance(value, float):
+            self.fail(f"{name!r} must be a whole number, not {value!r}")
         if not isinstance(value, int) or isinstance(value, bool):
             self.fail(f"{name!r} must be a whole number, not {_kind(value)}")
         if not 0 <= value <= INT_MAX:
@@ -118,7 +120,7 @@ class OutputEntry:
 
     @classmethod
     def from_json(cls, value: object, where: str) -> OutputEntry:
-        fields = _Fields(value, where, "an output")
+        fields = _Fields(value, where)
         return cls(
             path=fields.text("path"),
             url=fields.text("url"),
@@ -150,7 +152,7 @@ class Timestamps:
 
     @classmethod
     def from_json(cls, value: object, where: str) -> Timestamps:
-        fields = _Fields(value, where, "'timestamps'")
+        fields = _Fields(value, where)
         return cls(
             first_submitted=fields.time_or_none("first_submitted"),
             submitted=fields.time_or_none("submitted"),
@@ -276,7 +278,7 @@ class TaskEntry:
         rid = value.get("readable_id") if isinstance(value, dict) else None
         if isinstance(rid, str):
             where = f"{source}: task {_short(rid)}"
-        fields = _Fields(value, where, "the entry")
+        fields = _Fields(value, where)
         state_text = fields.text("state")
         try:
             state = TaskState(state_text)
@@ -298,7 +300,7 @@ class TaskEntry:
             fail_code=fields.text_or_none("failCode"),
             fail_msg=fields.text_or_none("failMsg"),
             attempts=fields.count("attempts"),
-            timestamps=Timestamps.from_json(fields.value("timestamps"), f"{where}: timestamps"),
+            timestamps=Timestamps.from_json(fields.value("timestamps"), f"{where}: 'timestamps'"),
             cost_time=fields.count_or_none("costTime"),
             output=fields.text("output"),
             outputs=tuple(
