@@ -1,6 +1,7 @@
 """TaskEntry and report.json: entries of every state go to JSON and back unchanged (chained
 tasks, matrix cells whose values hold ``,`` and ``=``), through the file writer and reader
-too; the head alone is read back for a rerun that changed nothing."""
+too; the head alone is read back for a rerun that changed nothing; every writer files a
+failure under the same code."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import pytest
 
 from flux_pipeline.errors import UsageError
 from flux_pipeline.plan.expand import Plan, load_plan
+from flux_pipeline.report import gallery, github, junit
 from flux_pipeline.report.entry import OutputEntry, TaskEntry, Timestamps
 from flux_pipeline.report.files import report_is_current, task_entries
+from flux_pipeline.report.markdown import report_markdown
 from flux_pipeline.report.reportfile import RunInfo, load_report, read_head, report_json_pieces
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
@@ -182,3 +185,27 @@ def test_the_head_alone_says_whether_the_reports_are_current(tmp_path: Path) -> 
     (out / "report.json").write_text(text, encoding="utf-8")
     (out / "junit.xml").unlink()
     assert not report_is_current(out, plan.manifest_sha256, "fp-1")
+
+
+def test_one_failure_code_and_state_text_in_every_writer(tmp_path: Path) -> None:
+    """A failed task whose answer named no failCode is filed under the same code in
+    report.md, junit.xml, the gallery and the annotations (``states.failure_code``), and a
+    task in flight is described by the same text (``TaskState.text``)."""
+    plan = load_plan(write_manifest(tmp_path, MANIFEST))
+    failed = TaskEntry(readable_id="shot#1", key="k1", step="shot", state=TaskState.FAILED)
+    flying = TaskEntry(readable_id="shot#2", key="k2", step="shot", state=TaskState.SUBMITTED)
+    entries = [failed, flying]
+    assert failed.failure_code == "FAILED"
+    markdown = report_markdown(plan, entries, RunInfo(settings={}, exit_code=1))
+    assert "- **`FAILED`** (1): `shot#1`" in markdown
+    assert "**finished with failures** (exit 1)" in markdown
+    xml = junit.junit_xml(name="m", entries=entries, step_order=["shot"], elapsed=None)
+    assert '<failure type="FAILED" message="FAILED: "' in xml
+    assert f'<skipped message="submitted: {TaskState.SUBMITTED.text}"' in xml
+    [page] = gallery.render_pages(name="m", entries=entries, step_order=["shot"], out_dir=tmp_path)
+    assert "<strong>FAILED</strong>" in page
+    assert "failed: 1" in page
+    assert '<span class="count failed">FAILED: 1</span>' in page  # failures by code
+    assert TaskState.SUBMITTED.text in page
+    [annotation] = github.failure_annotations(plan, entries)
+    assert annotation.endswith("::shot#1: FAILED: no message")
