@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NoReturn
 
 from flux_pipeline.errors import UsageError
@@ -208,14 +208,8 @@ class TaskEntry:
         )
         if record is None:
             return planned
-        return cls(
-            readable_id=planned.readable_id,
-            key=planned.key,
-            step=planned.step,
-            parent=parent,
-            parent_output_index=planned.parent_output_index,
-            cell=planned.cell,
-            request=request,
+        return replace(
+            planned,
             state=record.state,
             task_id=record.task_id,
             fail_code=record.fail_code,
@@ -230,7 +224,6 @@ class TaskEntry:
                 api_complete=record.api_complete_time,
             ),
             cost_time=record.cost_time,
-            output=planned.output,
             outputs=tuple(
                 OutputEntry(path=o.path, url=o.url, bytes=o.bytes, sha256=o.sha256)
                 for o in record.outputs
