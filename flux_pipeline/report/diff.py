@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flux_pipeline.errors import UsageError
+from flux_pipeline.plan.tasks import PARENT_IMAGE_URL
+from flux_pipeline.report.entry import TaskEntry
+from flux_pipeline.report.reportfile import load_report
 
 PARENT_IMAGE = "<parent output>"
 
@@ -102,57 +104,54 @@ class ReportDiff:
         }
 
 
-def load_report(path: Path) -> dict[str, dict[str, Any]]:
-    """The tasks of a ``report.json`` by readable id. Raises ``UsageError`` (one line)."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the report: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise UsageError(f"{path}: not a JSON report: {exc}") from None
-    tasks = document.get("tasks") if isinstance(document, dict) else None
-    if not isinstance(tasks, list) or not all(
-        isinstance(t, dict) and isinstance(t.get("readable_id"), str) for t in tasks
-    ):
-        raise UsageError(f"{path}: not a flux-pipeline report.json (no list of tasks)")
-    return {task["readable_id"]: task for task in tasks}
+def _parent_urls(task: TaskEntry, tasks: Mapping[str, TaskEntry]) -> set[str]:
+    parent = tasks.get(task.parent) if task.parent is not None else None
+    return set() if parent is None else {o.url for o in parent.outputs}
 
 
-def _parent_urls(task: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]]) -> set[str]:
-    parent = tasks.get(task.get("parent") or "")
-    if parent is None:
-        return set()
-    outputs = parent.get("outputs") or []
-    return {o["url"] for o in outputs if isinstance(o, dict) and isinstance(o.get("url"), str)}
-
-
-def _images(task: Mapping[str, Any], tasks: Mapping[str, Mapping[str, Any]]) -> list[Any]:
+def _images(task: TaskEntry, tasks: Mapping[str, TaskEntry]) -> list[object]:
     urls = _input(task).get("image_urls")
     if not isinstance(urls, list):
         return [] if urls is None else [urls]
     parents = _parent_urls(task, tasks)
-    return [
-        PARENT_IMAGE if url in parents or url == "flux-pipeline:parent-image-url" else url
-        for url in urls
-    ]
+    parents.add(PARENT_IMAGE_URL)  # a report written before its parent ran
+    return [PARENT_IMAGE if isinstance(url, str) and url in parents else url for url in urls]
 
 
-def _input(task: Mapping[str, Any]) -> dict[str, Any]:
-    request = task.get("request")
+def _input(task: TaskEntry) -> dict[str, object]:
+    request = task.request
     fields = request.get("input") if isinstance(request, dict) else None
     return fields if isinstance(fields, dict) else {}
 
 
-def _provider(task: Mapping[str, Any]) -> Any:
-    request = task.get("request")
+def _provider(task: TaskEntry) -> object:
+    request = task.request
     return request.get("provider") if isinstance(request, dict) else None
 
 
+Lineage = tuple[str, str | None, int | None]  # parent's readable id, its key, output index
+
+
+def _lineage(task: TaskEntry, tasks: Mapping[str, TaskEntry]) -> Lineage | None:
+    """``task``'s parent (its key None when not in the report); None for a root task."""
+    if task.parent is None:
+        return None
+    parent = tasks.get(task.parent)
+    return task.parent, parent.key if parent is not None else None, task.parent_output_index
+
+
+def _show(lineage: Lineage | None) -> str | None:
+    if lineage is None:
+        return None
+    rid, key, index = lineage
+    return f"{rid} (key {str(key)[:12]}, #{index})"
+
+
 def key_parts(
-    a: Mapping[str, Any],
-    b: Mapping[str, Any],
-    tasks_a: Mapping[str, Mapping[str, Any]],
-    tasks_b: Mapping[str, Mapping[str, Any]],
+    a: TaskEntry,
+    b: TaskEntry,
+    tasks_a: Mapping[str, TaskEntry],
+    tasks_b: Mapping[str, TaskEntry],
 ) -> list[PartChange]:
     """Which parts of the key differ between task ``a`` (before) and ``b`` (after)."""
     parts: list[PartChange] = []
@@ -167,33 +166,21 @@ def key_parts(
     for name in sorted((set(in_a) | set(in_b)) - {"prompt", "image_urls"}):
         if in_a.get(name) != in_b.get(name):
             parts.append(PartChange(f"input.{name}", in_a.get(name), in_b.get(name)))
-    parent_a, parent_b = a.get("parent"), b.get("parent")
-    key_a = tasks_a[parent_a]["key"] if isinstance(parent_a, str) and parent_a in tasks_a else None
-    key_b = tasks_b[parent_b]["key"] if isinstance(parent_b, str) and parent_b in tasks_b else None
-    index_a, index_b = a.get("parent_output_index"), b.get("parent_output_index")
-    if (parent_a, key_a, index_a) != (parent_b, key_b, index_b):
-        before = None if parent_a is None else f"{parent_a} (key {str(key_a)[:12]}, #{index_a})"
-        after = None if parent_b is None else f"{parent_b} (key {str(key_b)[:12]}, #{index_b})"
-        parts.append(PartChange("parent", before, after))
+    lineage_a, lineage_b = _lineage(a, tasks_a), _lineage(b, tasks_b)
+    if lineage_a != lineage_b:
+        parts.append(PartChange("parent", _show(lineage_a), _show(lineage_b)))
     if not parts:
-        parts.append(PartChange("other", a.get("key"), b.get("key")))
+        parts.append(PartChange("other", a.key, b.key))
     return parts
 
 
-def _outputs(task: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    return {
-        o["path"]: o
-        for o in task.get("outputs") or []
-        if isinstance(o, dict) and isinstance(o.get("path"), str)
-    }
-
-
-def output_changes(rid: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> list[OutputChange]:
-    outs_a, outs_b = _outputs(a), _outputs(b)
+def output_changes(rid: str, a: TaskEntry, b: TaskEntry) -> list[OutputChange]:
+    outs_a = {o.path: o for o in a.outputs}
+    outs_b = {o.path: o for o in b.outputs}
     changes = []
     for path in sorted(set(outs_a) | set(outs_b)):
         old, new = outs_a.get(path), outs_b.get(path)
-        if old is not None and new is not None and old.get("sha256") == new.get("sha256"):
+        if old is not None and new is not None and old.sha256 == new.sha256:
             continue
         kind = "changed" if old is not None and new is not None else "added" if new else "removed"
         changes.append(
@@ -201,18 +188,18 @@ def output_changes(rid: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> list
                 readable_id=rid,
                 path=path,
                 change=kind,
-                sha256_before=old.get("sha256") if old else None,
-                sha256_after=new.get("sha256") if new else None,
-                bytes_before=old.get("bytes") if old else None,
-                bytes_after=new.get("bytes") if new else None,
+                sha256_before=old.sha256 if old else None,
+                sha256_after=new.sha256 if new else None,
+                bytes_before=old.bytes if old else None,
+                bytes_after=new.bytes if new else None,
             )
         )
     return changes
 
 
 def diff_tasks(
-    tasks_a: Mapping[str, Mapping[str, Any]],
-    tasks_b: Mapping[str, Mapping[str, Any]],
+    tasks_a: Mapping[str, TaskEntry],
+    tasks_b: Mapping[str, TaskEntry],
     *,
     before: str = "a",
     after: str = "b",
@@ -223,9 +210,9 @@ def diff_tasks(
     unchanged = 0
     for rid in sorted(set(tasks_a) & set(tasks_b)):
         a, b = tasks_a[rid], tasks_b[rid]
-        if a.get("key") != b.get("key"):
+        if a.key != b.key:
             parts = tuple(key_parts(a, b, tasks_a, tasks_b))
-            changed.append(TaskChange(rid, str(a.get("key")), str(b.get("key")), parts))
+            changed.append(TaskChange(rid, a.key, b.key, parts))
         else:
             unchanged += 1
         outputs.extend(output_changes(rid, a, b))
@@ -241,9 +228,10 @@ def diff_tasks(
 
 
 def diff_reports(path_a: Path, path_b: Path) -> ReportDiff:
-    return diff_tasks(
-        load_report(path_a), load_report(path_b), before=str(path_a), after=str(path_b)
-    )
+    """Compare the reports at ``path_a`` and ``path_b``; a bad report is a one-line
+    ``UsageError`` (``reportfile.load_report``)."""
+    tasks_a, tasks_b = load_report(path_a).by_id(), load_report(path_b).by_id()
+    return diff_tasks(tasks_a, tasks_b, before=str(path_a), after=str(path_b))
 
 
 # --- rendering -----------------------------------------------------------------------------

@@ -1,14 +1,16 @@
 """``index.html``: the gallery a person opens in a browser, straight from the file system.
 
-Built from the report's task entries (``report.task_entries``). Design choices:
+Built from the report's task entries (``entry.TaskEntry``, made by ``files.task_entries``).
+Design choices:
 
 - One self-contained page: inline CSS, no script (a Content-Security-Policy forbids any, so a
   prompt that slipped past escaping still could not run), no server: every image is a relative,
   percent-encoded link to the output file beside it. Every string from the manifest or the API
   is HTML-escaped.
-- Grouped by step (manifest order), then by matrix cell (the ``@axis=value,...`` part of the
-  readable id); cards within a cell by readable id. A chained edit's card shows its parent's
-  image beside its own (lineage), and names the parent.
+- Grouped by step (manifest order), then by the first axis of the task's own matrix cell
+  (``TaskEntry.cell``, never re-parsed from the readable id, so a value holding ``,`` or ``=``
+  stays whole); cards within a row by readable id, captioned with the other axes. A chained
+  edit's card shows its parent's image beside its own (lineage), and names the parent.
 - Prompts are shown under the image (clamped to a few lines) and in full on hover.
 - Failed and expired tasks are cards with their failCode and failMsg; tasks not done yet
   (planned, in flight, ambiguous) are cards saying so; a downloaded task whose file is gone
@@ -24,24 +26,16 @@ from __future__ import annotations
 import html
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
+
+from flux_pipeline.report.entry import Cell, TaskEntry
+from flux_pipeline.states import TaskState
 
 PAGE_SIZE = 1000
 PAGE_NAME = re.compile(r"index-(\d+)\.html")
-
-STATE_TEXT = {
-    "planned": "not started yet",
-    "submitting": "ambiguous: create sent, answer lost",
-    "submitted": "in flight at the API",
-    "succeeded": "finished, not downloaded yet",
-    "downloaded": "done",
-    "failed": "failed",
-    "expired": "expired before download",
-}
 
 CSS = """
 :root { color-scheme: light dark; --fg: #1d2125; --muted: #5f6b76; --bg: #f5f6f8;
@@ -99,66 +93,39 @@ def page_name(number: int) -> str:
     return "index.html" if number == 1 else f"index-{number}.html"
 
 
-def cell_label(entry: dict[str, Any], parent: dict[str, Any] | None) -> str:
-    """The matrix cell of a task: ``@axis=value,...`` of its own part of the readable id."""
-    rid: str = entry["readable_id"]
-    if parent is not None:
-        index = entry.get("parent_output_index") or 0
-        prefix = parent["readable_id"] + (f"~{index}" if index else "") + "/"
-        if rid.startswith(prefix):
-            rid = rid[len(prefix) :]
-    own = rid.rpartition("#")[0] or rid
-    step: str = entry["step"]
-    return own[len(step) :] if own.startswith(step) else own
+def _axes(cell: Cell) -> str:
+    return ", ".join(f"{axis}={label}" for axis, label in cell)
 
 
-_NEXT_AXIS = re.compile(r",(?=[a-z0-9][a-z0-9_-]*=)")
-
-
-def split_cell(cell: str) -> tuple[str, str]:
-    """``@a=1,b=x`` -> (``a=1``, ``b=x``): the first axis groups cards into rows, the rest
-    labels each card. Values may hold commas; a new axis starts at ``,name=``."""
-    text = cell[1:] if cell.startswith("@") else cell
-    parts = _NEXT_AXIS.split(text)
-    return parts[0], ", ".join(parts[1:])
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Card:
-    step: str
-    cell: str
-    entry: dict[str, Any]
-    parent: dict[str, Any] | None
-    parent_cell: str = ""
+    entry: TaskEntry
+    parent: TaskEntry | None
+
+    @property
+    def step(self) -> str:
+        return self.entry.step
 
     @property
     def row(self) -> str:
-        return split_cell(self.cell)[0]
+        """The first axis of the cell: cards are grouped into rows by it."""
+        return _axes(self.entry.cell[:1])
 
     @property
     def caption(self) -> str:
-        rest = split_cell(self.cell)[1]
-        repeat = self.entry["readable_id"].rpartition("#")[2]
+        rest = _axes(self.entry.cell[1:])
+        repeat = self.entry.readable_id.rpartition("#")[2]  # an id always ends "#<repeat>"
         own = f"{rest} #{repeat}" if rest else f"#{repeat}"
         if self.parent is None:
             return own
-        first, more = split_cell(self.parent_cell)
-        origin = ", ".join(p for p in (first, more) if p) or self.parent["step"]
+        origin = _axes(self.parent.cell) or self.parent.step
         return f"{origin} \u2192 {self.step} {own}"
 
 
-def _cards(entries: list[dict[str, Any]], step_order: list[str]) -> list[_Card]:
-    by_id = {e["readable_id"]: e for e in entries}
+def _cards(entries: Sequence[TaskEntry], step_order: list[str]) -> list[_Card]:
+    by_id = {e.readable_id: e for e in entries}
     rank = {step: i for i, step in enumerate(step_order)}
-    parents = {
-        e["readable_id"]: by_id.get(e["parent"]) if e.get("parent") else None for e in entries
-    }
-    cells = {rid: cell_label(by_id[rid], parent) for rid, parent in parents.items()}
-    cards = []
-    for entry in entries:
-        parent = parents[entry["readable_id"]]
-        parent_cell = cells[parent["readable_id"]] if parent is not None else ""
-        cards.append(_Card(entry["step"], cells[entry["readable_id"]], entry, parent, parent_cell))
+    cards = [_Card(e, by_id.get(e.parent) if e.parent else None) for e in entries]
     # Stable: entries are sorted by readable id already.
     cards.sort(key=lambda c: (rank.get(c.step, len(rank)), c.step, c.row))
     return cards
@@ -171,19 +138,17 @@ class _Renderer:
     def src(self, path: str) -> str:
         return quote(path, safe="/")
 
-    def image(
-        self, entry: dict[str, Any], output_index: int | None, alt: str, waiting: str = ""
-    ) -> str:
+    def image(self, entry: TaskEntry, output_index: int | None, alt: str, waiting: str = "") -> str:
         """The image of ``entry``'s output (all outputs when ``output_index`` is None), or a
         box saying why there is none."""
-        outputs: list[dict[str, Any]] = entry["outputs"]
+        outputs = entry.outputs
         if output_index is not None:
             outputs = outputs[output_index : output_index + 1]
-        state: str = entry["state"]
-        if outputs and state in ("downloaded", "succeeded"):
+        state = entry.state
+        if outputs and state in (TaskState.DOWNLOADED, TaskState.SUCCEEDED):
             parts = []
             for output in outputs:
-                path: str = output["path"]
+                path = output.path
                 if (self.out_dir / path).is_file():
                     src = _e(self.src(path))
                     parts.append(
@@ -196,27 +161,26 @@ class _Renderer:
                         f"<code>{_e(path)}</code></span></div>"
                     )
             return "".join(parts)
-        if state in ("failed", "expired"):
-            code = entry["failCode"] or ("EXPIRED" if state == "expired" else "FAILED")
-            reason = entry["failMsg"] or STATE_TEXT[state]
+        if state.failed:
+            reason = entry.fail_msg or state.text
             return (
-                f'<div class="box"><strong>{_e(code)}</strong>'
+                f'<div class="box"><strong>{_e(entry.failure_code)}</strong>'
                 f'<span class="reason">{_e(reason)}</span></div>'
             )
-        return f'<div class="box">{_e(waiting or STATE_TEXT.get(state, state))}</div>'
+        return f'<div class="box">{_e(waiting or state.text)}</div>'
 
     def card(self, card: _Card) -> str:
         entry = card.entry
-        state: str = entry["state"]
-        prompt = str((entry.get("request") or {}).get("input", {}).get("prompt", ""))
-        blocked = card.parent is not None and card.parent["state"] in ("failed", "expired")
-        waiting = "not started: its parent failed" if blocked and state == "planned" else ""
+        state = entry.state.value
+        prompt = entry.prompt
+        blocked = card.parent is not None and card.parent.state.failed
+        waiting = (
+            "not started: its parent failed" if blocked and entry.state is TaskState.PLANNED else ""
+        )
         own = self.image(entry, None, prompt, waiting)
         if card.parent is not None:
-            parent_prompt = str(
-                (card.parent.get("request") or {}).get("input", {}).get("prompt", "")
-            )
-            parent_img = self.image(card.parent, entry.get("parent_output_index") or 0, "")
+            parent_prompt = card.parent.prompt
+            parent_img = self.image(card.parent, entry.parent_output_index or 0, "")
             images = (
                 f'<div class="parent">{parent_img}<div class="label" title="{_e(parent_prompt)}">'
                 f"parent</div></div>"
@@ -226,12 +190,12 @@ class _Renderer:
         else:
             images = own
         lines = [
-            f'<article class="card {_e(state)}" id="{_e(_anchor(entry["readable_id"]))}">',
+            f'<article class="card {_e(state)}" id="{_e(_anchor(entry.readable_id))}">',
             f'<div class="caption">{_e(card.caption)}</div>',
             f'<div class="images">{images}</div>',
-            f'<code class="rid">{_e(entry["readable_id"])}</code>',
-            f'<span class="state {_e(state)}">{_e(STATE_TEXT.get(state, state))}'
-            + (f" &middot; {_e(entry['failCode'])}" if entry.get("failCode") else "")
+            f'<code class="rid">{_e(entry.readable_id)}</code>',
+            f'<span class="state {_e(state)}">{_e(entry.state.text)}'
+            + (f" &middot; {_e(entry.fail_code)}" if entry.fail_code else "")
             + "</span>",
         ]
         if prompt:
@@ -254,7 +218,7 @@ def _pages(cards: list[_Card], size: int) -> Iterator[list[_Card]]:
 def render_pages(
     *,
     name: str,
-    entries: list[dict[str, Any]],
+    entries: Sequence[TaskEntry],
     step_order: list[str],
     out_dir: Path,
     page_size: int = PAGE_SIZE,
@@ -263,10 +227,8 @@ def render_pages(
     cards = _cards(entries, step_order)
     pages = list(_pages(cards, page_size))
     renderer = _Renderer(out_dir)
-    counts = Counter(e["state"] for e in entries)
-    fail_codes = Counter(
-        e["failCode"] or "EXPIRED" for e in entries if e["state"] in ("failed", "expired")
-    )
+    counts = Counter(e.state.value for e in entries)
+    fail_codes = Counter(e.failure_code for e in entries if e.state.failed)
     result = []
     for number, page in enumerate(pages, start=1):
         parts = [

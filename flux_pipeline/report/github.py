@@ -18,27 +18,12 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Protocol
 
 from flux_pipeline.plan.expand import Plan
+from flux_pipeline.report.entry import TaskEntry
+from flux_pipeline.states import TaskRecord, failure_code
 
 MAX_ERRORS = 10
-FAILED_STATES = ("failed", "expired")
-
-
-class FailedTask(Protocol):
-    """What an annotation needs of a task (``store.TaskRecord`` has it)."""
-
-    @property
-    def readable_id(self) -> str: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def step(self) -> str: ...
-    @property
-    def fail_code(self) -> str | None: ...
-    @property
-    def fail_msg(self) -> str | None: ...
 
 
 def escape_data(text: str) -> str:
@@ -77,21 +62,16 @@ def workspace_path(path: Path, env: Mapping[str, str] | None = None) -> str:
         return path.resolve().as_posix()
 
 
-def failure_code(state: str, fail_code: str | None) -> str:
-    """The code a failure is grouped and titled by (an expired task has no failCode)."""
-    return fail_code or ("EXPIRED" if state == "expired" else "UNKNOWN")
-
-
 def failure_annotations(
     plan: Plan,
-    tasks: Iterable[FailedTask],
+    tasks: Iterable[TaskRecord | TaskEntry],
     *,
     env: Mapping[str, str] | None = None,
     limit: int = MAX_ERRORS,
 ) -> list[str]:
     """``::error`` lines for the first ``limit`` failed or expired ``tasks`` (by readable id),
     each at the manifest line of its step, then one ``::notice`` counting the rest."""
-    failed = sorted((t for t in tasks if t.state in FAILED_STATES), key=lambda t: t.readable_id)
+    failed = sorted((t for t in tasks if t.state.failed), key=lambda t: t.readable_id)
     file = workspace_path(plan.manifest_path, env)
     lines = []
     for task in failed[:limit]:

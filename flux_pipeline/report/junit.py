@@ -13,73 +13,70 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from typing import Any
+from collections.abc import Sequence
+
+from flux_pipeline.report.entry import TaskEntry
+from flux_pipeline.states import TaskState
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
-SKIPPED_TEXT = {
-    "planned": "not started",
-    "submitting": "ambiguous: create sent, answer lost (rerun with --resubmit-ambiguous)",
-    "submitted": "still in flight at the API",
-    "succeeded": "finished at the API, not downloaded yet",
-}
+AMBIGUOUS_HINT = " (rerun with --resubmit-ambiguous)"
+EXPIRED_MESSAGE = "the results expired before they were downloaded"
 
 
 def _clean(text: object) -> str:
     return _NOT_XML.sub("\ufffd", str(text))
 
 
-def _seconds(entry: dict[str, Any]) -> str:
-    cost = entry.get("costTime")
-    return f"{cost / 1000:.3f}" if isinstance(cost, int | float) else "0.000"
+def _seconds(entry: TaskEntry) -> str:
+    cost = entry.cost_time
+    return f"{cost / 1000:.3f}" if cost is not None else "0.000"
 
 
-def _case(suite: ET.Element, classname: str, entry: dict[str, Any]) -> tuple[int, int]:
+def _case(suite: ET.Element, classname: str, entry: TaskEntry) -> tuple[int, int]:
     """Add ``entry``'s test case to ``suite``; (failures, skipped) it counts for."""
     case = ET.SubElement(
         suite,
         "testcase",
-        name=_clean(entry["readable_id"]),
+        name=_clean(entry.readable_id),
         classname=_clean(classname),
         time=_seconds(entry),
     )
-    state: str = entry["state"]
-    if state in ("failed", "expired"):
-        code = entry.get("failCode") or ("EXPIRED" if state == "expired" else "FAILED")
-        message = entry.get("failMsg") or (
-            "the results expired before they were downloaded" if state == "expired" else ""
-        )
+    state = entry.state
+    if state.failed:
+        code = entry.failure_code
+        message = entry.fail_msg or (EXPIRED_MESSAGE if state is TaskState.EXPIRED else "")
         failure = ET.SubElement(
             case, "failure", type=_clean(code), message=_clean(f"{code}: {message}")
         )
-        prompt = (entry.get("request") or {}).get("input", {}).get("prompt")
         details = [
-            f"task: {entry['readable_id']}",
-            f"state: {state}",
-            f"taskId: {entry.get('taskId') or '-'}",
-            f"attempts: {entry.get('attempts', 0)}",
+            f"task: {entry.readable_id}",
+            f"state: {state.value}",
+            f"taskId: {entry.task_id or '-'}",
+            f"attempts: {entry.attempts}",
             f"failCode: {code}",
             f"failMsg: {message or '-'}",
         ]
-        if prompt:
-            details.append(f"prompt: {prompt}")
+        if entry.prompt:
+            details.append(f"prompt: {entry.prompt}")
         failure.text = _clean("\n".join(details))
         return 1, 0
-    if state != "downloaded":
-        ET.SubElement(case, "skipped", message=_clean(f"{state}: {SKIPPED_TEXT.get(state, '')}"))
+    if state is not TaskState.DOWNLOADED:
+        hint = AMBIGUOUS_HINT if state is TaskState.SUBMITTING else ""
+        ET.SubElement(case, "skipped", message=_clean(f"{state.value}: {state.text}{hint}"))
         return 0, 1
-    outputs = [o["path"] for o in entry.get("outputs", [])]
+    outputs = [o.path for o in entry.outputs]
     if outputs:
         ET.SubElement(case, "system-out").text = _clean("\n".join(outputs))
     return 0, 0
 
 
 def junit_xml(
-    *, name: str, entries: list[dict[str, Any]], step_order: list[str], elapsed: float | None
+    *, name: str, entries: Sequence[TaskEntry], step_order: list[str], elapsed: float | None
 ) -> str:
-    by_step: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_step: dict[str, list[TaskEntry]] = defaultdict(list)
     for entry in entries:
-        by_step[entry["step"]].append(entry)
+        by_step[entry.step].append(entry)
     steps = [s for s in step_order if s in by_step] + sorted(set(by_step) - set(step_order))
     root = ET.Element("testsuites", name=_clean(f"flux-pipeline: {name}"))
     totals = [0, 0, 0]  # tests, failures, skipped

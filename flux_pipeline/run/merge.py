@@ -20,8 +20,8 @@ again from its result URL without creating anything).
 
 from __future__ import annotations
 
-import json
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +32,12 @@ import anyio
 from flux_pipeline.errors import UsageError
 from flux_pipeline.layout import STATE_DIR, inside
 from flux_pipeline.media import copy_atomic, file_matches
+from flux_pipeline.outcome import Bucket, Buckets, exit_code_for
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.report.entry import TaskEntry
 from flux_pipeline.report.files import RunInfo, task_entries, write_reports
+from flux_pipeline.report.reportfile import load_report
 from flux_pipeline.run.store import Store, import_records
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
@@ -123,16 +126,16 @@ def combine(batches: Iterable[dict[str, TaskRecord]]) -> dict[str, TaskRecord]:
     return merged
 
 
-def _specs_by_key(plan: Plan, entries: Iterable[dict[str, Any]]) -> dict[str, TaskSpec]:
+def _specs_by_key(plan: Plan, entries: Iterable[TaskEntry]) -> dict[str, TaskSpec]:
     """The plan's tasks, plus the run-time chained tasks the report entries name."""
     by_key = {task.key: task for task in plan.tasks}
     by_rid = {task.readable_id: task for task in plan.tasks}
-    for entry in sorted(entries, key=lambda e: str(e.get("readable_id"))):
-        index = entry.get("parent_output_index")
-        parent = by_rid.get(str(entry.get("parent")))
-        if entry.get("key") in by_key or not index or parent is None:
+    for entry in sorted(entries, key=lambda e: e.readable_id):
+        index = entry.parent_output_index
+        parent = by_rid.get(entry.parent) if entry.parent is not None else None
+        if entry.key in by_key or not index or parent is None:
             continue
-        for child in plan.children(parent, int(index)):
+        for child in plan.children(parent, index):
             by_key[child.key] = child
             by_rid[child.readable_id] = child
     return by_key
@@ -140,33 +143,25 @@ def _specs_by_key(plan: Plan, entries: Iterable[dict[str, Any]]) -> dict[str, Ta
 
 def records_from_report(plan: Plan, path: Path) -> tuple[dict[str, TaskRecord], int]:
     """Task records rebuilt from a ``report.json``; and how many entries the plan lacks."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        entries: list[dict[str, Any]] = list(document["tasks"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{path}: not a readable flux-pipeline report.json: {exc}") from None
+    entries = load_report(path).tasks
     specs = _specs_by_key(plan, entries)
     records: dict[str, TaskRecord] = {}
     ignored = 0
     for entry in entries:
-        spec = specs.get(str(entry.get("key")))
+        spec = specs.get(entry.key)
         if spec is None:
             ignored += 1
             continue
-        state = TaskState(entry["state"])
+        state = entry.state
         outputs = [
-            OutputRecord(
-                index=i, path=o["path"], url=o["url"], bytes=o["bytes"], sha256=o["sha256"]
-            )
-            for i, o in enumerate(entry.get("outputs") or [])
+            OutputRecord(index=i, path=o.path, url=o.url, bytes=o.bytes, sha256=o.sha256)
+            for i, o in enumerate(entry.outputs)
         ]
-        task_id = entry.get("taskId")
         if state is TaskState.SUCCEEDED and not outputs:
             state = TaskState.SUBMITTED  # result URLs are not in a report: poll them again
-        if state is TaskState.PLANNED or (state is TaskState.SUBMITTED and not task_id):
+        if state is TaskState.PLANNED or (state is TaskState.SUBMITTED and not entry.task_id):
             continue
-        stamps = entry.get("timestamps") or {}
-        times = [float(v) for v in stamps.values() if isinstance(v, int | float)]
+        stamps = entry.timestamps
         records[spec.key] = TaskRecord(
             key=spec.key,
             readable_id=spec.readable_id,
@@ -174,22 +169,22 @@ def records_from_report(plan: Plan, path: Path) -> tuple[dict[str, TaskRecord], 
             parent_key=spec.parent_key,
             parent_output_index=spec.parent_output_index,
             state=state,
-            task_id=task_id,
+            task_id=entry.task_id,
             request_json=spec.request_json,
             output=spec.output,
             output_format=spec.output_format,
             result_urls=tuple(o.url for o in outputs),
-            fail_code=entry.get("failCode"),
-            fail_msg=entry.get("failMsg"),
-            attempts=int(entry.get("attempts") or 0),
-            api_create_time=stamps.get("api_create"),
-            api_complete_time=stamps.get("api_complete"),
-            cost_time=entry.get("costTime"),
-            first_submitted_at=stamps.get("first_submitted"),
-            submitted_at=stamps.get("submitted"),
-            finished_at=stamps.get("finished"),
-            downloaded_at=stamps.get("downloaded"),
-            updated_at=max(times, default=0.0),
+            fail_code=entry.fail_code,
+            fail_msg=entry.fail_msg,
+            attempts=entry.attempts,
+            api_create_time=stamps.api_create,
+            api_complete_time=stamps.api_complete,
+            cost_time=entry.cost_time,
+            first_submitted_at=stamps.first_submitted,
+            submitted_at=stamps.submitted,
+            finished_at=stamps.finished,
+            downloaded_at=stamps.downloaded,
+            updated_at=max(stamps.values(), default=0.0),
             outputs=outputs,
         )
     return records, ignored
@@ -249,14 +244,21 @@ def gather_files(
     return copied, present, sorted(missing)
 
 
-def exit_code_of(counts: dict[str, int], missing: int) -> int:
-    """As ``run`` would exit: 0 all done, 1 failures and the rest done, 3 unfinished."""
-    unfinished = sum(
-        n for state, n in counts.items() if state not in ("downloaded", "failed", "expired")
-    )
-    if unfinished or missing:
-        return 3
-    return 1 if counts.get("failed", 0) + counts.get("expired", 0) else 0
+_BUCKET = {  # as ``run`` counts a task (its exit code: flux_pipeline/outcome.py)
+    TaskState.DOWNLOADED: Bucket.DONE,
+    TaskState.FAILED: Bucket.FAILED,
+    TaskState.EXPIRED: Bucket.EXPIRED,
+    TaskState.SUBMITTING: Bucket.AMBIGUOUS,
+    TaskState.SUBMITTED: Bucket.IN_FLIGHT,
+    TaskState.SUCCEEDED: Bucket.IN_FLIGHT,  # its files are downloaded by the next run
+    TaskState.PLANNED: Bucket.NOT_STARTED,
+}
+
+
+def buckets_of(states: Iterable[TaskState]) -> Buckets:
+    """The merged tasks' buckets. A planned task counts as not started even behind a failed
+    parent (where ``run`` would say blocked): merge reads no lineage, it exits 3 for it."""
+    return Buckets.of(Counter(_BUCKET[state] for state in states))
 
 
 async def merge(
@@ -285,11 +287,10 @@ async def merge(
     copied, present, missing = await anyio.to_thread.run_sync(
         gather_files, list(merged.values()), out_dir, found.out_dirs
     )
-    entries = task_entries(plan, merged)
-    counts: dict[str, int] = {}
-    for entry in entries:
-        counts[entry["state"]] = counts.get(entry["state"], 0) + 1
-    exit_code = exit_code_of(counts, len(missing))
+    states = [entry.state for entry in task_entries(plan, merged)]
+    counts = dict(Counter(state.value for state in states))
+    # a file found nowhere is downloaded again by the next run: resumable, like a stop
+    exit_code = exit_code_for(buckets_of(states), stopped=bool(missing))
     settings: dict[str, Any] = {
         "merged_from": [str(p) for p in sources],
         "state_dbs": len(found.databases),

@@ -237,7 +237,7 @@ async def execute(
                     engine_stats=outcome.stats if outcome else None,
                     state_fingerprint=fingerprint,
                 )
-                failed = [r for r in records.values() if r.state in workflow_commands.FAILED_STATES]
+                failed = [r for r in records.values() if r.state.failed]
                 if current:  # nothing changed: the report on disk says exactly this
                     keep_reports(out_dir)
                 else:  # consumes the records: a big report never holds them twice

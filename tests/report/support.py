@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+
+from flux_pipeline.report.entry import OutputEntry, TaskEntry
+from flux_pipeline.states import TaskState
 
 
 @dataclass
@@ -96,22 +99,26 @@ def entry(
     state: str = "downloaded",
     prompt: str = "a prompt",
     parent: str | None = None,
+    cell: Mapping[str, str] | None = None,
     outputs: list[str] | None = None,
     fail_code: str | None = None,
     fail_msg: str | None = None,
-) -> dict[str, Any]:
-    """A task entry as ``report.task_entries`` makes it (only the fields the writers read)."""
-    return {
-        "readable_id": readable_id,
-        "step": step or readable_id.rpartition("/")[2].split("@")[0].split("#")[0],
-        "parent": parent,
-        "parent_output_index": 0 if parent else None,
-        "request": {"input": {"prompt": prompt}, "provider": "auto"},
-        "state": state,
-        "taskId": "task_1" if state != "planned" else None,
-        "failCode": fail_code,
-        "failMsg": fail_msg,
-        "attempts": 1,
-        "costTime": 1500,
-        "outputs": [{"path": p, "url": "u", "bytes": 1, "sha256": "0"} for p in outputs or []],
-    }
+) -> TaskEntry:
+    """A task entry as ``report.task_entries`` makes it (only the fields the writers read);
+    ``cell``: the task's own matrix cell, axis -> value label, in readable-id order."""
+    return TaskEntry(
+        readable_id=readable_id,
+        key="k-" + readable_id,
+        step=step or readable_id.rpartition("/")[2].split("@")[0].split("#")[0],
+        parent=parent,
+        parent_output_index=0 if parent else None,
+        cell=tuple((cell or {}).items()),
+        request={"input": {"prompt": prompt}, "provider": "auto"},
+        state=TaskState(state),
+        task_id="task_1" if state != "planned" else None,
+        fail_code=fail_code,
+        fail_msg=fail_msg,
+        attempts=1,
+        cost_time=1500,
+        outputs=tuple(OutputEntry(path=p, url="u", bytes=1, sha256="0") for p in outputs or []),
+    )

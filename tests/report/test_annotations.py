@@ -4,27 +4,36 @@ ten, the rest counted), and the callback secret masked before anything else of t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from flux_pipeline.plan.expand import load_plan
 from flux_pipeline.report import github as wc
+from flux_pipeline.report.entry import TaskEntry
 from flux_pipeline.simulator import SimConfig, SimulatorThread
+from flux_pipeline.states import TaskState
 
 from ..run.support import admin_of, chained_manifest, run_inprocess, write_manifest
 
 KEY = "annotations-key"
 
 
-@dataclass(frozen=True)
-class Task:
-    readable_id: str
-    step: str
-    state: str = "failed"
-    fail_code: str | None = "CONTENT_VIOLATION"
-    fail_msg: str | None = "blocked"
+def task(
+    readable_id: str,
+    step: str,
+    state: str = "failed",
+    fail_code: str | None = "CONTENT_VIOLATION",
+    fail_msg: str | None = "blocked",
+) -> TaskEntry:
+    return TaskEntry(
+        readable_id=readable_id,
+        key="k-" + readable_id,
+        step=step,
+        state=TaskState(state),
+        fail_code=fail_code,
+        fail_msg=fail_msg,
+    )
 
 
 def test_escaping_follows_the_runner() -> None:
@@ -66,12 +75,12 @@ def test_failed_tasks_are_annotated_at_their_step_capped_at_ten(tmp_path: Path) 
     path = write_manifest(project / "pipelines", MANIFEST, "notes.yaml")
     plan = load_plan(path)
     tasks = [
-        Task(f"shot@subject=s{i:02d}#1", "shot", fail_msg=f"line one\nline two: 100%, #{i}")
+        task(f"shot@subject=s{i:02d}#1", "shot", fail_msg=f"line one\nline two: 100%, #{i}")
         for i in range(12)
     ]
     tasks += [
-        Task("shot@subject=x#1/edit#1", "edit", state="expired", fail_code=None, fail_msg=None),
-        Task("shot@subject=ok#1", "shot", state="downloaded", fail_code=None, fail_msg=None),
+        task("shot@subject=x#1/edit#1", "edit", state="expired", fail_code=None, fail_msg=None),
+        task("shot@subject=ok#1", "shot", state="downloaded", fail_code=None, fail_msg=None),
     ]
     lines = wc.failure_annotations(plan, reversed(tasks), env={"GITHUB_WORKSPACE": str(project)})
     assert len(lines) == 11

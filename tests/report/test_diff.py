@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from flux_pipeline.cli import run_cli
 from flux_pipeline.report.diff import diff_tasks, render_markdown, render_text
+from flux_pipeline.report.entry import OutputEntry, TaskEntry
 
 BEFORE = """\
 version: 1
@@ -75,25 +77,40 @@ def test_manifest_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "+ hero@product=hat#1" in text
 
 
-def entry(rid: str, key: str, **fields: Any) -> dict[str, Any]:
-    request = {"provider": "auto", "input": {"prompt": "p", "aspect_ratio": "1:1"}}
-    return {"readable_id": rid, "key": key, "parent": None, "parent_output_index": None,
-            "request": request, "outputs": []} | fields  # fmt: skip
+def entry(
+    rid: str,
+    key: str,
+    *,
+    outputs: tuple[OutputEntry, ...] = (),
+    parent: str | None = None,
+    parent_output_index: int | None = None,
+    **inputs: Any,
+) -> TaskEntry:
+    request = {"provider": "auto", "input": {"prompt": "p", "aspect_ratio": "1:1"} | inputs}
+    return TaskEntry(
+        readable_id=rid,
+        key=key,
+        step=rid.rpartition("/")[2].partition("#")[0],
+        parent=parent,
+        parent_output_index=parent_output_index,
+        request=request,
+        outputs=outputs,
+    )
 
 
-def output(path: str, sha: str, size: int, url: str = "https://x/r.png") -> dict[str, Any]:
-    return {"path": path, "url": url, "bytes": size, "sha256": sha}
+def output(path: str, sha: str, size: int, url: str = "https://x/r.png") -> OutputEntry:
+    return OutputEntry(path=path, url=url, bytes=size, sha256=sha)
 
 
 def test_outputs_whose_bytes_changed() -> None:
     first = output("t-1.png", "aa", 10)
     a = {
-        "t#1": entry("t#1", "k1", outputs=[first, output("t-2.png", "bb", 5)]),
-        "u#1": entry("u#1", "k2", outputs=[output("u.png", "cc", 7)]),
+        "t#1": entry("t#1", "k1", outputs=(first, output("t-2.png", "bb", 5))),
+        "u#1": entry("u#1", "k2", outputs=(output("u.png", "cc", 7),)),
     }
     b = {
-        "t#1": entry("t#1", "k1", outputs=[first, output("t-2.png", "dd", 6)]),
-        "u#1": entry("u#1", "k2", outputs=[output("u-1.png", "cc", 7)]),  # renamed
+        "t#1": entry("t#1", "k1", outputs=(first, output("t-2.png", "dd", 6))),
+        "u#1": entry("u#1", "k2", outputs=(output("u-1.png", "cc", 7),)),  # renamed
     }
     d = diff_tasks(a, b)
     assert not d.changed
@@ -110,10 +127,11 @@ def test_outputs_whose_bytes_changed() -> None:
 def test_parent_image_urls_of_two_runs_are_not_a_change() -> None:
     """A chained task's image is its parent's result URL, which differs between runs."""
 
-    def chain(url: str, key: str, mode: str) -> dict[str, dict[str, Any]]:
-        parent = entry("p#1", "kp", outputs=[output("p.png", "s", 1, url)])
-        child = entry("p#1/c#1", key, parent="p#1", parent_output_index=0)
-        child["request"]["input"] |= {"image_urls": [url], "mode": mode}
+    def chain(url: str, key: str, mode: str) -> dict[str, TaskEntry]:
+        parent = entry("p#1", "kp", outputs=(output("p.png", "s", 1, url),))
+        child = entry(
+            "p#1/c#1", key, parent="p#1", parent_output_index=0, image_urls=[url], mode=mode
+        )
         return {"p#1": parent, "p#1/c#1": child}
 
     d = diff_tasks(
@@ -128,7 +146,7 @@ def test_provider_images_and_unexplained_keys() -> None:
     a = {"t#1": entry("t#1", "k1"), "u#1": entry("u#1", "k3")}
     b = {"t#1": entry("t#1", "k2"), "u#1": entry("u#1", "k4")}
     fields = {"prompt": "p", "aspect_ratio": "1:1", "image_urls": ["i"]}
-    b["t#1"]["request"] = {"provider": "official", "input": fields}
+    b["t#1"] = replace(b["t#1"], request={"provider": "official", "input": fields})
     d = diff_tasks(a, b)
     parts = {c.readable_id: [p.part for p in c.parts] for c in d.changed}
     assert parts == {"t#1": ["images", "provider"], "u#1": ["other"]}

@@ -27,10 +27,17 @@ def touch(out: Path, *paths: str) -> None:
 def test_strings_from_manifests_and_the_api_are_escaped(tmp_path: Path) -> None:
     hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     entries = [
-        entry(f"shot@q={hostile}#1", step="shot", prompt=hostile, outputs=["shot/a.png"]),
+        entry(
+            f"shot@q={hostile}#1",
+            step="shot",
+            cell={"q": hostile},
+            prompt=hostile,
+            outputs=["shot/a.png"],
+        ),
         entry(
             "shot@q=b#1",
             step="shot",
+            cell={"q": "b"},
             state="failed",
             prompt="p",
             fail_code=f"CODE{hostile}",
@@ -48,6 +55,7 @@ def test_strings_from_manifests_and_the_api_are_escaped(tmp_path: Path) -> None:
     assert parsed.scripts == 0
     assert [str(img["src"]) for img in parsed.images] == ["shot/a.png"]
     assert parsed.images[0]["alt"] == hostile  # the prompt, as text
+    assert ("h3", f"q={hostile}") in parsed.headings  # escaped, shown as text
     failed = parsed.cards[1]
     assert f'"quoted" & {hostile}' in failed.text
     assert f"CODE{hostile}" in failed.text
@@ -81,11 +89,12 @@ def test_a_missing_file_is_said_not_shown_broken(tmp_path: Path) -> None:
 
 
 def test_grouped_by_step_in_manifest_order_then_first_axis(tmp_path: Path) -> None:
+    red_15 = {"color": "red", "size": "1,5"}
     entries = sorted(
         [
-            entry("zeta@color=red,size=1,5#1", step="zeta"),
-            entry("zeta@color=blue,size=2#1", step="zeta"),
-            entry("zeta@color=red,size=2#1", step="zeta"),
+            entry("zeta@color=red,size=1,5#1", step="zeta", cell=red_15),
+            entry("zeta@color=blue,size=2#1", step="zeta", cell={"color": "blue", "size": "2"}),
+            entry("zeta@color=red,size=2#1", step="zeta", cell={"color": "red", "size": "2"}),
             entry("alpha#1", step="alpha"),
             entry(
                 "zeta@color=red,size=1,5#1/alpha#1",
@@ -93,7 +102,7 @@ def test_grouped_by_step_in_manifest_order_then_first_axis(tmp_path: Path) -> No
                 parent="zeta@color=red,size=1,5#1",
             ),
         ],
-        key=lambda e: e["readable_id"],
+        key=lambda e: e.readable_id,
     )
     [page] = gallery.render_pages(
         name="groups", entries=entries, step_order=["zeta", "alpha"], out_dir=tmp_path
@@ -115,8 +124,36 @@ def test_grouped_by_step_in_manifest_order_then_first_axis(tmp_path: Path) -> No
     ]
 
 
+def test_cards_are_grouped_by_the_entry_cell_not_the_readable_id(tmp_path: Path) -> None:
+    """Values holding ``,`` and ``=`` stay whole: the cell is the entry's, never re-parsed; a
+    chained card names its parent's whole cell, and its own axes after the arrow."""
+    tricky = {"text": "a=b,c=d", "size": "1,2"}
+    parent = "shot@text=a=b,c=d,size=1,2#1"
+    entries = [
+        entry(parent, step="shot", cell=tricky),
+        entry("shot@text=x,y=z,size=3#1", step="shot", cell={"text": "x,y=z", "size": "3"}),
+        entry(f"{parent}/edit@tone=w,=x#2", step="edit", parent=parent, cell={"tone": "w,=x"}),
+    ]
+    [page] = gallery.render_pages(
+        name="cells", entries=entries, step_order=["shot", "edit"], out_dir=tmp_path
+    )
+    parsed = parse(page)
+    assert [text for _, text in parsed.headings] == [
+        "step shot",
+        "text=a=b,c=d",
+        "text=x,y=z",
+        "step edit",
+        "tone=w,=x",
+    ]
+    assert [card.text[0] for card in parsed.cards] == [
+        "size=1,2 #1",
+        "size=3 #1",
+        "text=a=b,c=d, size=1,2 \u2192 edit #2",
+    ]
+
+
 def test_big_runs_are_paged_and_stale_pages_found(tmp_path: Path) -> None:
-    entries = [entry(f"shot@n={i:04d}#1", step="shot") for i in range(25)]
+    entries = [entry(f"shot@n={i:04d}#1", step="shot", cell={"n": f"{i:04d}"}) for i in range(25)]
     pages = gallery.render_pages(
         name="big", entries=entries, step_order=["shot"], out_dir=tmp_path, page_size=10
     )
@@ -124,7 +161,7 @@ def test_big_runs_are_paged_and_stale_pages_found(tmp_path: Path) -> None:
     parsed = [parse(p) for p in pages]
     assert [len(p.cards) for p in parsed] == [10, 10, 5]
     shown = [t for p in parsed for c in p.cards for t in c.text if t.startswith("shot@")]
-    assert shown == [e["readable_id"] for e in entries]
+    assert shown == [e.readable_id for e in entries]
     assert "index-2.html" in parsed[0].links
     assert "index-3.html" in parsed[0].links
     assert "index.html" in parsed[2].links

@@ -207,7 +207,7 @@ async def test_stopped_early_shows_resume_then_finished_does_not(tmp_path: Path)
         unfinished = sum(t["state"] != "downloaded" for t in report_tasks(out).values())
         second = await run_inprocess(manifest, out, base_url=sim.base_url, api_key=KEY)
     assert first.outcome.exit_code == 3, first.outcome
-    assert "**stopped early (resumable)** (exit 3)" in md
+    assert "**stopped early (resumable: run the same command again)** (exit 3)" in md
     assert "## Resume" in md
     assert f"{unfinished} task(s) not finished" in md
     assert unfinished >= 1

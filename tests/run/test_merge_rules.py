@@ -9,8 +9,10 @@ import anyio
 import pytest
 
 from flux_pipeline.cli import run_cli
+from flux_pipeline.outcome import exit_code_for
 from flux_pipeline.plan.expand import load_plan
-from flux_pipeline.run.merge import combine, exit_code_of, records_from_report
+from flux_pipeline.report.entry import TaskEntry, Timestamps
+from flux_pipeline.run.merge import buckets_of, combine, records_from_report
 from flux_pipeline.run.store import Store, import_records, read_records
 from flux_pipeline.states import TaskRecord, TaskState
 
@@ -71,12 +73,21 @@ def test_the_more_advanced_row_wins_in_either_order(
     assert combine([{"k": b}, {"k": a}])["k"] is expected
 
 
+def exit_code_of(states: dict[TaskState, int], missing: int) -> int:
+    """What merge exits with for tasks in ``states`` and ``missing`` files found nowhere."""
+    every = [state for state, n in states.items() for _ in range(n)]
+    return exit_code_for(buckets_of(every), stopped=missing > 0)
+
+
 def test_exit_codes_follow_run() -> None:
-    assert exit_code_of({"downloaded": 3}, missing=0) == 0
-    assert exit_code_of({"downloaded": 3, "failed": 1}, missing=0) == 1
-    assert exit_code_of({"downloaded": 3, "expired": 1}, missing=0) == 1
-    assert exit_code_of({"downloaded": 3, "planned": 1, "failed": 1}, missing=0) == 3
-    assert exit_code_of({"downloaded": 3}, missing=1) == 3
+    done, failed, expired = TaskState.DOWNLOADED, TaskState.FAILED, TaskState.EXPIRED
+    assert exit_code_of({done: 3}, missing=0) == 0
+    assert exit_code_of({done: 3, failed: 1}, missing=0) == 1
+    assert exit_code_of({done: 3, expired: 1}, missing=0) == 1
+    assert exit_code_of({done: 3, TaskState.PLANNED: 1, failed: 1}, missing=0) == 3
+    assert exit_code_of({done: 3}, missing=1) == 3
+    for unfinished in (TaskState.SUBMITTING, TaskState.SUBMITTED, TaskState.SUCCEEDED):
+        assert exit_code_of({done: 3, failed: 1, unfinished: 1}, missing=0) == 3
 
 
 def test_conflicting_rows_in_two_dbs_keep_the_advanced_one(tmp_path: Path) -> None:
@@ -110,14 +121,14 @@ def test_report_entries_rebuild_records(tmp_path: Path) -> None:
     first, second = plan.tasks
     report = tmp_path / "report.json"
     entries = [
-        {"readable_id": first.readable_id, "key": first.key, "state": "succeeded",
-         "taskId": "t1", "outputs": [], "timestamps": {"submitted": 3.0}},
-        {"readable_id": second.readable_id, "key": second.key, "state": "planned",
-         "taskId": None, "outputs": []},
-        {"readable_id": "gone#1", "key": "0" * 64, "state": "downloaded", "taskId": "t9",
-         "outputs": []},
+        TaskEntry(readable_id=first.readable_id, key=first.key, step="gen",
+                  state=TaskState.SUCCEEDED, task_id="t1", timestamps=Timestamps(submitted=3.0)),
+        TaskEntry(readable_id=second.readable_id, key=second.key, step="gen"),
+        TaskEntry(readable_id="gone#1", key="0" * 64, step="gen", state=TaskState.DOWNLOADED,
+                  task_id="t9"),
     ]  # fmt: skip
-    report.write_text(json.dumps({"format_version": 1, "tasks": entries}))
+    tasks = [e.to_json() for e in entries]
+    report.write_text(json.dumps({"format_version": 1, "tasks": tasks}))
     records, ignored = records_from_report(plan, report)
     assert ignored == 1  # not in the manifest any more
     assert list(records) == [first.key]  # planned rows are not rows
