@@ -116,9 +116,6 @@ class Resolver:
         self.problems += 1
         self._report(at, message)
 
-    def resolve_all(self, sets: Mapping[str, ImageSet]) -> dict[str, list[Image]]:
-        return {name: self.resolve(name, spec) for name, spec in sets.items()}
-
     def resolve(self, set_name: str, spec: ImageSet) -> list[Image]:
         at: Path_ = ("image_sets", set_name)
         problems = self.problems
