@@ -25,7 +25,8 @@ from typing import Any
 
 from flux_pipeline.errors import ManifestError, did_you_mean
 from flux_pipeline.layout import project_root
-from flux_pipeline.manifest.models import LoadedManifest, Step, load_manifest
+from flux_pipeline.manifest.load import LoadedManifest, load_manifest
+from flux_pipeline.manifest.models import Step
 from flux_pipeline.manifest.yamlload import Path_
 from flux_pipeline.plan.axes import CellBuilder
 from flux_pipeline.plan.children import ChildPlanner

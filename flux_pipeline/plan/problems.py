@@ -8,7 +8,7 @@ once is remembered (``failed``): the other tasks using it are skipped quietly.
 from __future__ import annotations
 
 from flux_pipeline.errors import Diagnostic
-from flux_pipeline.manifest.models import dotted
+from flux_pipeline.manifest.diagnostics import dotted
 from flux_pipeline.manifest.yamlload import Located, Path_
 
 MAX_ERRORS = 200
