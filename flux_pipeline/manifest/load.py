@@ -8,7 +8,6 @@ together in one ``ManifestError``.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from flux_pipeline.errors import Diagnostic, ManifestError
 from flux_pipeline.manifest.diagnostics import describe, diagnostic
 from flux_pipeline.manifest.models import Manifest
 from flux_pipeline.manifest.yamlload import Located, load_yaml
+from flux_pipeline.media import sha256_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +28,6 @@ class LoadedManifest:
     path: Path
     sha256: str
     located: Located
-
-    @property
-    def file(self) -> str:
-        return self.located.file
 
 
 def read_manifest_text(path: Path, file: str) -> tuple[str, str]:
@@ -58,7 +54,7 @@ def read_manifest_text(path: Path, file: str) -> tuple[str, str]:
         line = text[: text.index("\x00")].count("\n") + 1
         message = "the manifest contains a NUL character"
         raise ManifestError([Diagnostic(file=file, line=line, column=1, message=message)])
-    return text, hashlib.sha256(content).hexdigest()
+    return text, sha256_bytes(content)
 
 
 def load_manifest(path: Path, *, file: str | None = None) -> LoadedManifest:

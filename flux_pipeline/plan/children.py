@@ -71,7 +71,7 @@ class ChildPlanner:
             return list(self._planned_up_front().get(parent.key, []))
         cache_key = (parent.key, output_index)
         if cache_key not in self._on_demand:
-            found = self._plan(parent, output_index)
+            found = self.plan_now(parent, output_index)
             self._on_demand[cache_key] = found
             self._on_demand_keys.update(task.key for task in found)
         return list(self._on_demand[cache_key])
@@ -85,7 +85,11 @@ class ChildPlanner:
             self._up_front = index
         return self._up_front
 
-    def _plan(self, parent: TaskSpec, output_index: int) -> list[TaskSpec]:
+    def plan_now(self, parent: TaskSpec, output_index: int) -> list[TaskSpec]:
+        """Render the children of output ``output_index`` of ``parent`` now, not remembered.
+
+        For output 0 of a task planned up front they equal the plan's own tasks.
+        """
         problems = Problems(self._located)
         renderer = TaskRenderer(
             variables=self._vars,

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flux_pipeline.errors import Diagnostic, ManifestError
+from flux_pipeline.media import sha256_bytes
 from flux_pipeline.plan.children import ChildPlanner
-from flux_pipeline.plan.imagesets import LocalImage, sha256_hex
+from flux_pipeline.plan.imagesets import LocalImage
 from flux_pipeline.plan.tasks import TaskSpec, data_uri
 
 
@@ -62,7 +63,7 @@ def _data_uri(image: LocalImage) -> str:
         message = f"cannot read the reference image: {exc.strerror or exc}"
         diagnostic = Diagnostic(file=str(image.path), line=0, column=0, message=message)
         raise ManifestError([diagnostic]) from None
-    if sha256_hex(content) != image.sha256:
+    if sha256_bytes(content) != image.sha256:
         message = "the reference image changed since the plan was made; plan again"
         raise ManifestError([Diagnostic(file=str(image.path), line=0, column=0, message=message)])
     return data_uri(content, image.mime)
