@@ -64,11 +64,11 @@ def key_of_request_json(
     or ``null`` for a root task. Keys are hex digests: they need no JSON escaping.
     """
     if parent_key:
-        index = "null" if parent_output_index is None else int(parent_output_index)
+        index = "null" if parent_output_index is None else parent_output_index
         lineage = f'["{parent_key}",{index}]'
     else:
         lineage = "null"
-    material = f'{{"parent":{lineage},"repeat":{int(repeat_index)},"request":{request_json}}}'
+    material = f'{{"parent":{lineage},"repeat":{repeat_index},"request":{request_json}}}'
     return hashlib.sha256(material.encode()).hexdigest()
 
 
