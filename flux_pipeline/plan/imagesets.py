@@ -13,7 +13,6 @@ them is found in one pass.
 from __future__ import annotations
 
 import glob
-import hashlib
 import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from flux_pipeline.layout import outside
 from flux_pipeline.manifest.models import ImageEntry, ImageFiles, ImageSet
 from flux_pipeline.manifest.yamlload import Path_
-from flux_pipeline.media import sniff_image
+from flux_pipeline.media import sha256_bytes, sniff_image
 from flux_pipeline.plan import templates
 from flux_pipeline.plan.tasks import LOCAL_IMAGE_PREFIX
 
@@ -81,11 +80,7 @@ def inspect_image(path: Path) -> LocalImage | str:
     mime = sniff_mime(content[:16])
     if mime is None:
         return f"{path} is not a JPG, PNG or WebP image (checked by its first bytes)"
-    return LocalImage(path=path, mime=mime, size=len(content), sha256=sha256_hex(content))
-
-
-def sha256_hex(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
+    return LocalImage(path=path, mime=mime, size=len(content), sha256=sha256_bytes(content))
 
 
 def is_http_url(value: str) -> bool:
@@ -115,9 +110,6 @@ class Resolver:
     def report(self, at: Path_, message: str) -> None:
         self.problems += 1
         self._report(at, message)
-
-    def resolve_all(self, sets: Mapping[str, ImageSet]) -> dict[str, list[Image]]:
-        return {name: self.resolve(name, spec) for name, spec in sets.items()}
 
     def resolve(self, set_name: str, spec: ImageSet) -> list[Image]:
         at: Path_ = ("image_sets", set_name)

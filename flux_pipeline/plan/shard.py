@@ -10,7 +10,6 @@ several images, ``Plan.children(parent, i)``) follow their parent, which is in t
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -64,9 +63,7 @@ def select(plan: Plan, index: int, count: int) -> Plan:
     """A view of ``plan`` with only shard ``index`` of ``count``; ``plan`` is not changed."""
     if count == 1:
         return plan
-    view = copy.copy(plan)
-    view.tasks = list(partition(plan.tasks, index, count))
-    return view
+    return plan.with_tasks(partition(plan.tasks, index, count))
 
 
 def root_count(plan: Plan) -> int:

@@ -24,9 +24,13 @@ PARENT_IMAGE_URL = "flux-pipeline:parent-image-url"
 IMAGE_EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
 
 
+# One encoder, built once: ``json.dumps`` with these settings builds one per call.
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(value: Any) -> str:
     """The one serialisation keys are computed over: sorted keys, no spaces, UTF-8 text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODE(value)
 
 
 def task_key(
@@ -37,12 +41,35 @@ def task_key(
     repeat_index: int,
 ) -> str:
     """SHA-256 over the canonical request and its lineage (docs/keys.md)."""
-    material = {
-        "request": request,
-        "parent": [parent_key, parent_output_index] if parent_key else None,
-        "repeat": repeat_index,
-    }
-    return hashlib.sha256(canonical_json(material).encode()).hexdigest()
+    return key_of_request_json(
+        canonical_json(request),
+        parent_key=parent_key,
+        parent_output_index=parent_output_index,
+        repeat_index=repeat_index,
+    )
+
+
+def key_of_request_json(
+    request_json: str,
+    *,
+    parent_key: str | None,
+    parent_output_index: int | None,
+    repeat_index: int,
+) -> str:
+    """``task_key`` of a request already in canonical JSON: where every task key is computed.
+
+    The material hashed is ``canonical_json({"parent": lineage, "repeat": repeat_index,
+    "request": request})`` (docs/keys.md), written out here so that a request encoded once
+    (``TaskSpec.request_json``) is not encoded again; lineage is ``[parent_key, output index]``
+    or ``null`` for a root task. Keys are hex digests: they need no JSON escaping.
+    """
+    if parent_key:
+        index = "null" if parent_output_index is None else parent_output_index
+        lineage = f'["{parent_key}",{index}]'
+    else:
+        lineage = "null"
+    material = f'{{"parent":{lineage},"repeat":{repeat_index},"request":{request_json}}}'
+    return hashlib.sha256(material.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

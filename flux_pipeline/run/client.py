@@ -1,6 +1,8 @@
 """The API client: the only place where HTTP answers and httpx exceptions become our errors.
 
-Retry rules (docs/api-contract.md):
+It sends each call, retries it by ``RetryPolicy`` (``retry``: which failures are retried, how
+long to wait) and turns each answer into data or a typed error (``answers.interpret``).
+Retries (docs/api-contract.md):
 - 429 (HTTP status or body code) on any call: wait Retry-After (seconds or HTTP date) or a
   full-jitter backoff, and try again, up to ``RetryPolicy.rate_limit_attempts``.
 - status calls: retried on 5xx, timeouts, dropped connections and unparseable answers.
@@ -15,12 +17,7 @@ The API key lives only in the ``Authorization`` header; no message is built from
 
 from __future__ import annotations
 
-import datetime
-import email.utils
-import json
-import math
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,15 +29,11 @@ from flux_pipeline.errors import (
     AmbiguousCreateError,
     ApiError,
     ApiTransportError,
-    AuthError,
-    InsufficientCreditsError,
-    InvalidRequestError,
     ProtocolError,
     RateLimitedError,
     RetryableError,
-    ServerError,
-    TaskNotFoundError,
 )
+from flux_pipeline.run.answers import interpret
 from flux_pipeline.run.api import (
     CREATE_PATH,
     DEFAULT_BASE_URL,
@@ -48,6 +41,9 @@ from flux_pipeline.run.api import (
     TaskStatus,
     parse_status,
 )
+from flux_pipeline.run.retry import RetryPolicy
+
+__all__ = ["ClientConfig", "FluxClient", "RequestBudget", "RetryPolicy"]
 
 
 class RequestBudget(Protocol):
@@ -56,16 +52,6 @@ class RequestBudget(Protocol):
     async def acquire(self, *, urgent: bool = False) -> None: ...
 
     def rate_limited(self, retry_after: float | None) -> None: ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class RetryPolicy:
-    """How hard the client tries before handing a retryable error to its caller."""
-
-    attempts: int = 5  # 5xx, timeouts, dropped connections (status calls; creates: never-sent)
-    rate_limit_attempts: int = 12  # 429s in a row
-    base_delay: float = 0.5  # seconds, doubled each attempt, full jitter
-    max_delay: float = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +73,6 @@ class ClientConfig:
 
 # shorter keys (test keys like "k") would match ordinary text and corrupt every answer
 MIN_REDACTED_KEY = 8
-MAX_RETRY_AFTER = 120.0  # seconds: a longer Retry-After is waited in several steps
 
 _NEVER_SENT = (
     httpx.ConnectError,
@@ -95,87 +80,6 @@ _NEVER_SENT = (
     httpx.PoolTimeout,
     httpx.UnsupportedProtocol,
 )
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Retry-After as seconds from now: an integer/decimal number or an HTTP date."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:  # asctime form: HTTP dates are always GMT
-            when = when.replace(tzinfo=datetime.UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if math.isnan(seconds) or math.isinf(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def _message(body: Any) -> str:
-    if isinstance(body, Mapping):
-        text = body.get("message")
-        if isinstance(text, str) and text:
-            return text[:300]
-    return ""
-
-
-def _error_for(
-    code: int, body: Any, *, method: str, path: str, status: int, retry_after: float | None
-) -> ApiError:
-    """Map an error code (the body's when present, else the HTTP status) to a typed error."""
-    message = _message(body)
-    ctx: dict[str, Any] = {"method": method, "path": path, "status": status, "code": code}
-    if code == 401 or status == 401:
-        return AuthError(
-            "the API key was rejected (401): check APIXO_API_KEY"
-            + (f": {message}" if message else ""),
-            **ctx,
-        )
-    if code == 429 or status == 429:
-        return RateLimitedError(message or "rate limit exceeded", retry_after=retry_after, **ctx)
-    if code >= 500 or status >= 500:
-        return ServerError(message or "server error", **ctx)
-    if "insufficient credits" in message.lower():
-        return InsufficientCreditsError(message, **ctx)
-    if (code == 404 or status == 404) and path == STATUS_PATH:
-        return TaskNotFoundError(message or "task not found", **ctx)
-    if 300 <= status < 400:
-        return InvalidRequestError("unexpected redirect: check APIXO_BASE_URL", **ctx)
-    return InvalidRequestError(message or f"request refused with code {code}", **ctx)
-
-
-def interpret(
-    status: int, headers: httpx.Headers, content: bytes, *, method: str, path: str
-) -> Any:
-    """The ``data`` of a successful answer, or the typed error. Honours both the HTTP status
-    and the body's ``code`` (docs/api-contract.md, ambiguity 1): HTTP 200 with ``"code": 429``
-    is a 429, and an HTTP error status is the error even when the body is empty or not JSON."""
-    retry_after = parse_retry_after(headers.get("retry-after"))
-    if retry_after is not None:
-        retry_after = min(retry_after, MAX_RETRY_AFTER)
-    try:
-        body: Any = json.loads(content) if content else None
-    except ValueError:
-        body = None
-    body_code = body.get("code") if isinstance(body, Mapping) else None
-    if isinstance(body_code, bool) or not isinstance(body_code, int):
-        body_code = None
-    if not 200 <= status < 300 or (body_code is not None and body_code != 200):
-        code = body_code if body_code is not None and body_code != 200 else status
-        raise _error_for(
-            code, body, method=method, path=path, status=status, retry_after=retry_after
-        )
-    if not isinstance(body, Mapping):
-        raise ProtocolError("answer is not a JSON object", method=method, path=path, status=status)
-    if body_code is None:
-        raise ProtocolError("answer has no numeric code", method=method, path=path, status=status)
-    return body.get("data")
 
 
 class FluxClient:
@@ -336,9 +240,7 @@ class FluxClient:
                 await self._sleep(self._backoff(failures))
 
     def _backoff(self, attempt: int) -> float:
-        policy = self.config.retry
-        cap = min(policy.max_delay, policy.base_delay * 2.0 ** (attempt - 1))
-        return self._jitter() * cap
+        return self.config.retry.backoff(attempt, self._jitter())
 
     async def _attempt(
         self,

@@ -103,9 +103,6 @@ MAX_LINES = 400
 # Modules still being cut below the limit; an entry that is small now fails, so the list
 # only shrinks.
 TOO_LARGE_FOR_NOW = {
-    "flux_pipeline.manifest.models",
-    "flux_pipeline.plan.expand",
-    "flux_pipeline.run.client",
     "flux_pipeline.run.engine",
     "flux_pipeline.run.store",
 }

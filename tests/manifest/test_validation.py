@@ -9,7 +9,8 @@ import pytest
 
 from flux_pipeline.cli import run_cli
 from flux_pipeline.errors import ManifestError
-from flux_pipeline.plan.expand import load_plan, output_problem
+from flux_pipeline.plan.expand import load_plan
+from flux_pipeline.plan.render import output_problem
 
 from .helpers import errors_of, plan_of, png, write
 

@@ -53,7 +53,7 @@ def request(task: TaskSpec) -> dict[str, object]:
 
 @pytest.fixture
 def chain(tmp_path: Path) -> list[TaskSpec]:
-    return plan_of(tmp_path, CHAIN, {"refs/tee.png": png()}).tasks
+    return list(plan_of(tmp_path, CHAIN, {"refs/tee.png": png()}).tasks)
 
 
 def test_readable_ids_parents_first_and_chained(chain: list[TaskSpec]) -> None:

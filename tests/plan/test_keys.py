@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flux_pipeline.plan.expand import Plan, check_keys
+from flux_pipeline.plan.expand import Plan
+from flux_pipeline.plan.tasks import canonical_json, task_key
 
 from ..manifest.helpers import plan_of, png
 
@@ -50,7 +51,15 @@ def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
 
 def test_keys_are_deterministic_and_match_task_key(tmp_path: Path) -> None:
     first = plan_text(tmp_path, BASE)
-    check_keys(first.tasks)  # every key agrees with tasks.task_key
+    for task in first.tasks:  # every key is tasks.task_key of the request and its lineage
+        request = task.request
+        assert canonical_json(request) == task.request_json
+        assert task.key == task_key(
+            request,
+            parent_key=task.parent_key,
+            parent_output_index=task.parent_output_index,
+            repeat_index=task.repeat_index,
+        )
     assert keys(first) == keys(plan_text(tmp_path, BASE))
     assert len(set(keys(first).values())) == len(first.tasks) == 16
 

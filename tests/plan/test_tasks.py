@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
 from flux_pipeline.plan.tasks import (
@@ -40,6 +43,25 @@ def test_key_ignores_dict_order_and_changes_with_lineage() -> None:
     child0 = task_key({"x": 1}, parent_key=a, parent_output_index=0, repeat_index=1)
     child1 = task_key({"x": 1}, parent_key=a, parent_output_index=1, repeat_index=1)
     assert child0 != child1
+
+
+@pytest.mark.parametrize(
+    ("parent_key", "index", "repeat"), [(None, None, 1), ("ab" * 32, 0, 3), ("cd" * 32, 2, 1)]
+)
+def test_key_is_sha256_of_the_canonical_request_and_lineage(
+    parent_key: str | None, index: int | None, repeat: int
+) -> None:
+    """The definition (docs/keys.md), computed the slow way with the standard library."""
+    request = {"provider": "auto", "input": {"prompt": 'Caf\u00e9 "mug"\n', "n": [1.5, None]}}
+    lineage = [parent_key, index] if parent_key else None
+    material = {"request": request, "parent": lineage, "repeat": repeat}
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    expected = hashlib.sha256(text.encode()).hexdigest()
+    key = task_key(request, parent_key=parent_key, parent_output_index=index, repeat_index=repeat)
+    assert key == expected
+    assert canonical_json(request) == json.dumps(
+        request, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
 
 
 def test_output_paths_single_and_several() -> None:

@@ -23,7 +23,7 @@ from flux_pipeline.errors import (
     TaskNotFoundError,
 )
 from flux_pipeline.run.api import ApiState, build_create_body
-from flux_pipeline.run.client import parse_retry_after
+from flux_pipeline.run.retry import parse_retry_after
 
 from .support import (
     FakeBudget,

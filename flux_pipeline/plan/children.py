@@ -1,0 +1,112 @@
+"""Chained tasks of a parent output, at run time: ``ChildPlanner.children(parent, i)``.
+
+A plan holds the chained tasks of output 0 of every parent (docs/keys.md): they are planned
+before their parents run. When a parent returns several images, the tasks editing output
+``i > 0`` are planned when asked for, with the same compiled steps, variables and matrix cells
+as the plan itself, so they have the keys, readable ids and outputs that planning up front
+would give them, except for ``on_demand_output``. Chains continue: the children of a task
+planned on demand are planned on demand too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from flux_pipeline.errors import ManifestError
+from flux_pipeline.manifest.yamlload import Located
+from flux_pipeline.plan.problems import Problems
+from flux_pipeline.plan.render import Planned, TaskRenderer
+from flux_pipeline.plan.steps import CompiledStep
+from flux_pipeline.plan.tasks import TaskSpec
+
+
+def on_demand_output(step: CompiledStep, output: str, output_index: int) -> str:
+    """The output path of a task planned on demand for output ``output_index`` of its parent.
+
+    The readable id of such a task carries ``~N`` after its parent's (docs/keys.md), and so
+    does its default output (the slug of the readable id). An explicit ``output`` template
+    that does not read ``parent`` would render the same path as the task editing output 0:
+    ``~N`` is appended to keep clear of it. Outputs of output 0 and templates that read
+    ``parent`` are kept as rendered.
+    """
+    if output_index and step.output is not None and not step.output.uses_parent:
+        return f"{output}~{output_index}"
+    return output
+
+
+class ChildPlanner:
+    """Plans the chained tasks of a parent output from what the expansion produced.
+
+    ``tasks`` are the tasks planned up front (parents first), ``records`` every planned task
+    with its step and matrix cell; tasks planned here are added to ``records`` and remembered.
+    """
+
+    def __init__(
+        self,
+        *,
+        located: Located,
+        variables: dict[str, Any],
+        steps: Sequence[CompiledStep],
+        records: dict[str, Planned],
+        tasks: Sequence[TaskSpec],
+    ) -> None:
+        self._located = located
+        self._vars = variables
+        self._steps = list(steps)
+        self._records = records
+        self._tasks = tasks
+        self._up_front: dict[str, list[TaskSpec]] | None = None  # parent key -> output 0 tasks
+        self._on_demand: dict[tuple[str, int], list[TaskSpec]] = {}
+        self._on_demand_keys: set[str] = set()  # tasks planned here, not in ``tasks``
+
+    def children(self, parent: TaskSpec, output_index: int) -> list[TaskSpec]:
+        """Chained tasks editing output ``output_index`` of ``parent``.
+
+        For output 0 of a task planned up front these are tasks of the plan; otherwise they
+        are planned now, with the same rules, and remembered.
+        """
+        if output_index == 0 and parent.key not in self._on_demand_keys:
+            return list(self._planned_up_front().get(parent.key, []))
+        cache_key = (parent.key, output_index)
+        if cache_key not in self._on_demand:
+            found = self.plan_now(parent, output_index)
+            self._on_demand[cache_key] = found
+            self._on_demand_keys.update(task.key for task in found)
+        return list(self._on_demand[cache_key])
+
+    def _planned_up_front(self) -> dict[str, list[TaskSpec]]:
+        if self._up_front is None:
+            index: dict[str, list[TaskSpec]] = {}
+            for task in self._tasks:
+                if task.parent_key is not None and task.parent_output_index == 0:
+                    index.setdefault(task.parent_key, []).append(task)
+            self._up_front = index
+        return self._up_front
+
+    def plan_now(self, parent: TaskSpec, output_index: int) -> list[TaskSpec]:
+        """Render the children of output ``output_index`` of ``parent`` now, not remembered.
+
+        For output 0 of a task planned up front they equal the plan's own tasks.
+        """
+        problems = Problems(self._located)
+        renderer = TaskRenderer(
+            variables=self._vars,
+            steps=self._steps,
+            records=self._records,
+            problems=problems,
+            admit=self._admit,
+        )
+        found: list[TaskSpec] = []
+        for step in self._steps:
+            if step.parent == parent.step:
+                found.extend(renderer.tasks_of(step, parent, output_index))
+        if problems.diagnostics:  # a template failed for this output only: not expected
+            raise ManifestError(problems.diagnostics)
+        return found
+
+    @staticmethod
+    def _admit(step: CompiledStep, spec: TaskSpec) -> TaskSpec:
+        output = on_demand_output(step, spec.output, spec.parent_output_index or 0)
+        return spec if output == spec.output else dataclasses.replace(spec, output=output)

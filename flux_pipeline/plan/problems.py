@@ -1,0 +1,47 @@
+"""The problems found while planning, collected so that one pass reports all of them.
+
+Each problem is located in the manifest by its YAML path (``Located.diag``); the same message
+at the same place is reported once, and at most ``MAX_ERRORS`` are kept. A template that failed
+once is remembered (``failed``): the other tasks using it are skipped quietly.
+"""
+
+from __future__ import annotations
+
+from flux_pipeline.errors import Diagnostic
+from flux_pipeline.manifest.diagnostics import dotted
+from flux_pipeline.manifest.yamlload import Located, Path_
+
+MAX_ERRORS = 200
+
+
+class Failed(Exception):
+    """A task could not be built (already reported)."""
+
+
+class Problems:
+    """Diagnostics of one planning pass, in the order found."""
+
+    def __init__(self, located: Located) -> None:
+        self.located = located
+        self.diagnostics: list[Diagnostic] = []
+        self.failed: set[Path_] = set()  # templates that failed: their other tasks are skipped
+        self._reported: set[tuple[Path_, str]] = set()
+
+    @property
+    def count(self) -> int:
+        return len(self.diagnostics)
+
+    def report(self, at: Path_, message: str, *, key: bool = False) -> None:
+        if (at, message) in self._reported or len(self.diagnostics) >= MAX_ERRORS:
+            return
+        self._reported.add((at, message))
+        self.diagnostics.append(self.located.diag(at, f"{dotted(at)}: {message}", key=key))
+
+    def fail(self, at: Path_, message: str) -> Failed:
+        """Report a failed template (once); the caller raises the returned ``Failed``."""
+        self.failed.add(at)
+        self.report(at, message)
+        return Failed()
+
+    def sorted(self) -> list[Diagnostic]:
+        return sorted(self.diagnostics, key=lambda d: (d.line, d.column))
