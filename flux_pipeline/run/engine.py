@@ -19,7 +19,7 @@ at once. At the end every task of the plan is in exactly one outcome bucket
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,11 @@ class RunOutcome:
     error: str | None
     ambiguous: list[str]
     stats: dict[str, float] = field(default_factory=dict)
+
+
+def _stale(record: TaskRecord) -> bool:
+    finished = record.finished_at
+    return finished is not None and time.time() - finished > PARENT_URL_MAX_AGE
 
 
 class Engine:
@@ -181,16 +186,12 @@ class Engine:
         self._last_ok = self._started
         self._tg: TaskGroup | None = None
 
-    # --- public ----------------------------------------------------------------------------
-
     async def run(self) -> RunOutcome:
         self._records = await self.store.records()
         self._intact = await anyio.to_thread.run_sync(
             intact_keys, self._records, self.settings.out_dir
         )
-        for spec in self.plan.tasks:
-            if spec.parent_key is None:
-                await self._consider(Pending(spec))
+        await self._consider(Pending(spec) for spec in self.plan.tasks if spec.parent_key is None)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -244,12 +245,16 @@ class Engine:
 
     # --- resume ----------------------------------------------------------------------------
 
-    async def _consider(self, pending: Pending) -> None:
-        """Apply the resume rule to a task whose parent (if any) is on disk, and to its
-        chained tasks when it is already done."""
-        stack = [pending]
-        while stack:
-            item = stack.pop()
+    async def _consider(self, pendings: Iterable[Pending]) -> None:
+        """Apply the resume rule to tasks whose parent (if any) is on disk, in order, and to
+        their chained tasks when they are already done (before the next task). An iterable:
+        100,000 roots are never all held at once (that alone costs the collector seconds)."""
+        upcoming = iter(pendings)
+        stack: list[Pending] = []
+        while True:
+            item = stack.pop() if stack else next(upcoming, None)
+            if item is None:
+                return
             spec = item.spec
             record = self._records.pop(spec.key, None)  # decided once: do not keep it
             decision = decide(
@@ -263,7 +268,10 @@ class Engine:
             assert record is not None
             if decision.action is Action.SKIP:
                 self.ledger.settle(Bucket.DONE, spec)
-                stack.extend(await self._children(spec, record.result_urls, record))
+                if _stale(record):  # rare: reads the parent's images, in a worker thread
+                    stack.extend(await self._inlined_children(spec, record))
+                else:
+                    stack.extend(self._children(spec, record.result_urls))
             elif decision.action is Action.POLL:
                 assert record.task_id is not None
                 self.poller.add_flight(spec, record.task_id, first_delay=0.0)
@@ -271,27 +279,26 @@ class Engine:
                 self.downloader.start(spec, record.result_urls)
             else:  # held: ambiguous, failed or expired, and the policy leaves it
                 self.ledger.settle(Bucket(decision.reason.value), spec, record.result_urls)
-        self.ledger.notify()
 
     async def _open_children(self, spec: TaskSpec, urls: tuple[str, ...]) -> None:
         """``spec``'s outputs are on disk: its chained tasks may start."""
-        for pending in await self._children(spec, urls, None):
-            await self._consider(pending)
+        await self._consider(self._children(spec, urls))
+        self.ledger.notify()
 
-    async def _children(
-        self, spec: TaskSpec, urls: tuple[str, ...], record: TaskRecord | None
-    ) -> list[Pending]:
-        stale = (
-            record is not None
-            and record.finished_at is not None
-            and time.time() - record.finished_at > PARENT_URL_MAX_AGE
-        )
+    def _children(self, spec: TaskSpec, urls: tuple[str, ...]) -> list[Pending]:
+        return [
+            Pending(child, url)
+            for index, url in enumerate(urls)
+            for child in self._chained(spec, index)
+        ]
+
+    async def _inlined_children(self, spec: TaskSpec, record: TaskRecord) -> list[Pending]:
+        """The chained tasks of a parent whose result URLs may have expired: its images go
+        inline from disk (a URL stays where the image is too big)."""
         found = []
-        for index, url in enumerate(urls):
-            parent_url = url
-            if stale and record is not None:
-                parent_url = await inline_output(self.settings.out_dir, record, index) or url
-            found += [Pending(child, parent_url) for child in self._chained(spec, index)]
+        for index, url in enumerate(record.result_urls):
+            inline = await inline_output(self.settings.out_dir, record, index)
+            found += [Pending(child, inline or url) for child in self._chained(spec, index)]
         return found
 
     def _chained(self, parent: TaskSpec, index: int) -> list[TaskSpec]:
