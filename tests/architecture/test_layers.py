@@ -94,6 +94,7 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     source = tmp_path / "bad.py"
     source.write_text("from flux_pipeline.run.engine import Engine\nimport flux_pipeline.cli\n")
     names = [name for _, name in _imports(source)]
+    assert names == ["flux_pipeline.run.engine", "flux_pipeline.cli"]
     assert LAYERS.index(_layer(names[0])) > LAYERS.index(_layer("flux_pipeline.plan.expand"))
 
 
