@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import anyio
 import httpx
 import pytest
 
-from flux_pipeline.errors import AmbiguousCreateError
+from flux_pipeline.errors import AmbiguousCreateError, ResultExpiredError
 from flux_pipeline.outcome import Buckets
 from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.report.files import task_entries
@@ -29,7 +30,7 @@ from flux_pipeline.run.downloads import Downloaded
 from flux_pipeline.run.engine import Engine, EngineSettings, RunOutcome
 from flux_pipeline.run.memory_store import MemoryStore
 from flux_pipeline.run.scheduler import TimingConfig
-from flux_pipeline.states import TaskState
+from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
 pytestmark = pytest.mark.anyio
 
@@ -72,11 +73,14 @@ class FakeApi:
                 task_id=task_id, state=ApiState.FAILED, fail_code="NSFW", fail_msg="refused"
             )
         count = 2 if "TWO" in prompt else 1
-        urls = tuple(f"https://results.test/{task_id}/{i}.png" for i in range(count))
+        where = "gone/" if "EXPIRE" in prompt else ""
+        urls = tuple(f"https://results.test/{where}{task_id}/{i}.png" for i in range(count))
         return TaskStatus(task_id=task_id, state=ApiState.SUCCESS, result_urls=urls)
 
 
 async def fake_fetch(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
+    if "/gone/" in url:
+        raise ResultExpiredError(f"{url}: 410")
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(PNG)
     return Downloaded(bytes=len(PNG), sha256=hashlib.sha256(PNG).hexdigest(), image_type="png")
@@ -210,3 +214,53 @@ async def test_request_stop_sends_nothing_more_and_keeps_what_is_in_flight(
     assert again.buckets == Buckets(done=10)
     assert again.created == 7
     assert len(api.creates) == 10
+
+
+async def test_an_expired_parent_blocks_every_chained_task_of_its_images(tmp_path: Path) -> None:
+    plan = manifest(tmp_path, ["good", "EXPIRE-TWO"], chained=True)
+    api, store = FakeApi(), MemoryStore()
+    outcome = await run(tmp_path, plan, api, store)
+    # the expired task returned two images: an edit is planned for each, both blocked
+    assert outcome.buckets == Buckets(done=2, expired=1, blocked=2)
+    assert outcome.buckets.total == len(plan.tasks) + 1 == await report_count(plan, store)
+    assert outcome.exit_code == 1
+
+
+async def test_a_parent_older_than_its_urls_goes_inline_from_disk(tmp_path: Path) -> None:
+    plan = manifest(tmp_path, ["old"], chained=True)
+    parent = plan.tasks[0]
+    path = parent.output_paths(1)[0]
+    (tmp_path / "out" / path).parent.mkdir(parents=True)
+    (tmp_path / "out" / path).write_bytes(PNG)
+    long_ago = time.time() - 15 * 24 * 3600
+    row = TaskRecord(
+        key=parent.key,
+        readable_id=parent.readable_id,
+        step=parent.step,
+        parent_key=None,
+        parent_output_index=None,
+        state=TaskState.DOWNLOADED,
+        task_id="t0",
+        request_json=parent.request_json,
+        output=parent.output,
+        output_format=parent.output_format,
+        result_urls=("https://results.test/expired-by-now.png",),
+        fail_code=None,
+        fail_msg=None,
+        attempts=1,
+        api_create_time=None,
+        api_complete_time=None,
+        cost_time=None,
+        first_submitted_at=long_ago,
+        submitted_at=long_ago,
+        finished_at=long_ago,
+        downloaded_at=long_ago,
+        updated_at=long_ago,
+        outputs=[OutputRecord(index=0, path=path, url="u", bytes=len(PNG), sha256="-")],
+    )
+    api, store = FakeApi(), MemoryStore([row])
+    outcome = await run(tmp_path, plan, api, store)
+    assert outcome.buckets == Buckets(done=2)
+    assert len(api.creates) == 1  # the edit only: the parent is on disk
+    assert "data:image/png;base64," in api.creates[0]
+    assert "expired-by-now" not in api.creates[0]
