@@ -44,7 +44,9 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             elif base.startswith("flux_pipeline."):
                 found.append((node.lineno, base))
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("flux_pipeline")]
+            found += [
+                (node.lineno, a.name) for a in node.names if a.name.startswith("flux_pipeline")
+            ]
     return found
 
 
