@@ -23,11 +23,9 @@ def _echo(line: str) -> None:
 
 
 def _summary(outcome: RunOutcome, out_dir: str) -> str:
-    parts = [f"{n} {state}" for state, n in sorted(outcome.outcomes.items())]
-    head = {0: "done", 1: "finished with failures", 2: "stopped by an error"}.get(
-        outcome.exit_code, "stopped early (resumable: run the same command again)"
-    )
-    text = f"flux-pipeline: {head}: {', '.join(parts) or 'nothing to do'}"
+    from flux_pipeline.outcome import verdict
+
+    text = f"flux-pipeline: {verdict(outcome.exit_code)}: {outcome.buckets.summary()}"
     text += f"; {outcome.created} task(s) created in {outcome.elapsed:.1f}s"
     if outcome.stop_reason:
         text += f"\nflux-pipeline: stop reason: {outcome.stop_reason}"

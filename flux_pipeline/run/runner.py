@@ -7,6 +7,7 @@ engine so the engine never touches the environment, the terminal or signals.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shlex
@@ -22,7 +23,7 @@ import httpx
 
 from flux_pipeline.errors import UsageError
 from flux_pipeline.layout import default_out_dir, default_state_path
-from flux_pipeline.plan.expand import load_plan
+from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.plan.resume import Policy
 from flux_pipeline.report import github as workflow_commands
 from flux_pipeline.report.files import RunInfo, keep_reports, report_is_current, write_reports
@@ -34,6 +35,7 @@ from flux_pipeline.run.engine import Engine, EngineSettings, Progress, RunOutcom
 from flux_pipeline.run.receiver import BackgroundServer, CallbackReceiver, bind
 from flux_pipeline.run.scheduler import TimingConfig
 from flux_pipeline.run.store import Store
+from flux_pipeline.states import FAILED_STATES
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -111,6 +113,40 @@ class RunResult:
     state_path: Path
 
 
+class CallbackRelay:
+    """Hands callbacks from the receiver to the engine. The receiver must exist before the
+    engine (its URL is part of the engine's settings), so the engine is connected to it
+    afterwards; a callback that comes before is unknown (it only ever is a hint)."""
+
+    def __init__(self) -> None:
+        self._target: Callable[[str], bool] | None = None
+
+    def connect(self, target: Callable[[str], bool]) -> None:
+        self._target = target
+
+    def __call__(self, task_id: str) -> bool:
+        return self._target is not None and self._target(task_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Callbacks:
+    server: BackgroundServer
+    url: str
+
+
+def _callbacks(options: RunOptions, relay: CallbackRelay) -> _Callbacks | None:
+    """Callback mode: the receiver, served where the API can reach it."""
+    if options.request_type != "callback":
+        return None
+    receiver = CallbackReceiver(relay)
+    if workflow_commands.enabled():  # masked before anything could print it
+        workflow_commands.emit([workflow_commands.add_mask(receiver.secret)])
+    host, port = _parse_listen(options.listen)
+    server = BackgroundServer(receiver.app, bind(host, port))
+    public = (options.public_url or server.url).rstrip("/")
+    return _Callbacks(server=server, url=public + receiver.path)
+
+
 async def execute(
     options: RunOptions,
     *,
@@ -140,26 +176,13 @@ async def execute(
     )
     started_wall = time.time()
     store = await Store.open(state_path)
-    receiver: CallbackReceiver | None = None
-    server: BackgroundServer | None = None
-    engine: Engine | None = None
-    if options.request_type == "callback":
-        receiver = CallbackReceiver(
-            lambda task_id: engine is not None and engine.on_callback(task_id)
-        )
-        if workflow_commands.enabled():  # masked before anything could print it
-            workflow_commands.emit([workflow_commands.add_mask(receiver.secret)])
-        host, port = _parse_listen(options.listen)
-        server = BackgroundServer(receiver.app, bind(host, port))
-        public = (options.public_url or server.url).rstrip("/")
-        callback_url = public + receiver.path
-    else:
-        callback_url = None
+    relay = CallbackRelay()
+    callbacks = _callbacks(options, relay)
     settings = EngineSettings(
         out_dir=out_dir,
         max_active=options.max_active,
         request_type=options.request_type,
-        callback_url=callback_url,
+        callback_url=callbacks.url if callbacks else None,
         policy=Policy(
             retry_failed=options.retry_failed, resubmit_ambiguous=options.resubmit_ambiguous
         ),
@@ -198,32 +221,10 @@ async def execute(
                 settings=settings,
                 progress=progress,
             )
-            async with anyio.create_task_group() as tg:
-                if server is not None:
-                    tg.start_soon(server.run)
-                if options.handle_signals:
-                    tg.start_soon(_watch_signals, engine, echo)
-                if options.deadline is not None:
-                    tg.start_soon(_watch_deadline, engine, options.deadline)
-                outcome = await engine.run()
-                if server is not None:
-                    await server.stop()
-                tg.cancel_scope.cancel()
+            relay.connect(engine.on_callback)
+            outcome = await _run_engine(engine, options, callbacks, echo)
         finally:
             with anyio.CancelScope(shield=True):
-                if outcome is not None:
-                    await store.end_run(
-                        run_id,
-                        exit_code=outcome.exit_code,
-                        stop_reason=outcome.stop_reason,
-                        last_error=outcome.error,
-                    )
-                fingerprint = await store.fingerprint()
-                current = outcome is not None and report_is_current(
-                    out_dir, plan.manifest_sha256, fingerprint
-                )
-                skip_records = current and not workflow_commands.enabled()
-                records = {} if skip_records else await store.records()
                 info = RunInfo(
                     settings=summary,
                     started_at=started_wall,
@@ -235,18 +236,73 @@ async def execute(
                     created=outcome.created if outcome else None,
                     resume_command=_resume_command(options),
                     engine_stats=outcome.stats if outcome else None,
-                    state_fingerprint=fingerprint,
+                    state_fingerprint="",  # _finish fills it in once the queue is committed
                 )
-                failed = [r for r in records.values() if r.state.failed]
-                if current:  # nothing changed: the report on disk says exactly this
-                    keep_reports(out_dir)
-                else:  # consumes the records: a big report never holds them twice
-                    write_reports(plan, records, out_dir, info, consume=True)
-                await store.aclose()
-                if workflow_commands.enabled():
-                    workflow_commands.emit(workflow_commands.failure_annotations(plan, failed))
+                await _finish(store, plan, out_dir, run_id, outcome, info)
     assert outcome is not None
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
+
+
+async def _run_engine(
+    engine: Engine,
+    options: RunOptions,
+    callbacks: _Callbacks | None,
+    echo: Callable[[str], None],
+) -> RunOutcome:
+    """The engine, with the receiver, the signal handlers and the deadline around it."""
+    async with anyio.create_task_group() as tg:
+        if callbacks is not None:
+            tg.start_soon(callbacks.server.run)
+        if options.handle_signals:
+            tg.start_soon(_watch_signals, engine, echo)
+        if options.deadline is not None:
+            tg.start_soon(_watch_deadline, engine, options.deadline)
+        outcome = await engine.run()
+        if callbacks is not None:
+            await callbacks.server.stop()
+        tg.cancel_scope.cancel()
+    return outcome
+
+
+async def _finish(
+    store: Store,
+    plan: Plan,
+    out_dir: Path,
+    run_id: int,
+    outcome: RunOutcome | None,
+    info: RunInfo,
+) -> None:
+    """The run's ending, also when it was interrupted (``outcome`` None); called shielded."""
+    # 1. the run's row: end_run first commits every transition still queued, so everything
+    #    read below sees the run's last state (an interrupted run keeps its row unfinished)
+    if outcome is not None:
+        await store.end_run(
+            run_id,
+            exit_code=outcome.exit_code,
+            stop_reason=outcome.stop_reason,
+            last_error=outcome.error,
+        )
+    # 2. the fingerprint of the state (flushes too): equal to the report's on disk, the
+    #    report need not be written again (docs/reports.md)
+    fingerprint = await store.fingerprint()
+    info = dataclasses.replace(info, state_fingerprint=fingerprint)
+    current = outcome is not None and report_is_current(out_dir, plan.manifest_sha256, fingerprint)
+    # 3. the records, unless nothing needs them: a current report with no annotations to make
+    #    skips reading 100,000 rows
+    annotate = workflow_commands.enabled()
+    records = {} if current and not annotate else await store.records()
+    # 4. the failed tasks for the annotations, taken before the report consumes the records
+    failed = [r for r in records.values() if r.state in FAILED_STATES]
+    # 5. the report (and the step summary, which write_reports and keep_reports append)
+    if current:  # nothing changed: the report on disk says exactly this
+        keep_reports(out_dir)
+    else:  # consumes the records: a big report never holds them twice
+        write_reports(plan, records, out_dir, info, consume=True)
+    # 6. the store, once nothing reads it any more
+    await store.aclose()
+    # 7. annotations last: they point at report files that now exist
+    if annotate:
+        workflow_commands.emit(workflow_commands.failure_annotations(plan, failed))
 
 
 async def _watch_signals(engine: Engine, echo: Callable[[str], None]) -> None:

@@ -11,12 +11,11 @@ awaits ``Store.write(...)``; others use ``Store.enqueue(...)``. WAL with
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,194 +26,35 @@ from anyio.abc import TaskGroup
 
 from flux_pipeline.errors import StateError
 from flux_pipeline.plan.tasks import TaskSpec
-from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
+from flux_pipeline.run.store_import import import_records
+from flux_pipeline.run.store_schema import (
+    MIGRATIONS,
+    RUN_FIELDS,
+    SQL_DOWNLOADED,
+    SQL_EXPIRED,
+    SQL_FAILED,
+    SQL_LAST_RUN,
+    SQL_OUTPUT,
+    SQL_SUBMITTED,
+    SQL_SUBMITTING,
+    SQL_SUCCEEDED,
+    SQL_UNSENT,
+    TASK_COLUMNS,
+    migrate,
+    prepare,
+    record_from_row,
+)
+from flux_pipeline.states import OutputRecord, TaskRecord
 
-Migration = Callable[[sqlite3.Connection], None]
-
-
-_M001 = [
-    """
-    CREATE TABLE tasks (
-        key TEXT PRIMARY KEY,
-        readable_id TEXT NOT NULL,
-        step TEXT NOT NULL,
-        parent_key TEXT,
-        parent_output_index INTEGER,
-        state TEXT NOT NULL,
-        task_id TEXT,
-        request_json TEXT NOT NULL,
-        output TEXT NOT NULL,
-        output_format TEXT NOT NULL,
-        result_urls TEXT,
-        fail_code TEXT,
-        fail_msg TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        api_create_time INTEGER,
-        api_complete_time INTEGER,
-        cost_time INTEGER,
-        first_submitted_at REAL,
-        submitted_at REAL,
-        finished_at REAL,
-        downloaded_at REAL,
-        updated_at REAL NOT NULL
-    )
-    """,
-    """
-    CREATE INDEX tasks_task_id ON tasks(task_id)
-    """,
-    """
-    CREATE INDEX tasks_state ON tasks(state)
-    """,
-    """
-    CREATE TABLE outputs (
-        key TEXT NOT NULL REFERENCES tasks(key),
-        idx INTEGER NOT NULL,
-        path TEXT NOT NULL,
-        url TEXT NOT NULL,
-        bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-        PRIMARY KEY (key, idx)
-    )
-    """,
-    """
-    CREATE TABLE runs (
-        id INTEGER PRIMARY KEY,
-        manifest TEXT NOT NULL,
-    manifest_sha256 TEXT NOT NULL,
-        settings_json TEXT NOT NULL,
-        planned INTEGER NOT NULL,
-        started_at REAL NOT NULL,
-        finished_at REAL,
-        exit_code INTEGER,
-        stop_reason TEXT,
-        last_error TEXT
-    )
-    """,
+__all__ = [
+    "MIGRATIONS",
+    "Store",
+    "import_records",
+    "migrate",
+    "open_store",
+    "prepare",
+    "read_records",
 ]
-
-
-def _m001_initial(db: sqlite3.Connection) -> None:
-    for statement in _M001:
-        db.execute(statement)
-
-
-MIGRATIONS: list[tuple[str, Migration]] = [("m001_initial", _m001_initial)]
-
-
-def migrate(db: sqlite3.Connection) -> list[str]:
-    """Apply the named migrations not yet recorded; returns the names applied."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    known = {name for name, _ in MIGRATIONS}
-    if unknown := done - known:
-        raise StateError(
-            f"the state DB was written by a newer flux-pipeline (migrations {sorted(unknown)})"
-        )
-    applied = []
-    for name, step in MIGRATIONS:
-        if name in done:
-            continue
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            step(db)
-            db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        applied.append(name)
-    return applied
-
-
-def prepare(path: Path) -> None:
-    """Create or upgrade the DB file (WAL mode, migrations). Synchronous; run in a thread."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, isolation_level=None)
-    except (OSError, sqlite3.Error) as exc:
-        raise StateError(f"{path}: cannot open the state DB: {exc}") from exc
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        migrate(db)
-    except sqlite3.DatabaseError as exc:
-        raise StateError(f"{path}: not a usable state DB: {exc}") from exc
-    finally:
-        db.close()
-
-
-_TASK_COLUMNS = (
-    "key, readable_id, step, parent_key, parent_output_index, state, task_id, request_json,"
-    " output, output_format, result_urls, fail_code, fail_msg, attempts, api_create_time,"
-    " api_complete_time, cost_time, first_submitted_at, submitted_at, finished_at,"
-    " downloaded_at, updated_at"
-)
-
-
-def _record(row: Sequence[Any]) -> TaskRecord:
-    urls = tuple(json.loads(row[10])) if row[10] else ()
-    return TaskRecord(
-        key=row[0],
-        readable_id=row[1],
-        step=row[2],
-        parent_key=row[3],
-        parent_output_index=row[4],
-        state=TaskState(row[5]),
-        task_id=row[6],
-        request_json=row[7],
-        output=row[8],
-        output_format=row[9],
-        result_urls=urls,
-        fail_code=row[11],
-        fail_msg=row[12],
-        attempts=row[13],
-        api_create_time=row[14],
-        api_complete_time=row[15],
-        cost_time=row[16],
-        first_submitted_at=row[17],
-        submitted_at=row[18],
-        finished_at=row[19],
-        downloaded_at=row[20],
-        updated_at=row[21],
-    )
-
-
-# --- the transitions -----------------------------------------------------------------------
-
-_SQL_SUBMITTING = """
-INSERT INTO tasks (key, readable_id, step, parent_key, parent_output_index, state, request_json,
-                   output, output_format, attempts, first_submitted_at, updated_at)
-VALUES (?, ?, ?, ?, ?, 'submitting', ?, ?, ?, 1, ?, ?)
-ON CONFLICT(key) DO UPDATE SET
-    state = 'submitting', task_id = NULL, result_urls = NULL, fail_code = NULL, fail_msg = NULL,
-    readable_id = excluded.readable_id, step = excluded.step, output = excluded.output,
-    attempts = attempts + 1, updated_at = excluded.updated_at
-"""
-_SQL_SUBMITTED = (
-    "UPDATE tasks SET state = 'submitted', task_id = ?, submitted_at = ?, updated_at = ?"
-    " WHERE key = ?"
-)
-_SQL_UNSENT = (
-    "UPDATE tasks SET state = 'planned', attempts = attempts - 1, updated_at = ? WHERE key = ?"
-)
-_SQL_SUCCEEDED = """
-UPDATE tasks SET state = 'succeeded', result_urls = ?, api_create_time = ?,
-    api_complete_time = ?, cost_time = ?, finished_at = ?, updated_at = ? WHERE key = ?
-"""
-_SQL_FAILED = """
-UPDATE tasks SET state = 'failed', fail_code = ?, fail_msg = ?, api_create_time = ?,
-    api_complete_time = ?, cost_time = ?, finished_at = ?, updated_at = ? WHERE key = ?
-"""
-_SQL_EXPIRED = (
-    "UPDATE tasks SET state = 'expired', fail_code = 'RESULT_EXPIRED', fail_msg = ?,"
-    " updated_at = ? WHERE key = ?"
-)
-_SQL_OUTPUT = (
-    "INSERT OR REPLACE INTO outputs (key, idx, path, url, bytes, sha256) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_SQL_DOWNLOADED = (
-    "UPDATE tasks SET state = 'downloaded', downloaded_at = ?, updated_at = ? WHERE key = ?"
-)
 
 
 @dataclass(slots=True)
@@ -371,7 +211,7 @@ class Store:
         """Durable before the create is sent (docs/states.md)."""
         now = time.time()
         await self.write(
-            _SQL_SUBMITTING,
+            SQL_SUBMITTING,
             (
                 spec.key,
                 spec.readable_id,
@@ -390,11 +230,11 @@ class Store:
         """Queued the moment the taskId is known. Not awaited: polling need not wait for the
         commit, and every stop (signal, error, end) flushes the queue in a shielded scope."""
         now = time.time()
-        self.enqueue(_SQL_SUBMITTED, (task_id, now, now, key))
+        self.enqueue(SQL_SUBMITTED, (task_id, now, now, key))
 
     def mark_unsent(self, key: str) -> None:
         """The create provably created nothing (refused, 429, never left): back to planned."""
-        self.enqueue(_SQL_UNSENT, (time.time(), key))
+        self.enqueue(SQL_UNSENT, (time.time(), key))
 
     def mark_succeeded(
         self,
@@ -407,7 +247,7 @@ class Store:
     ) -> None:
         now = time.time()
         self.enqueue(
-            _SQL_SUCCEEDED,
+            SQL_SUCCEEDED,
             (json.dumps(list(urls)), create_time, complete_time, cost_time, now, now, key),
         )
 
@@ -423,17 +263,17 @@ class Store:
     ) -> None:
         now = time.time()
         self.enqueue(
-            _SQL_FAILED, (code, message, create_time, complete_time, cost_time, now, now, key)
+            SQL_FAILED, (code, message, create_time, complete_time, cost_time, now, now, key)
         )
 
     def mark_expired(self, key: str, message: str) -> None:
-        self.enqueue(_SQL_EXPIRED, (message, time.time(), key))
+        self.enqueue(SQL_EXPIRED, (message, time.time(), key))
 
     def mark_downloaded(self, key: str, outputs: Iterable[OutputRecord]) -> None:
         for out in outputs:
-            self.enqueue(_SQL_OUTPUT, (key, out.index, out.path, out.url, out.bytes, out.sha256))
+            self.enqueue(SQL_OUTPUT, (key, out.index, out.path, out.url, out.bytes, out.sha256))
         now = time.time()
-        self.enqueue(_SQL_DOWNLOADED, (now, now, key))
+        self.enqueue(SQL_DOWNLOADED, (now, now, key))
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -479,10 +319,10 @@ class Store:
     async def records(self, *, with_outputs: bool = True) -> dict[str, TaskRecord]:
         """Every task row, by key."""
         records: dict[str, TaskRecord] = {}
-        query = f"SELECT {_TASK_COLUMNS} FROM tasks"  # noqa: S608 (constant text)
+        query = f"SELECT {TASK_COLUMNS} FROM tasks"  # noqa: S608 (constant text)
         async with self._db.execute(query) as cursor:
             for row in await cursor.fetchall():
-                record = _record(row)
+                record = record_from_row(row)
                 records[record.key] = record
         if with_outputs:
             async with self._db.execute(
@@ -503,7 +343,7 @@ class Store:
     def _fingerprint_sync(self) -> str:
         digest = hashlib.sha256()
         for query in (
-            f"SELECT {_TASK_COLUMNS} FROM tasks ORDER BY key",  # noqa: S608 (constant text)
+            f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY key",  # noqa: S608 (constant text)
             "SELECT key, idx, path, url, bytes, sha256 FROM outputs ORDER BY key, idx",
         ):
             for row in self._wdb.execute(query):
@@ -511,26 +351,11 @@ class Store:
         return digest.hexdigest()
 
     async def last_run(self) -> dict[str, Any] | None:
-        async with self._db.execute(
-            "SELECT id, manifest, manifest_sha256, settings_json, planned, started_at,"
-            " finished_at, exit_code, stop_reason, last_error FROM runs ORDER BY id DESC LIMIT 1"
-        ) as cursor:
+        async with self._db.execute(SQL_LAST_RUN) as cursor:
             row = await cursor.fetchone()
         if row is None:
             return None
-        names = [
-            "id",
-            "manifest",
-            "manifest_sha256",
-            "settings",
-            "planned",
-            "started_at",
-            "finished_at",
-            "exit_code",
-            "stop_reason",
-            "last_error",
-        ]
-        run = dict(zip(names, row, strict=True))
+        run = dict(zip(RUN_FIELDS, row, strict=True))
         run["settings"] = json.loads(run["settings"])
         return run
 
@@ -561,51 +386,3 @@ async def read_records(path: Path) -> dict[str, TaskRecord]:
         return await store.records()
     finally:
         await store.aclose()
-
-
-_RECORD_COLUMNS = [f.name for f in dataclasses.fields(TaskRecord) if f.name != "outputs"]
-
-
-def _column(record: TaskRecord, name: str) -> Any:
-    value = getattr(record, name)
-    if name == "result_urls":
-        return json.dumps(list(value)) if value else None
-    if name == "state":
-        return value.value
-    return value
-
-
-def import_records(path: Path, records: Iterable[TaskRecord]) -> int:
-    """Insert or replace ``records`` (and their outputs) in the state DB at ``path``, in one
-    transaction: how ``merge`` writes the combined state (the store is the only writer)."""
-    prepare(path)
-    records = list(records)
-    rows = [tuple(_column(r, name) for name in _RECORD_COLUMNS) for r in records]
-    placeholders = ", ".join("?" for _ in _RECORD_COLUMNS)
-    insert = f"INSERT OR REPLACE INTO tasks ({', '.join(_RECORD_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA busy_timeout=5000")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany(insert, rows)
-            keys = [(row[0],) for row in rows]
-            db.executemany("DELETE FROM outputs WHERE key = ?", keys)
-            db.executemany(
-                "INSERT INTO outputs (key, idx, path, url, bytes, sha256)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (r.key, o.index, o.path, o.url, o.bytes, o.sha256)
-                    for r in records
-                    for o in r.outputs
-                ],
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise StateError(f"{path}: import failed: {exc}") from exc
-    finally:
-        db.close()
-    return len(rows)

@@ -1,0 +1,128 @@
+"""Downloading a finished task's images (docs/engine.md): a bounded number at once, each
+output retried a few times, the outputs recorded once every one of them is on disk.
+
+An expired result URL expires the task; an invalid image fails it; a download that keeps
+failing leaves the task ``succeeded`` (in flight: a rerun downloads it again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+from anyio.abc import TaskGroup
+
+from flux_pipeline.errors import DownloadError, InvalidResultError, ResultExpiredError
+from flux_pipeline.layout import inside as safe_join
+from flux_pipeline.outcome import Bucket
+from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.run.downloads import Downloaded, download
+from flux_pipeline.run.ledger import Control, Ledger
+from flux_pipeline.run.state_store import StateStore
+from flux_pipeline.states import OutputRecord
+
+RETRY_PAUSE_BASE = 0.25  # seconds x 2^attempt between two attempts at one output
+RETRY_PAUSE_CAP = 10.0
+
+Fetch = Callable[[httpx.AsyncClient, str, Path], Awaitable[Downloaded]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownloadSettings:
+    out_dir: Path
+    max_downloads: int = 16
+    attempts: int = 5
+
+
+class Downloader:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        store: StateStore,
+        http: httpx.AsyncClient,
+        settings: DownloadSettings,
+        control: Control,
+        on_done: Callable[[TaskSpec, tuple[str, ...]], Awaitable[None]],
+        fetch: Fetch = download,
+    ) -> None:
+        self._ledger = ledger
+        self._store = store
+        self._http = http
+        self._settings = settings
+        self._control = control
+        self._on_done = on_done
+        self._fetch = fetch
+        self._slots = anyio.CapacityLimiter(settings.max_downloads)
+        self._deferred: list[tuple[TaskSpec, tuple[str, ...]]] = []
+        self._tg: TaskGroup | None = None
+
+    def start(self, spec: TaskSpec, urls: tuple[str, ...]) -> None:
+        """Download ``spec``'s results now, or as soon as ``run`` gives a task group."""
+        self._ledger.downloading[spec.key] = (spec, urls)
+        if self._tg is None:  # while resuming: the task group starts right after
+            self._deferred.append((spec, urls))
+            return
+        self._tg.start_soon(self._download, spec, urls)
+
+    def attach(self, tg: TaskGroup | None) -> None:
+        """Start downloads in ``tg`` from now on (None: defer them again)."""
+        self._tg = tg
+        if tg is not None:
+            for spec, urls in self._deferred:
+                tg.start_soon(self._download, spec, urls)
+            self._deferred.clear()
+
+    async def _download(self, spec: TaskSpec, urls: tuple[str, ...]) -> None:
+        """Cancelled (the run's hard stop), the task stays counted as downloading."""
+        ledger = self._ledger
+        try:
+            outputs = await self._fetch_all(spec, urls)
+        except ResultExpiredError as exc:
+            self._store.mark_expired(spec.key, str(exc))
+            del ledger.downloading[spec.key]
+            ledger.settle(Bucket.EXPIRED, spec, urls)
+        except InvalidResultError as exc:
+            self._store.mark_failed(spec.key, "INVALID_RESULT", str(exc))
+            del ledger.downloading[spec.key]
+            ledger.settle(Bucket.FAILED, spec, urls)
+        except DownloadError as exc:
+            del ledger.downloading[spec.key]
+            ledger.settle(Bucket.IN_FLIGHT, spec, urls)  # succeeded: a rerun downloads it
+            self._control.note_error(exc)
+        else:
+            self._store.mark_downloaded(spec.key, outputs)
+            ledger.settle(Bucket.DONE, spec, urls)
+            # still counted as downloading until its chained tasks are queued, all of them:
+            # the run must not see nothing left to do in between
+            with anyio.CancelScope(shield=True):
+                await self._on_done(spec, urls)
+            del ledger.downloading[spec.key]
+        ledger.notify()
+
+    async def _fetch_all(self, spec: TaskSpec, urls: tuple[str, ...]) -> list[OutputRecord]:
+        outputs = []
+        attempts = self._settings.attempts
+        paths = spec.output_paths(len(urls))
+        async with self._slots:
+            for index, (url, path) in enumerate(zip(urls, paths, strict=True)):
+                dest = safe_join(self._settings.out_dir, path)
+                for attempt in range(1, attempts + 1):
+                    try:
+                        got = await self._fetch(self._http, url, dest)
+                        break
+                    except (ResultExpiredError, InvalidResultError):
+                        raise
+                    except DownloadError:
+                        if attempt == attempts:
+                            raise
+                        await anyio.sleep(min(RETRY_PAUSE_CAP, RETRY_PAUSE_BASE * 2**attempt))
+                outputs.append(
+                    OutputRecord(
+                        index=index, path=path, url=url, bytes=got.bytes, sha256=got.sha256
+                    )
+                )
+        return outputs

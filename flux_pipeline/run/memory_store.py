@@ -1,0 +1,149 @@
+"""A ``StateStore`` in memory: the transitions of docs/states.md on a dict of ``TaskRecord``.
+
+For engine tests (no SQLite, no threads) and tools that plan without a state DB. Every
+transition applies at once, so there is nothing to flush; ``writes`` counts them and each
+counts as its own batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
+
+
+class MemoryStore:
+    def __init__(
+        self,
+        records: Iterable[TaskRecord] = (),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rows: dict[str, TaskRecord] = {r.key: _copy(r) for r in records}
+        self.writes = 0
+        self.batches = 0
+        self.write_seconds = 0.0
+        self._clock = clock
+
+    async def records(self, *, with_outputs: bool = True) -> dict[str, TaskRecord]:
+        copies = {key: _copy(r) for key, r in self.rows.items()}
+        if not with_outputs:
+            for record in copies.values():
+                record.outputs.clear()
+        return copies
+
+    def state(self, key: str) -> TaskState:
+        """A task's state now (``planned`` without a row)."""
+        row = self.rows.get(key)
+        return row.state if row else TaskState.PLANNED
+
+    def _update(self, key: str, **changes: Any) -> None:
+        row = self.rows[key]
+        self.rows[key] = dataclasses.replace(row, updated_at=self._clock(), **changes)
+        self.writes += 1
+        self.batches += 1
+
+    async def mark_submitting(self, spec: TaskSpec) -> None:
+        now = self._clock()
+        row = self.rows.get(spec.key)
+        if row is None:
+            row = TaskRecord(
+                key=spec.key,
+                readable_id=spec.readable_id,
+                step=spec.step,
+                parent_key=spec.parent_key,
+                parent_output_index=spec.parent_output_index,
+                state=TaskState.SUBMITTING,
+                task_id=None,
+                request_json=spec.request_json,
+                output=spec.output,
+                output_format=spec.output_format,
+                result_urls=(),
+                fail_code=None,
+                fail_msg=None,
+                attempts=0,
+                api_create_time=None,
+                api_complete_time=None,
+                cost_time=None,
+                first_submitted_at=now,
+                submitted_at=None,
+                finished_at=None,
+                downloaded_at=None,
+                updated_at=now,
+            )
+            self.rows[spec.key] = row
+        self._update(
+            spec.key,
+            state=TaskState.SUBMITTING,
+            readable_id=spec.readable_id,
+            step=spec.step,
+            output=spec.output,
+            task_id=None,
+            result_urls=(),
+            fail_code=None,
+            fail_msg=None,
+            attempts=row.attempts + 1,
+        )
+
+    def mark_submitted(self, key: str, task_id: str) -> None:
+        self._update(key, state=TaskState.SUBMITTED, task_id=task_id, submitted_at=self._clock())
+
+    def mark_unsent(self, key: str) -> None:
+        self._update(key, state=TaskState.PLANNED, attempts=self.rows[key].attempts - 1)
+
+    def mark_succeeded(
+        self,
+        key: str,
+        urls: Sequence[str],
+        *,
+        create_time: int | None,
+        complete_time: int | None,
+        cost_time: int | None,
+    ) -> None:
+        self._update(
+            key,
+            state=TaskState.SUCCEEDED,
+            result_urls=tuple(urls),
+            api_create_time=create_time,
+            api_complete_time=complete_time,
+            cost_time=cost_time,
+            finished_at=self._clock(),
+        )
+
+    def mark_failed(
+        self,
+        key: str,
+        code: str,
+        message: str,
+        *,
+        create_time: int | None = None,
+        complete_time: int | None = None,
+        cost_time: int | None = None,
+    ) -> None:
+        self._update(
+            key,
+            state=TaskState.FAILED,
+            fail_code=code,
+            fail_msg=message,
+            api_create_time=create_time,
+            api_complete_time=complete_time,
+            cost_time=cost_time,
+            finished_at=self._clock(),
+        )
+
+    def mark_expired(self, key: str, message: str) -> None:
+        self._update(key, state=TaskState.EXPIRED, fail_code="RESULT_EXPIRED", fail_msg=message)
+
+    def mark_downloaded(self, key: str, outputs: Iterable[OutputRecord]) -> None:
+        by_index = {o.index: o for o in self.rows[key].outputs}
+        by_index.update((o.index, o) for o in outputs)
+        merged = [by_index[i] for i in sorted(by_index)]
+        self._update(key, state=TaskState.DOWNLOADED, outputs=merged, downloaded_at=self._clock())
+
+
+def _copy(record: TaskRecord) -> TaskRecord:
+    return dataclasses.replace(record, outputs=list(record.outputs))

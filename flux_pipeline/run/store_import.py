@@ -1,0 +1,62 @@
+"""Writing a whole state DB at once: how ``merge`` writes the combined state (the run's
+``Store`` is the only other writer)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from flux_pipeline.errors import StateError
+from flux_pipeline.run.store_schema import prepare
+from flux_pipeline.states import TaskRecord
+
+_RECORD_COLUMNS = [f.name for f in dataclasses.fields(TaskRecord) if f.name != "outputs"]
+
+
+def _column(record: TaskRecord, name: str) -> Any:
+    value = getattr(record, name)
+    if name == "result_urls":
+        return json.dumps(list(value)) if value else None
+    if name == "state":
+        return value.value
+    return value
+
+
+def import_records(path: Path, records: Iterable[TaskRecord]) -> int:
+    """Insert or replace ``records`` (and their outputs) in the state DB at ``path``, in one
+    transaction: how ``merge`` writes the combined state (the store is the only writer)."""
+    prepare(path)
+    records = list(records)
+    rows = [tuple(_column(r, name) for name in _RECORD_COLUMNS) for r in records]
+    placeholders = ", ".join("?" for _ in _RECORD_COLUMNS)
+    insert = f"INSERT OR REPLACE INTO tasks ({', '.join(_RECORD_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(insert, rows)
+            keys = [(row[0],) for row in rows]
+            db.executemany("DELETE FROM outputs WHERE key = ?", keys)
+            db.executemany(
+                "INSERT INTO outputs (key, idx, path, url, bytes, sha256)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (r.key, o.index, o.path, o.url, o.bytes, o.sha256)
+                    for r in records
+                    for o in r.outputs
+                ],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StateError(f"{path}: import failed: {exc}") from exc
+    finally:
+        db.close()
+    return len(rows)

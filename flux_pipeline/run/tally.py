@@ -1,0 +1,63 @@
+"""The run's outcome buckets (``flux_pipeline.outcome``): every task of the plan in one.
+
+The ledger knows the tasks the engine considered; the chained tasks below a task that did not
+get done were never considered: they are blocked when an ancestor failed or expired, not
+started otherwise. They are planned for every result URL known, as the report plans them
+(docs/reports.md), so the buckets add up to the tasks the report shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from flux_pipeline.outcome import Bucket, Buckets
+from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.run.ledger import Closed, Ledger
+from flux_pipeline.states import TaskRecord
+
+Chained = Callable[[TaskSpec, int], list[TaskSpec]]
+
+
+def unreached(
+    closed: Iterable[Closed], chained: Chained, records: Mapping[str, TaskRecord]
+) -> tuple[int, int]:
+    """(blocked, not started) below the ``closed`` tasks. ``records``: the rows of tasks not
+    considered in this run (their result URLs plan their chained tasks)."""
+    blocked = not_started = 0
+    seen: set[str] = set()
+    stack: list[tuple[TaskSpec, bool]] = []
+
+    def below(spec: TaskSpec, urls: tuple[str, ...], blocks: bool) -> None:
+        for index in range(max(1, len(urls))):
+            stack.extend((child, blocks) for child in chained(spec, index))
+
+    for item in closed:
+        below(item.spec, item.urls, item.blocks)
+    while stack:
+        spec, blocks = stack.pop()
+        if spec.key in seen:
+            continue
+        seen.add(spec.key)
+        if blocks:
+            blocked += 1
+        else:
+            not_started += 1
+        record = records.get(spec.key)
+        below(spec, record.result_urls if record else (), blocks)
+    return blocked, not_started
+
+
+def final_buckets(ledger: Ledger, chained: Chained, records: Mapping[str, TaskRecord]) -> Buckets:
+    """The buckets once the run's task group has ended."""
+    settled = ledger.settled
+    blocked, below_unfinished = unreached(ledger.closed + ledger.still_open(), chained, records)
+    return Buckets(
+        done=settled[Bucket.DONE],
+        failed=settled[Bucket.FAILED],
+        blocked=blocked,
+        ambiguous=settled[Bucket.AMBIGUOUS],
+        expired=settled[Bucket.EXPIRED],
+        # downloads that came out incomplete are in flight too: a rerun downloads them
+        in_flight=settled[Bucket.IN_FLIGHT] + ledger.busy + len(ledger.downloading),
+        not_started=ledger.queued + len(ledger.waiting) + below_unfinished,
+    )
