@@ -240,10 +240,11 @@ class FluxClient:
         except httpx.TransportError as exc:
             name = type(exc).__name__
             raise ApiTransportError(f"connection failed: {name}", never_sent=False, **ctx) from exc
-        status = parse_status(interpret(answer, **ctx))
-        if status.task_id != task_id:
-            raise ProtocolError(f"asked for {task_id}, answer is about {one_line(status.task_id)}")
-        return status
+        data = interpret(answer, **ctx)
+        about = data.get("taskId") if isinstance(data, Mapping) else None
+        if isinstance(about, str) and about and about != task_id:  # before its fields count
+            raise ProtocolError(f"asked for {task_id}, answer is about {one_line(about, 80)}")
+        return parse_status(data)
 
     async def _retrying(
         self, attempt: Callable[[], Awaitable[T]], *, speculative: bool = False

@@ -22,11 +22,13 @@ from flux_pipeline.errors import (
     ApiTransportError,
     AuthError,
     InsufficientCreditsError,
+    InvalidAnswerError,
     InvalidRequestError,
     ProtocolError,
     RateLimitedError,
     RetryableError,
     ServerError,
+    TaskAnswerError,
     TaskNotFoundError,
     TaskStatusError,
     TerminalApiError,
@@ -416,17 +418,19 @@ ROWS: list[Row] = [
         respond(200, envelope(status_data(state="success", resultJson='{"resultUrls": []}'))),
         ProtocolError,
     ),
+    # terminal for that task only (docs/api-contract.md, "Caps on answers")
     Row(
         "status-result-url-not-http",
         "status",
         respond(200, envelope(success_data(urls=["file:///etc/passwd"]))),
-        ProtocolError,
+        InvalidAnswerError,
     ),
+    # a time that is not an integer is unknown, not a reason to poll again
     Row(
         "status-create-time-string",
         "status",
         respond(200, envelope(status_data(createTime="1767965610929"))),
-        ProtocolError,
+        result=PENDING,
     ),
     Row(
         "status-processing",
@@ -566,7 +570,7 @@ async def test_answer_maps_to(row: Row) -> None:
         else:
             assert err.retry_after == pytest.approx(row.retry_after, abs=1.5)
     # the retry question is answered by the class alone
-    if isinstance(err, AmbiguousCreateError | AuthError | InvalidRequestError | TaskStatusError):
+    if isinstance(err, AmbiguousCreateError | AuthError | InvalidRequestError | TaskAnswerError):
         assert isinstance(err, TerminalApiError)
     if isinstance(err, RateLimitedError | ServerError | ProtocolError | ApiTransportError):
         assert isinstance(err, RetryableError)
