@@ -117,8 +117,16 @@ def _escape(char: str) -> str:
 def one_line(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     """``text`` as one printable line of at most ``limit`` characters: control characters
     (newlines, escape sequences), invisible format characters and lone surrogates escaped
-    as ``\\n``/``\\xNN``/``\\uNNNN``; a longer text cut, ending in "..."."""
-    escaped = "".join(_escape(c) for c in text[: limit + 1])
-    if len(escaped) <= limit and len(text) <= limit:
-        return escaped
-    return escaped[: max(0, limit - 3)] + "..."
+    as ``\\n``/``\\xNN``/``\\uNNNN``; a longer text cut (never inside an escape), ending
+    in "..."."""
+    pieces = [_escape(c) for c in text[: limit + 1]]
+    if len(text) <= limit and sum(map(len, pieces)) <= limit:
+        return "".join(pieces)
+    kept: list[str] = []
+    room = max(0, limit - 3)
+    for piece in pieces:
+        if len(piece) > room:
+            break
+        kept.append(piece)
+        room -= len(piece)
+    return "".join(kept) + "..."

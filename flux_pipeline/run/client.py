@@ -63,6 +63,14 @@ CREATE_READ_TIMEOUT = 60.0
 KEEPALIVE_EXPIRY = 4.0
 
 
+class _HookError(Exception):
+    """Carries what ``before_send`` raised past the retry loop (never retried, never ours)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
 class RequestBudget(Protocol):
     """The engine's shared request budget. The client asks before every attempt."""
 
@@ -182,6 +190,8 @@ class FluxClient:
 
         try:
             return await self._retrying(attempt, speculative=speculative)
+        except _HookError as hook:  # the caller's own exception, as it raised it, unretried
+            raise hook.error from hook.error.__cause__
         except ApiError as exc:
             self._fill(exc, "POST", CREATE_PATH, None)
             raise
@@ -294,7 +304,10 @@ class FluxClient:
         request = self._http.build_request(method, path, json=json, params=params, timeout=timeout)
         async with self._limiter:
             if before_send is not None:
-                await before_send()
+                try:
+                    await before_send()
+                except Exception as exc:
+                    raise _HookError(exc) from exc
             response = await self._http.send(request, stream=True)
             try:
                 content = await read_capped(response)

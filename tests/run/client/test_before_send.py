@@ -9,7 +9,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from flux_pipeline.errors import AmbiguousCreateError
+from flux_pipeline.errors import AmbiguousCreateError, ServerError
 from flux_pipeline.run.api import build_create_body
 from flux_pipeline.run.client import BeforeSend
 
@@ -173,3 +173,22 @@ async def test_no_hook_and_nothing_sent_when_the_token_wait_is_cancelled() -> No
     assert calls == []
     assert script.count == 0
     assert [name for name, _ in budget.events] == ["acquire"]
+
+
+async def test_hook_exception_is_never_retried_even_when_retryable() -> None:
+    """What the hook raises is the caller's: propagated as it is, whatever its class."""
+    calls: list[int] = []
+
+    async def outage() -> None:
+        calls.append(1)
+        raise ServerError("the caller's own outage")
+
+    script = Script()
+    sleep = FakeSleep()
+    async with make_client(script, sleep=sleep) as client:
+        with pytest.raises(ServerError, match="the caller's own outage") as info:
+            await client.create_task(BODY, before_send=outage)
+    assert calls == [1]
+    assert script.count == 0
+    assert sleep.delays == []
+    assert info.value.method == ""  # untouched: not dressed up as one of the client's errors

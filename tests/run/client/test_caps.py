@@ -38,6 +38,10 @@ from flux_pipeline.run.caps import (
     MAX_TEXT_CHARS,
     MAX_TIME,
     MAX_URL_CHARS,
+    TooDeepError,
+    json_depth,
+    loads,
+    one_line,
 )
 
 from .support import (
@@ -401,3 +405,51 @@ def test_task_answer_errors_are_terminal_for_the_task_only() -> None:
         assert not is_retryable(err)
         assert err.fail_code == code
         assert err.exit_code == 2  # the class's default; the engine decides what a task gets
+
+
+@pytest.mark.parametrize(
+    ("content", "depth"),
+    [
+        (b"{}", 1),
+        (b'{"a": [[1], {"b": []}]}', 3),
+        (b'{"a": "[[[[{{{{"}', 1),  # brackets in strings do not count
+        (b'{"a": "\\"[[[[", "b": [[]]}', 3),  # nor after an escaped quote
+        (b"[" * 65 + b"]" * 65, 65),
+        (b"[]" * 1000, 1),  # many, but shallow
+        (b"[" * 100_000, 100_000),
+    ],
+    ids=["object", "mixed", "in-string", "escaped-quote", "65", "wide", "deep-unclosed"],
+)
+def test_json_depth(content: bytes, depth: int) -> None:
+    found = json_depth(content)
+    if depth <= MAX_JSON_DEPTH:
+        assert found <= MAX_JSON_DEPTH  # within the cap the scan may stop at an upper bound
+        assert found >= depth
+    else:
+        assert found == depth
+
+
+def test_loads_never_raises_recursion_error() -> None:
+    with pytest.raises(TooDeepError, match="nested deeper than 64 levels"):
+        loads(b"[" * 100_000 + b"]" * 100_000)
+    assert loads(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH) is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "line"),
+    [
+        ("plain", 10, "plain"),
+        ("a\nb\tc\rd", 20, "a\\nb\\tc\\rd"),
+        ("\x00\x7f\x85", 20, "\\x00\\x7f\\x85"),
+        ("bidi\u202eevil", 20, "bidi\\u202eevil"),
+        ("tag\U000e0001", 20, "tag\\U000e0001"),
+        ("ünïcödé ✓", 20, "ünïcödé ✓"),
+        ("x" * 10, 10, "x" * 10),
+        ("x" * 11, 10, "x" * 7 + "..."),
+        ("\n" * 10, 10, "\\n\\n\\n..."),  # the cut counts escapes, never splits one
+        ("\n" * 10, 9, "\\n\\n\\n..."),
+    ],
+)
+def test_one_line(text: str, limit: int, line: str) -> None:
+    assert one_line(text, limit) == line
+    assert len(one_line(text, limit)) <= limit
