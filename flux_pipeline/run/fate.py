@@ -84,9 +84,10 @@ def create_fate(outcome: Answer | httpx.TransportError) -> CreateFate:
         if task_id is None:
             return CreateFate(Fate.AMBIGUOUS, "create answered success without a taskId")
         return CreateFate(Fate.CREATED, "created", task_id)
-    if status >= 500:
-        what = "an envelope saying 200" if code == 200 else "no API envelope (a gateway's page?)"
-        return CreateFate(
-            Fate.AMBIGUOUS, f"create answered HTTP {status} with {what}: the task may exist"
-        )
-    return CreateFate(Fate.NOT_CREATED, f"create refused with HTTP {status}")
+    if status >= 500:  # the HTTP status is added by the error itself
+        if code == 200:
+            why = "create answered a server error with an envelope saying 200"
+        else:
+            why = "create answered a server error without the API's envelope (a gateway's page?)"
+        return CreateFate(Fate.AMBIGUOUS, f"{why}: the task may exist")
+    return CreateFate(Fate.NOT_CREATED, "create refused by the HTTP status")

@@ -42,7 +42,7 @@ async def test_gateway_page_after_the_create_is_ambiguous_after_one_request(
             await client.create_task(build_create_body(PROMPT), before_send=before_send)
     stats = await over_http.stats()
     assert info.value.status in (502, 504)
-    assert "no API envelope" in str(info.value)
+    assert "without the API's envelope" in str(info.value)
     assert stats["requests_by_endpoint"] == {"create": 1}  # exactly one create reached it
     assert stats["creates"] == 1  # ... and it made (and billed) a task: retrying pays twice
     assert stats["gateway_errors"] == 1
