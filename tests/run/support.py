@@ -8,8 +8,10 @@ condition with a deadline (``wait_for``/``await_for``), never a bare sleep.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -18,12 +20,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+from urllib.parse import parse_qs
 
 import anyio
 import httpx
@@ -87,6 +92,22 @@ def write_manifest(directory: Path, text: str, name: str = "manifest.yaml") -> P
     path = directory / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def roots_manifest(name: str, count: int, *, results: str = "png", extra: str = "") -> str:
+    """``count`` root tasks with distinct prompts ``subject number I`` (I from 0)."""
+    subjects = [f"number {i}" for i in range(count)]
+    return (
+        "version: 1\n"
+        f"name: {name}\n"
+        "defaults:\n"
+        "  input: {mode: pro, aspect_ratio: '1:1', output_format: " + results + "}\n"
+        "steps:\n"
+        "  - id: shot\n"
+        "    matrix:\n"
+        f"      subject: {json.dumps(subjects)}\n"
+        "    prompt: 'subject {{ subject }}'\n"
+    ) + extra
 
 
 def chained_manifest(
@@ -425,3 +446,216 @@ async def settled_report(
     assert result.outcome.exit_code == code, result.outcome
     assert result.outcome.created == 0, result.outcome
     return load_report(out)
+
+
+# --- a hostile HTTP proxy -------------------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    """One request the proxy received (and forwarded): what a rule decides on."""
+
+    method: str
+    target: str  # path and query, as sent
+    headers: dict[str, str]  # names lowercased
+    body: bytes
+    number: int  # 1 for the proxy's first request, counted over every path
+
+    @property
+    def path(self) -> str:
+        return self.target.partition("?")[0]
+
+    def query(self, name: str) -> str | None:
+        values = parse_qs(self.target.partition("?")[2]).get(name)
+        return values[0] if values else None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Answer:
+    """What the proxy sends back. ``close_delimited``: no Content-Length, the body ends when
+    the proxy closes the connection (legal HTTP/1.1, and the only way a client cannot tell a
+    short body from a whole one)."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+    close_delimited: bool = False
+
+    @classmethod
+    def of_json(cls, payload: object, status: int = 200) -> Answer:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return cls(status, body, [("content-type", "application/json")])
+
+    @classmethod
+    def raw_json(cls, text: str, status: int = 200) -> Answer:
+        return cls(status, text.encode(), [("content-type", "application/json")])
+
+    @classmethod
+    def html(cls, status: int) -> Answer:
+        title = f"{status} Gateway Time-out" if status == 504 else f"{status} Bad Gateway"
+        body = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
+        return cls(status, body.encode(), [("content-type", "text/html")])
+
+    def payload(self) -> Any:
+        return json.loads(self.body)
+
+
+# Given the request (already forwarded: its side effects at the API happened) and the
+# upstream answer, return the answer to send (or a coroutine returning it: e.g. one that
+# holds the answer back, with the request processed).
+Rule = Callable[[Exchange, Answer], Answer | Awaitable[Answer]]
+_HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "keep-alive"}
+_ANSWER_DROP = _HOP_HEADERS | {"content-encoding", "date", "server"}
+
+
+def pass_through(exchange: Exchange, answer: Answer) -> Answer:
+    return answer
+
+
+class HostileProxy:
+    """An HTTP/1.1 proxy on 127.0.0.1 in front of ``upstream`` (the simulator), in a thread.
+
+    Every request is forwarded with the proxy's own ``Host``, so the simulator's result URLs
+    point back at the proxy and downloads go through it too; ``rule`` then chooses what the
+    client gets. Written on raw asyncio streams (not an ASGI server) so that it can send what
+    no well-behaved server does, e.g. a close-delimited body cut short. ``exchanges`` lists
+    every request received, in order.
+    """
+
+    def __init__(self, upstream: str, rule: Rule = pass_through) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.rule = rule
+        self.exchanges: list[Exchange] = []
+        self.base_url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+
+    def __enter__(self) -> HostileProxy:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            handlers: set[asyncio.Task[None]] = set()
+
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                task = asyncio.current_task()
+                assert task is not None
+                handlers.add(task)
+                try:
+                    await self._serve(client, reader, writer)
+                except asyncio.CancelledError:
+                    pass  # the proxy is closing: an answer held back is never sent
+                finally:
+                    handlers.discard(task)
+
+            async with httpx.AsyncClient(
+                base_url=self.upstream, trust_env=False, timeout=30
+            ) as client:
+                server = await asyncio.start_server(handle, "127.0.0.1", 0)
+                port = server.sockets[0].getsockname()[1]
+                self.base_url = f"http://127.0.0.1:{port}"
+                ready.set()
+                await self._stop.wait()
+                server.close()
+                for task in list(handlers):
+                    task.cancel()
+                await asyncio.gather(*handlers, return_exceptions=True)
+                await server.wait_closed()
+
+        def run() -> None:
+            try:
+                loop = asyncio.new_event_loop()
+                self._loop = loop
+                loop.run_until_complete(main())
+                loop.close()
+            except BaseException as exc:  # surfaced by __enter__
+                failure.append(exc)
+                ready.set()
+
+        self._thread = threading.Thread(target=run, name="hostile-proxy", daemon=True)
+        self._thread.start()
+        if not ready.wait(10) or failure:
+            raise AssertionError(f"hostile proxy did not start: {failure}")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def requests_to(self, path: str) -> list[Exchange]:
+        return [e for e in list(self.exchanges) if e.path == path]
+
+    async def _serve(
+        self, client: httpx.AsyncClient, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = lines[0].split(" ", 2)
+                headers: dict[str, str] = {}
+                for line in lines[1:]:
+                    if line:
+                        name, _, value = line.partition(":")
+                        headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                exchange = Exchange(method, target, headers, body, len(self.exchanges) + 1)
+                self.exchanges.append(exchange)
+                forward = {k: v for k, v in headers.items() if k not in _HOP_HEADERS}
+                forward["host"] = self.base_url.removeprefix("http://")
+                forward["accept-encoding"] = "identity"
+                upstream = await client.request(method, target, headers=forward, content=body)
+                kept = [(k, v) for k, v in upstream.headers.items() if k not in _ANSWER_DROP]
+                chosen = self.rule(exchange, Answer(upstream.status_code, upstream.content, kept))
+                answer = await chosen if inspect.isawaitable(chosen) else chosen
+                await self._send(writer, answer)
+                if answer.close_delimited or headers.get("connection", "").lower() == "close":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, answer: Answer) -> None:
+        try:
+            reason = HTTPStatus(answer.status).phrase
+        except ValueError:
+            reason = "Unknown"
+        head = [f"HTTP/1.1 {answer.status} {reason}"]
+        head += [f"{k}: {v}" for k, v in answer.headers]
+        if answer.close_delimited:
+            head.append("connection: close")
+        else:
+            head.append(f"content-length: {len(answer.body)}")
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + answer.body)
+        await writer.drain()
+
+
+def sim_tasks(admin: SimAdmin) -> list[dict[str, Any]]:
+    """Every task the simulator ever created (``GET /_sim/tasks``), in creation order."""
+    data: dict[str, Any] = admin._call("GET", "/_sim/tasks")
+    tasks: list[dict[str, Any]] = data["tasks"]
+    return tasks
+
+
+def lost_creates(admin: SimAdmin, out: Path) -> list[str]:
+    """TaskIds the API created that the state DB does not hold: creates whose answer a run
+    never recorded (each one an ambiguous task, or a task paid twice later)."""
+    known = {r.task_id for r in db_rows(state_path(out)).values() if r.task_id}
+    return [t["taskId"] for t in sim_tasks(admin) if t["taskId"] not in known]
+
+
+def submitting(out: Path) -> list[Row]:
+    """Rows left ``submitting``: tasks whose create may or may not have reached the API."""
+    return [r for r in db_rows(state_path(out)).values() if r.state == "submitting"]
