@@ -483,6 +483,7 @@ class Answer:
     body: bytes
     headers: list[tuple[str, str]]
     close_delimited: bool = False
+    advertised: int | None = None  # a Content-Length larger than the body: close after it
 
     @classmethod
     def of_json(cls, payload: object, status: int = 200) -> Answer:
@@ -515,6 +516,14 @@ def pass_through(exchange: Exchange, answer: Answer) -> Answer:
     return answer
 
 
+# Called before forwarding: an answer here is sent instead, and the API never sees the request.
+Before = Callable[[Exchange], Answer | None]
+
+
+def forward_all(exchange: Exchange) -> Answer | None:
+    return None
+
+
 class HostileProxy:
     """An HTTP/1.1 proxy on 127.0.0.1 in front of ``upstream`` (the simulator), in a thread.
 
@@ -525,9 +534,12 @@ class HostileProxy:
     every request received, in order.
     """
 
-    def __init__(self, upstream: str, rule: Rule = pass_through) -> None:
+    def __init__(
+        self, upstream: str, rule: Rule = pass_through, before: Before = forward_all
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.rule = rule
+        self.before = before
         self.exchanges: list[Exchange] = []
         self.base_url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -611,15 +623,19 @@ class HostileProxy:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 exchange = Exchange(method, target, headers, body, len(self.exchanges) + 1)
                 self.exchanges.append(exchange)
-                forward = {k: v for k, v in headers.items() if k not in _HOP_HEADERS}
-                forward["host"] = self.base_url.removeprefix("http://")
-                forward["accept-encoding"] = "identity"
-                upstream = await client.request(method, target, headers=forward, content=body)
-                kept = [(k, v) for k, v in upstream.headers.items() if k not in _ANSWER_DROP]
-                chosen = self.rule(exchange, Answer(upstream.status_code, upstream.content, kept))
-                answer = await chosen if inspect.isawaitable(chosen) else chosen
+                answer = self.before(exchange)
+                if answer is None:
+                    forward = {k: v for k, v in headers.items() if k not in _HOP_HEADERS}
+                    forward["host"] = self.base_url.removeprefix("http://")
+                    forward["accept-encoding"] = "identity"
+                    upstream = await client.request(method, target, headers=forward, content=body)
+                    kept = [(k, v) for k, v in upstream.headers.items() if k not in _ANSWER_DROP]
+                    got = Answer(upstream.status_code, upstream.content, kept)
+                    chosen = self.rule(exchange, got)
+                    answer = await chosen if inspect.isawaitable(chosen) else chosen
                 await self._send(writer, answer)
-                if answer.close_delimited or headers.get("connection", "").lower() == "close":
+                closing = answer.close_delimited or answer.advertised is not None
+                if closing or headers.get("connection", "").lower() == "close":
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
@@ -637,7 +653,7 @@ class HostileProxy:
         if answer.close_delimited:
             head.append("connection: close")
         else:
-            head.append(f"content-length: {len(answer.body)}")
+            head.append(f"content-length: {answer.advertised or len(answer.body)}")
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + answer.body)
         await writer.drain()
 
