@@ -15,6 +15,7 @@ import inspect
 import io
 import json
 import os
+import random
 import re
 import signal
 import sqlite3
@@ -675,3 +676,113 @@ def lost_creates(admin: SimAdmin, out: Path) -> list[str]:
 def submitting(out: Path) -> list[Row]:
     """Rows left ``submitting``: tasks whose create may or may not have reached the API."""
     return [r for r in db_rows(state_path(out)).values() if r.state == "submitting"]
+
+
+# --- the kill -9 table ----------------------------------------------------------------------
+
+
+def row_prompts(out: Path) -> dict[str, str]:
+    """Task key -> the prompt of its request (``request_json``), from the state DB."""
+    path = state_path(out)
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        rows = db.execute("SELECT key, request_json FROM tasks").fetchall()
+    finally:
+        db.close()
+    return {key: str(json.loads(text)["input"]["prompt"]) for key, text in rows}
+
+
+@dataclass(frozen=True)
+class KillRow:
+    """What one ``kill -9`` left. ``ambiguous``: tasks newly left ``submitting`` (a row, at
+    its attempt, that was not already ``submitting`` before this run); ``lost``: creates the
+    API received during this run whose taskId the DB never recorded; ``unmatched``: new
+    ambiguous tasks for which the API received no such create (ambiguity without a lost
+    answer: the create never left, or was refused)."""
+
+    kill: int
+    creates: int  # the simulator's creates so far
+    ambiguous: int
+    lost: int
+    unmatched: int
+
+    @property
+    def difference(self) -> int:
+        return self.ambiguous - self.lost
+
+
+def kill_table(
+    work: Path, *, tasks: int, kills: int, seed: int, task_seconds: float = 0.2
+) -> list[KillRow]:
+    """Run ``tasks`` root tasks (``--rpm 1200``: most wait for a budget token) against a
+    simulator process whose answers are half of them slowed 0.3 s after processing, and
+    ``kill -9`` the run at ``kills`` seeded moments: when the simulator has received a seeded
+    number of new creates (or status requests, once every task is created). Each resume
+    runs with ``--resubmit-ambiguous``, like a user finishing the batch would."""
+    rng = random.Random(seed)
+    manifest = write_manifest(work, roots_manifest("kills", tasks))
+    out = work / "out"
+    table: list[KillRow] = []
+    sim_args = ("--api-key", "kill-key", "--task-seconds", str(task_seconds), "--seed", str(seed))
+    slow = ("--slow-rate", "0.5", "--slow-seconds", "0.3")
+    held: set[tuple[str, int]] = set()
+    with SimProcess(work, *sim_args, *slow) as sim:
+        for kill in range(1, kills + 1):
+            stats = sim.stats()
+            creates0 = stats["creates"]
+            polls0 = stats["requests_by_endpoint"].get("status", 0)
+            step = rng.randint(1, max(2, tasks // 5))
+            run = spawn_run(
+                manifest,
+                out,
+                "--rpm",
+                "1200",
+                "--resubmit-ambiguous",
+                base_url=sim.base_url,
+                api_key="kill-key",
+                logs=work / "logs",
+                tag=f"run{kill}",
+            )
+
+            def moment(c0: int = creates0, p0: int = polls0, n: int = step) -> bool:
+                now = sim.stats()
+                if c0 >= tasks:  # nothing left to create: kill among the polls
+                    return bool(now["requests_by_endpoint"].get("status", 0) >= p0 + n)
+                return bool(now["creates"] >= min(tasks, c0 + n))
+
+            proc = run.proc
+            try:
+                wait_for(
+                    lambda p=proc: p.poll() is not None or moment(),  # type: ignore[misc]
+                    timeout=60,
+                    what=f"kill moment {kill}",
+                    interval=0.005,
+                )
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(timeout=10)
+            known = {r.task_id for r in db_rows(state_path(out)).values() if r.task_id}
+            created = sim_tasks(sim)[creates0:]
+            lost = [t for t in created if t["taskId"] not in known]
+            lost_prompts = {t["prompt"] for t in lost}
+            prompts = row_prompts(out)
+            now_held = {(r.key, r.attempts) for r in submitting(out)}
+            new = now_held - held
+            held = now_held
+            unmatched = sum(prompts[key] not in lost_prompts for key, _ in new)
+            table.append(KillRow(kill, creates0 + len(created), len(new), len(lost), unmatched))
+    return table
+
+
+def format_kill_table(rows: list[KillRow]) -> str:
+    head = f"{'kill':>4} {'creates':>7} {'ambiguous':>9} {'lost':>5} {'diff':>5} {'unmatched':>9}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r.kill:>4} {r.creates:>7} {r.ambiguous:>9} {r.lost:>5} {r.difference:>5} "
+            f"{r.unmatched:>9}"
+        )
+    return "\n".join(lines)

@@ -187,7 +187,8 @@ def test_a_huge_cost_time_harms_no_task_and_blocks_no_rerun(tmp_path: Path) -> N
     assert lost == [], output_of(first)
     assert first.returncode in (0, 1), output_of(first)
     assert downloaded(tmp_path) >= TASKS - 1, output_of(first)
-    assert again is not None and again.returncode in (0, 1), output_of(again)
+    assert again is not None
+    assert again.returncode in (0, 1), output_of(again)
 
 
 @pytest.mark.xfail(
@@ -201,7 +202,8 @@ def test_a_malformed_result_url_harms_one_task(tmp_path: Path) -> None:
     assert lost == [], output_of(first)
     assert first.returncode == 1, output_of(first)  # that task failed or held, with a reason
     assert downloaded(tmp_path) == TASKS - 1, output_of(first)
-    assert again is not None and again.returncode in (0, 1), output_of(again)
+    assert again is not None
+    assert again.returncode in (0, 1), output_of(again)
     assert "internal error" not in output_of(again)
 
 
@@ -270,7 +272,8 @@ def test_a_chained_template_failing_for_a_second_output_does_not_abort(tmp_path:
     assert lost == []
     assert submitting(out) == []
     edits = [r for r in rows.values() if "/edit#" in r.readable_id and "~" not in r.readable_id]
-    assert len(edits) == 3 and {r.state for r in edits} == {"downloaded"}, rows
+    assert len(edits) == 3, rows
+    assert {r.state for r in edits} == {"downloaded"}, rows
 
 
 # --- 7. a download closed early without a Content-Length -------------------------------------
