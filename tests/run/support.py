@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 from urllib.parse import parse_qs
 
 import anyio
@@ -38,7 +38,7 @@ from PIL import Image
 from flux_pipeline.cli import run_cli
 from flux_pipeline.run.runner import Endpoint, RunOptions, RunResult, execute
 from flux_pipeline.run.scheduler import TimingConfig
-from flux_pipeline.simulator import SimulatorThread
+from flux_pipeline.simulator import SimConfig, SimulatorThread
 
 FAST = TimingConfig(first_poll=0.05, max_interval=0.5)
 SIM_LINE = re.compile(r"flux-pipeline simulator listening on (http://127\.0\.0\.1:\d+)\s*$")
@@ -659,18 +659,52 @@ class HostileProxy:
         await writer.drain()
 
 
-def sim_tasks(admin: SimAdmin) -> list[dict[str, Any]]:
+class _HasBaseUrl(Protocol):
+    @property
+    def base_url(self) -> str: ...
+
+
+def quick_sim(api_key: str, **settings: Any) -> SimulatorThread:
+    """A simulator thread with 0.2 s tasks (no spread) accepting ``api_key``; ``settings``
+    are further ``SimConfig`` fields (``faults=Faults(...)``, ``results_per_task=2``...)."""
+    return SimulatorThread(
+        SimConfig(api_keys=(api_key,), task_seconds=0.2, task_spread=0.0, **settings)
+    )
+
+
+def sim_tasks(sim: _HasBaseUrl) -> list[dict[str, Any]]:
     """Every task the simulator ever created (``GET /_sim/tasks``), in creation order."""
-    data: dict[str, Any] = admin._call("GET", "/_sim/tasks")
+    data: dict[str, Any] = SimAdmin(sim.base_url)._call("GET", "/_sim/tasks")
     tasks: list[dict[str, Any]] = data["tasks"]
     return tasks
 
 
-def lost_creates(admin: SimAdmin, out: Path) -> list[str]:
+def lost_creates(admin: _HasBaseUrl, out: Path) -> list[str]:
     """TaskIds the API created that the state DB does not hold: creates whose answer a run
     never recorded (each one an ambiguous task, or a task paid twice later)."""
     known = {r.task_id for r in db_rows(state_path(out)).values() if r.task_id}
     return [t["taskId"] for t in sim_tasks(admin) if t["taskId"] not in known]
+
+
+def ambiguous_ids(out: Path) -> list[str]:
+    """The tasks ``flux-pipeline status --json`` lists as ambiguous (readable ids)."""
+    if not state_path(out).exists():
+        return []
+    ids: list[str] = cli_json("status", "--json", "--state", str(state_path(out)))["ambiguous"]
+    return ids
+
+
+def claimed_created(text: str) -> list[int]:
+    """Every count of created tasks a run printed: ``created N`` (progress lines) and
+    ``N task(s) created`` (its last line)."""
+    found = re.findall(r"created (\d+)|(\d+) task\(s\) created", text)
+    return [int(a or b) for a, b in found]
+
+
+def dropped() -> Answer:
+    """A connection closed after headers promising a body: no answer (as the simulator's
+    drops). From a ``Before`` hook the API never saw the request."""
+    return Answer(200, b"", [("content-type", "application/json")], advertised=64)
 
 
 def submitting(out: Path) -> list[Row]:

@@ -1,8 +1,8 @@
 """Counts that add up: what a run says it created is what the API created, and its ending
 buckets sum to the plan; ``plan`` and ``run`` agree on which outputs are done.
 
-``flux-pipeline run`` subprocesses against a ``python -m flux_pipeline sim`` process (with a
-``HostileProxy`` where the API must refuse something). ``xfail(strict=True)`` marks symptoms
+``flux-pipeline run`` subprocesses against a simulator thread (``support.quick_sim``), with
+a ``HostileProxy`` where the API must refuse something. ``xfail(strict=True)`` marks symptoms
 of the current code (see test_exactly_once.py).
 """
 
@@ -16,13 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from flux_pipeline.simulator import Faults
+
 from .support import (
     Answer,
     Exchange,
     HostileProxy,
-    SimProcess,
+    claimed_created,
     clean_env,
     cli_json,
+    quick_sim,
     roots_manifest,
     run_argv,
     spawn_run,
@@ -32,15 +35,8 @@ from .support import (
 
 KEY = "counts-key"
 CREATE = "/api/v1/generateTask/flux-kontext"
-CREATED = re.compile(r"created (\d+)")
 ENDING = re.compile(r"^flux-pipeline: (?:[a-z ]+|stopped early \([^)]*\)): ([^;\n]*);", re.M)
 BUCKET = re.compile(r"(\d+) ([a-z][a-z ]*)")
-
-
-def simulator(tmp_path: Path, *args: str) -> SimProcess:
-    return SimProcess(
-        tmp_path, "--api-key", KEY, "--task-seconds", "0.2", "--task-spread", "0", *args
-    )
 
 
 def run_cmd(
@@ -54,11 +50,6 @@ def run_cmd(
         timeout=90,
         check=False,
     )
-
-
-def claimed_created(text: str) -> list[int]:
-    """Every "created N" the run printed (progress lines and its last line)."""
-    return [int(n) for n in CREATED.findall(text)]
 
 
 def ending_buckets(text: str) -> dict[str, int]:
@@ -108,7 +99,7 @@ def test_creates_refused_with_400_are_not_counted_as_created(tmp_path: Path) -> 
 
     manifest = write_manifest(tmp_path, roots_manifest("refused", 12))
     out = tmp_path / "out"
-    with simulator(tmp_path) as sim, HostileProxy(sim.base_url, before=before) as proxy:
+    with quick_sim(KEY) as sim, HostileProxy(sim.base_url, before=before) as proxy:
         result = run_cmd(manifest, out, base_url=proxy.base_url)
         creates = sim.stats()["creates"]
     text = result.stdout + result.stderr
@@ -135,7 +126,7 @@ def test_a_stop_does_not_claim_unsent_tasks_were_created(tmp_path: Path) -> None
     were never sent; no line may claim more created than the API received."""
     manifest = write_manifest(tmp_path, roots_manifest("unsent", 60))
     out = tmp_path / "out"
-    with simulator(tmp_path) as sim:
+    with quick_sim(KEY) as sim:
         run = spawn_run(
             manifest,
             out,
@@ -174,7 +165,7 @@ def test_children_of_failed_parents_are_counted_blocked(tmp_path: Path) -> None:
     says 16 failed and 32 blocked, exit 1."""
     manifest = write_manifest(tmp_path, chain("blocked", 16, root_prompt="a forbidden", children=2))
     out = tmp_path / "out"
-    with simulator(tmp_path, "--block-word", "forbidden") as sim:
+    with quick_sim(KEY, block_words=("forbidden",)) as sim:
         result = run_cmd(manifest, out, base_url=sim.base_url)
     text = result.stdout + result.stderr
     assert result.returncode == 1, text
@@ -194,7 +185,7 @@ def test_the_ending_buckets_sum_to_the_plan(tmp_path: Path) -> None:
     2 edits waiting. The ending's buckets add up to the 4 planned tasks."""
     manifest = write_manifest(tmp_path, chain("short", 2, root_prompt="a", children=1))
     out = tmp_path / "out"
-    with simulator(tmp_path, "--truncate-rate", "1.0") as sim:
+    with quick_sim(KEY, faults=Faults(truncate_rate=1.0)) as sim:
         result = run_cmd(manifest, out, base_url=sim.base_url)
     text = result.stdout + result.stderr
     assert result.returncode in (1, 3), text
@@ -210,7 +201,7 @@ def test_plan_and_run_agree_on_an_output_with_the_wrong_content(tmp_path: Path) 
     (size + SHA-256, as ``run`` checks), and ``run`` fetches it again."""
     manifest = write_manifest(tmp_path, roots_manifest("altered", 2))
     out = tmp_path / "out"
-    with simulator(tmp_path) as sim:
+    with quick_sim(KEY) as sim:
         first = run_cmd(manifest, out, base_url=sim.base_url)
         assert first.returncode == 0, first.stdout + first.stderr
         files = sorted((out / "shot").glob("*.png"))
