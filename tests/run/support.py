@@ -748,13 +748,20 @@ class KillRow:
 
 
 def kill_table(
-    work: Path, *, tasks: int, kills: int, seed: int, task_seconds: float = 0.2
+    work: Path,
+    *,
+    tasks: int,
+    kills: int,
+    seed: int,
+    task_seconds: float = 0.2,
+    max_step: int | None = None,
 ) -> list[KillRow]:
     """Run ``tasks`` root tasks (``--rpm 1200``: most wait for a budget token) against a
     simulator process whose answers are half of them slowed 0.3 s after processing, and
     ``kill -9`` the run at ``kills`` seeded moments: when the simulator has received a seeded
-    number of new creates (or status requests, once every task is created). Each resume
-    runs with ``--resubmit-ambiguous``, like a user finishing the batch would."""
+    number of new creates, at most ``max_step`` (or status requests, once every task is
+    created). Each resume runs with ``--resubmit-ambiguous``, like a user finishing the
+    batch would."""
     rng = random.Random(seed)
     manifest = write_manifest(work, roots_manifest("kills", tasks))
     out = work / "out"
@@ -767,7 +774,7 @@ def kill_table(
             stats = sim.stats()
             creates0 = stats["creates"]
             polls0 = stats["requests_by_endpoint"].get("status", 0)
-            step = rng.randint(1, max(2, tasks // 5))
+            step = rng.randint(1, max_step or max(2, tasks // 5))
             run = spawn_run(
                 manifest,
                 out,

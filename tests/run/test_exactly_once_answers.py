@@ -262,7 +262,7 @@ def test_a_chained_template_failing_for_a_second_output_does_not_abort(tmp_path:
                 timeout=60,
                 what="the run to end or report the template error",
             )
-            code: int | None = run.proc.wait(timeout=5)
+            code: int | None = run.proc.wait(timeout=4)
         except subprocess.TimeoutExpired:
             code = None  # it went on running after the error
         finally:
