@@ -629,7 +629,13 @@ class HostileProxy:
                     forward = {k: v for k, v in headers.items() if k not in _HOP_HEADERS}
                     forward["host"] = self.base_url.removeprefix("http://")
                     forward["accept-encoding"] = "identity"
-                    upstream = await client.request(method, target, headers=forward, content=body)
+                    try:
+                        upstream = await client.request(
+                            method, target, headers=forward, content=body
+                        )
+                    except httpx.HTTPError:
+                        await self._send(writer, Answer.html(502))
+                        return
                     kept = [(k, v) for k, v in upstream.headers.items() if k not in _ANSWER_DROP]
                     got = Answer(upstream.status_code, upstream.content, kept)
                     chosen = self.rule(exchange, got)
