@@ -149,3 +149,15 @@ class Ledger:
         found = [Closed(spec, (), False) for spec in left]
         found += [Closed(spec, urls, False) for spec, urls in self.downloading.values()]
         return found
+
+
+def held_summary(ledger: Ledger, last_error: str | None) -> str | None:
+    """The run's last error, with how many tasks were held or met an unexpected error."""
+    parts = []
+    if ledger.unexpected:
+        parts.append(f"{ledger.unexpected} task(s) met an unexpected error (please report it)")
+    if ledger.held:
+        parts.append(f"{len(ledger.held)} task(s) held for this run (a rerun retries them)")
+    if not parts:
+        return last_error
+    return "; ".join(parts) + (f"; last: {last_error}" if last_error else "")
