@@ -82,12 +82,13 @@ class Poller:
         self._slots = anyio.Semaphore(max_status_calls)
         self.polled_once = 0  # flights polled at least once (they share the poll budget)
         self.status_calls = 0
+        self._task_ids: dict[str, str] = {}  # every taskId polled in this run -> its task
 
     # --- flights ---------------------------------------------------------------------------
 
     def add_flight(self, spec: TaskSpec, task_id: str, *, first_delay: float | None) -> None:
-        other = self._ledger.by_task_id.get(task_id)
-        if other is not None and other != spec.key:  # two tasks, one taskId: keep the first
+        other = self._task_ids.setdefault(task_id, spec.key)
+        if other != spec.key:  # two tasks of this run, one taskId: the first keeps it
             message = f"taskId {task_id} was already given to another task of this run"
             self._store.mark_failed(spec.key, "DUPLICATE_TASK_ID", message)
             self._ledger.settle(Bucket.FAILED, spec)
@@ -238,8 +239,9 @@ class Poller:
             flight.checked_age = self._clock() - flight.started
             self.due.schedule(flight.spec.key, self._clock() + self._next_delay(flight))
             return
-        key, urls = flight.spec.key, status.result_urls
-        self._finish_flight(flight)
+        # everything that may fail comes before the flight is finished: an exception leaves
+        # the flight current, and ``_poll_once`` holds it
+        key, urls = flight.spec.key, tuple(status.result_urls)
         cost = status.cost_time
         if isinstance(cost, int) and 0 <= cost <= MAX_COST_MS:
             self.timing.observe(cost / 1000.0)
@@ -251,13 +253,16 @@ class Poller:
         if status.state is ApiState.FAILED:
             code = status.fail_code or "UNKNOWN"
             self._store.mark_failed(key, code, status.fail_msg or "", **times)
+            self._finish_flight(flight)
             self._ledger.settle(Bucket.FAILED, flight.spec)
             return
         if len(urls) > MAX_RESULT_URLS:
             message = f"the API answered {len(urls)} result URLs (at most {MAX_RESULT_URLS})"
             self._store.mark_failed(key, "TOO_MANY_RESULTS", message, **times)
+            self._finish_flight(flight)
             self._ledger.settle(Bucket.FAILED, flight.spec)
             self._tell(flight.spec, flight.task_id, message)
             return
         self._store.mark_succeeded(key, urls, **times)
+        self._finish_flight(flight)
         self._on_succeeded(flight.spec, urls)
