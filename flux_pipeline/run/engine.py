@@ -39,7 +39,7 @@ from flux_pipeline.run.api_client import ApiClient
 from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.downloader import Downloader, DownloadSettings, Fetch
 from flux_pipeline.run.downloads import download
-from flux_pipeline.run.ledger import Ledger, Pending, held_summary
+from flux_pipeline.run.ledger import Ledger, Pending, run_error
 from flux_pipeline.run.on_disk import inline_output, intact_keys
 from flux_pipeline.run.poller import Poller
 from flux_pipeline.run.scheduler import PollTiming, TimingConfig
@@ -371,7 +371,8 @@ class Engine:
         if self.fatal is not None:
             code = int(self.fatal.exit_code)
         else:
-            code = int(exit_code_for(buckets, stopped=self.stop_reason is not None))
+            stopped = self.stop_reason is not None or bool(self.store.failures)
+            code = int(exit_code_for(buckets, stopped=stopped))  # failures: a rerun redoes
         return RunOutcome(
             exit_code=code,
             buckets=buckets,
@@ -380,7 +381,7 @@ class Engine:
             requests=self.budget.acquired,
             rate_limits=self.budget.rate_limits,
             stop_reason=self.stop_reason,
-            error=str(self.fatal) if self.fatal else held_summary(self.ledger, self.last_error),
+            error=run_error(self.ledger, self.fatal, self.last_error, self.store.failures),
             ambiguous=sorted(self.ledger.ambiguous),
             stats=run_stats(self.ledger, self.store, self.budget, self.admission),
         )

@@ -151,13 +151,20 @@ class Ledger:
         return found
 
 
-def held_summary(ledger: Ledger, last_error: str | None) -> str | None:
-    """The run's last error, with how many tasks were held or met an unexpected error."""
+def run_error(
+    ledger: Ledger, fatal: BaseException | None, last_error: str | None, failures: list[str]
+) -> str | None:
+    """The run's error: the fatal one, else the last one with how many tasks were held or
+    met an unexpected error and how many writes the state DB could not store."""
+    if fatal is not None:
+        return str(fatal)
     parts = []
     if ledger.unexpected:
         parts.append(f"{ledger.unexpected} task(s) met an unexpected error (please report it)")
     if ledger.held:
         parts.append(f"{len(ledger.held)} task(s) held for this run (a rerun retries them)")
+    if failures:
+        parts.append(f"{len(failures)} write(s) not stored (a rerun redoes them): {failures[0]}")
     if not parts:
         return last_error
     return "; ".join(parts) + (f"; last: {last_error}" if last_error else "")

@@ -34,6 +34,7 @@ class MemoryStore:
         self._clock = clock
         self._refuse = refuse
         self.failures: list[str] = []
+        self._broken: set[str] = set()
         self.fatal: StateError | None = None
         self._on_fatal: Callable[[StateError], None] | None = None
 
@@ -43,11 +44,18 @@ class MemoryStore:
             on_fatal(self.fatal)
 
     def _refused(self, op: str, key: str, *, critical: bool = False) -> bool:
-        """True (and recorded) when the test says this write cannot be stored."""
+        """True (and recorded) when the test says this write cannot be stored; as in
+        ``Store``, later writes of that task are then skipped, except a new ``submitting``."""
+        if key in self._broken and not critical:
+            self.failures.append(f"memory: could not store {op} of task {key}: skipped")
+            return True
         if self._refuse is None or not self._refuse(op, key):
+            if critical:
+                self._broken.discard(key)
             return False
         line = f"memory: could not store {op} of task {key}: refused"
         self.failures.append(line)
+        self._broken.add(key)
         if critical and self.fatal is None:
             self.fatal = StateError(line)
             if self._on_fatal is not None:
