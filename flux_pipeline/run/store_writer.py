@@ -34,7 +34,7 @@ import anyio
 from flux_pipeline.errors import StateError
 from flux_pipeline.run.store_schema import rollback
 
-MAX_BATCH = 1000  # statements in one transaction (critical writes come first)
+MAX_BATCH = 2000  # statements in one transaction (critical writes come first)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_FAILURES_KEPT = 100  # failure lines kept for the run's report; all are counted
 
