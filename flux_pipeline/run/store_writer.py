@@ -54,6 +54,14 @@ def storable(value: Any) -> Any:
     return value
 
 
+def _locked(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and code in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
+
+
 def disk_full(exc: BaseException) -> bool:
     if not isinstance(exc, sqlite3.OperationalError):
         return False
@@ -161,9 +169,13 @@ class Writer:
             except Exception:  # any failure: try each statement alone
                 rollback(self.db)
             failed: list[tuple[Write, BaseException]] = []
+            locked: BaseException | None = None  # a lock held past busy_timeout: no more tries
             for write in batch:
                 if write.error is not None or self._skipped(write):
                     failed.append((write, _SKIPPED))
+                    continue
+                if locked is not None:
+                    failed.append((write, locked))
                     continue
                 try:
                     self._transaction([write])
@@ -174,6 +186,8 @@ class Writer:
                     failed.append((write, exc))
                     if write.key is not None:
                         self._broken.add(write.key)
+                    if _locked(exc):
+                        locked = exc
             return failed
         finally:
             self.write_seconds += time.perf_counter() - started  # SQLite's own time

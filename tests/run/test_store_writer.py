@@ -221,3 +221,34 @@ async def test_flush_and_wait_waits_for_writes_a_taskid_jumped_ahead_of(tmp_path
         outputs = db.execute("SELECT count(*) FROM outputs").fetchone()[0]
         db.close()
         assert outputs == 2 * MAX_BATCH
+
+
+async def test_a_lock_held_past_the_busy_timeout_fails_the_batch_once_not_per_statement(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    told: list[StateError] = []
+    async with open_store(path) as store:
+        store.watch(told.append)
+        await store.mark_submitting(spec("a"))
+        store._w.db.execute("PRAGMA busy_timeout = 50")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            with anyio.fail_after(3):  # 300 statements x 50 ms would be 15 s
+                for i in range(300):
+                    store.enqueue(SQL_OUTPUT, ("a", i, f"p{i}", "u", 1, "0"), key="a", what="x")
+                store.mark_submitted("a", "id-a")
+                await store.flush_and_wait()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert len(store.failures) == 100  # the first 100 lines kept
+        assert store._w.failed == 301  # all counted
+        assert len(told) == 1  # the taskId was among them: fatal
+        assert "taskId id-a" in str(told[0])
+        assert "locked" in str(told[0])
+        with pytest.raises(StateError, match="locked"):  # the run must stop submitting
+            await store.mark_submitting(spec("b"))
+    records = await read_records(path)
+    assert records["a"].task_id is None
