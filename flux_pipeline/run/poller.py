@@ -9,9 +9,11 @@ One task's bad answer concerns that task only (docs/engine.md): a status call re
 other than 401/404, a redirect) or an answer that cannot be handled at all (any exception:
 too deep to parse, a bug) is tried again with backoff ``STATUS_ATTEMPTS`` times, then the task
 is *held* for this run: its state stays ``submitted`` with its taskId, it counts as in flight
-and a rerun polls it again. Only a 401 ends the run. An answer that is clearly wrong about a
-task (a taskId already given to another task, more than ``MAX_RESULT_URLS`` results) fails
-that task with a code saying so; its taskId stays recorded.
+and a rerun polls it again. So is a task whose status calls keep failing (5xx, network) while
+the run goes on: after ``MAX_STATUS_ERRORS`` (about eight minutes of backoff). Only a 401
+ends the run. An answer that is clearly wrong about a task (a taskId already given to another
+task, more than ``MAX_RESULT_URLS`` results) fails that task with a code saying so; its taskId
+stays recorded.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ MIN_POLL_SHARE = 0.2  # of the request rate status calls always get, whatever cr
 ERROR_BACKOFF_BASE = 2.0  # a status call that failed after the client's retries: 2 s x 2^n
 ERROR_BACKOFF_CAP = 60.0
 STATUS_ATTEMPTS = 4  # unusable status answers of one task in a row before it is held
+MAX_STATUS_ERRORS = 12  # status calls of one task failing after the client's retries: held
 MAX_RESULT_URLS = 100  # a success with more result URLs fails its task (TOO_MANY_RESULTS)
 MAX_COST_MS = 7 * 24 * 3600 * 1000  # a costTime beyond a week is not learned from
 
@@ -183,8 +186,12 @@ class Poller:
         except ProtocolError as exc:  # this task's answer is unreadable (the API is up)
             if self._current(flight):
                 self._unusable(flight, describe(exc), unexpected=False)
-        except RetryableError as exc:  # the API is in trouble, not this task
+        except RetryableError as exc:  # the API is in trouble, maybe not only this task
             flight.errors += 1
+            if flight.errors >= MAX_STATUS_ERRORS and self._current(flight):
+                self._hold(flight, f"{describe(exc)} ({flight.errors} failed status calls)")
+                self._control.api_trouble(exc)
+                return
             delay = min(ERROR_BACKOFF_CAP, ERROR_BACKOFF_BASE * 2 ** min(flight.errors, 5))
             self.due.schedule(flight.spec.key, self._clock() + delay)
             self._control.api_trouble(exc)

@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from flux_pipeline.errors import InvalidRequestError
+from flux_pipeline.errors import InvalidRequestError, ServerError
 from flux_pipeline.outcome import Buckets
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.run import poller
@@ -99,6 +99,18 @@ async def test_a_refused_status_call_holds_that_task_and_creates_in_flight_finis
     again = await run(tmp_path, plan, api, store)
     assert again.buckets == Buckets(done=5)
     assert again.created == 0
+
+
+async def test_status_calls_of_one_task_failing_forever_hold_it_after_a_bound(
+    tmp_path: Path,
+) -> None:
+    plan = manifest(tmp_path, ["DOWN", "ok"])
+    api, store = Hostile("DOWN", ServerError("bad gateway", status=502)), MemoryStore()
+    outcome = await run(tmp_path, plan, api, store)
+    assert outcome.buckets == Buckets(done=1, in_flight=1)
+    assert outcome.exit_code == 3
+    assert api.hostile_calls == poller.MAX_STATUS_ERRORS
+    assert store.state(spec_of(plan, "DOWN").key) is TaskState.SUBMITTED
 
 
 async def test_an_exception_while_reading_an_answer_is_contained_and_counted(
