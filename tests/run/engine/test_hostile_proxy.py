@@ -48,6 +48,8 @@ class HostileProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the API: no create answer is lost
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
@@ -57,8 +59,11 @@ class HostileProxy:
             def do_POST(self) -> None:
                 proxy.handle(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # 40 creates at once: none refused or reset
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
