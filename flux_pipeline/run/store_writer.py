@@ -62,6 +62,18 @@ def _locked(exc: BaseException) -> bool:
     )
 
 
+def storable_params(params: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``params`` with every value ``storable``; the common case (every value fine) is one
+    quick look at each value."""
+    for value in params:
+        kind = type(value)
+        if (kind is int and not INT64_MIN <= value <= INT64_MAX) or (
+            kind is str and not value.isascii()
+        ):
+            return tuple(storable(p) for p in params)
+    return params
+
+
 def disk_full(exc: BaseException) -> bool:
     if not isinstance(exc, sqlite3.OperationalError):
         return False
@@ -117,7 +129,7 @@ class Writer:
         self._broken: set[str] = set()  # tasks with a write not stored: later ones skipped
 
     def add(self, write: Write) -> Write:
-        write.params = tuple(storable(p) for p in write.params)
+        write.params = storable_params(write.params)
         self.queue.append(write)
         self.wake.set()
         return write

@@ -14,7 +14,13 @@ from flux_pipeline.errors import StateError
 from flux_pipeline.plan.tasks import TaskSpec, canonical_json
 from flux_pipeline.run.store import Store, open_store, read_records
 from flux_pipeline.run.store_schema import SQL_OUTPUT, rollback
-from flux_pipeline.run.store_writer import MAX_BATCH, Write, storable, take_batch
+from flux_pipeline.run.store_writer import (
+    MAX_BATCH,
+    Write,
+    storable,
+    storable_params,
+    take_batch,
+)
 from flux_pipeline.states import OutputRecord, TaskState
 
 pytestmark = pytest.mark.anyio
@@ -58,6 +64,9 @@ def test_storable_values() -> None:
     assert storable(True) is True
     assert storable("caf\ud800e") == "caf?e"
     assert storable("ok") == "ok"
+    fine = ("k", 1, 2.5, None, "é")
+    assert storable_params(fine) is fine  # nothing to change: the same tuple, no copy
+    assert storable_params(("k", 2**64, "x\udc80")) == ("k", None, "x?")
 
 
 async def test_a_cost_time_outside_64_bits_is_stored_as_unknown_and_loses_nothing(
