@@ -22,6 +22,7 @@ from flux_pipeline.errors import (
     InvalidRequestError,
     RateLimitedError,
     RetryableError,
+    StateError,
 )
 from flux_pipeline.outcome import Bucket
 from flux_pipeline.plan.tasks import TaskSpec, resolve_request
@@ -129,6 +130,11 @@ class Submitter:
             )
             self._rate.note()
             task_id = await self._client.create_task(body, speculative=pending.speculative)
+        except StateError as exc:  # ``submitting`` not stored: nothing was sent
+            del ledger.creating[spec.key]
+            ledger.created -= 1
+            ledger.children.appendleft(pending)
+            self._control.fail_run(exc)
         except InsufficientCreditsError as exc:
             self._unsent(pending, requeue=True)
             self._control.stop_submitting(f"insufficient credits ({exc.message})")
