@@ -23,10 +23,12 @@ from collections.abc import Callable
 import anyio
 from anyio.abc import TaskGroup
 
+from flux_pipeline import states
 from flux_pipeline.errors import (
     ApiError,
     AuthError,
     FluxPipelineError,
+    InvalidAnswerError,
     ProtocolError,
     RetryableError,
     TaskNotFoundError,
@@ -183,6 +185,9 @@ class Poller:
                 self._finish_flight(flight)
                 self._store.mark_failed(flight.spec.key, "TASK_NOT_FOUND", exc.message)
                 self._ledger.settle(Bucket.FAILED, flight.spec)
+        except InvalidAnswerError as exc:  # the API's answer for this task is unusable
+            if self._current(flight):
+                self._unusable(flight, describe(exc), unexpected=False, fail_code=exc.fail_code)
         except ProtocolError as exc:  # this task's answer is unreadable (the API is up)
             if self._current(flight):
                 self._unusable(flight, describe(exc), unexpected=False)
@@ -215,8 +220,12 @@ class Poller:
                 else:
                     self._tell(flight.spec, flight.task_id, f"unexpected {describe(exc)}")
 
-    def _unusable(self, flight: Flight, reason: str, *, unexpected: bool) -> None:
-        """A status answer unusable for this task: try again later, a few times, then hold."""
+    def _unusable(
+        self, flight: Flight, reason: str, *, unexpected: bool, fail_code: str | None = None
+    ) -> None:
+        """A status answer unusable for this task: try again later, a few times, then hold
+        it (or, with ``fail_code``, an answer that says the task's result is unusable: fail
+        it with that code)."""
         flight.refusals += 1
         if unexpected:
             reason = f"unexpected {reason}"
@@ -227,6 +236,12 @@ class Poller:
             return
         if unexpected:
             self._ledger.unexpected += 1
+        if fail_code is not None:
+            self._finish_flight(flight)
+            self._store.mark_failed(flight.spec.key, fail_code, reason)
+            self._ledger.settle(Bucket.FAILED, flight.spec)
+            self._tell(flight.spec, flight.task_id, f"failed: {reason}")
+            return
         self._hold(flight, f"{reason} ({STATUS_ATTEMPTS} status calls)")
 
     def _hold(self, flight: Flight, reason: str) -> None:
@@ -258,7 +273,7 @@ class Poller:
             "cost_time": status.cost_time,
         }
         if status.state is ApiState.FAILED:
-            code = status.fail_code or "UNKNOWN"
+            code = status.fail_code or states.FALLBACK_FAILURE_CODE
             self._store.mark_failed(key, code, status.fail_msg or "", **times)
             self._finish_flight(flight)
             self._ledger.settle(Bucket.FAILED, flight.spec)

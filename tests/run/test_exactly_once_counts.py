@@ -155,11 +155,6 @@ def test_a_stop_does_not_claim_unsent_tasks_were_created(tmp_path: Path) -> None
 # --- 8c. blocked is its own bucket ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: the ending says '16 failed' and leaves out the 32 tasks blocked "
-    "behind them",
-)
 def test_children_of_failed_parents_are_counted_blocked(tmp_path: Path) -> None:
     """16 roots fail (a blocked word), each with 2 chained edits: 48 planned, the ending
     says 16 failed and 32 blocked, exit 1."""
@@ -175,11 +170,6 @@ def test_children_of_failed_parents_are_counted_blocked(tmp_path: Path) -> None:
 # --- 8d. the buckets sum to the plan -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: with an output that never downloads whole, the ending leaves the "
-    "children waiting on it out of every bucket",
-)
 def test_the_ending_buckets_sum_to_the_plan(tmp_path: Path) -> None:
     """Every download is cut short (the simulator's truncation): 2 roots incomplete, their
     2 edits waiting. The ending's buckets add up to the 4 planned tasks."""
