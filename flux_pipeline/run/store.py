@@ -35,12 +35,16 @@ from flux_pipeline.run.store_schema import (
     SQL_FAILED,
     SQL_LAST_RUN,
     SQL_OUTPUT,
+    SQL_OUTPUT_MEMO,
+    SQL_OUTPUTS,
     SQL_SUBMITTED,
     SQL_SUBMITTING,
     SQL_SUCCEEDED,
     SQL_UNSENT,
     TASK_COLUMNS,
     migrate,
+    output_from_row,
+    output_row,
     prepare,
     record_from_row,
 )
@@ -271,9 +275,15 @@ class Store:
 
     def mark_downloaded(self, key: str, outputs: Iterable[OutputRecord]) -> None:
         for out in outputs:
-            self.enqueue(SQL_OUTPUT, (key, out.index, out.path, out.url, out.bytes, out.sha256))
+            self.enqueue(SQL_OUTPUT, output_row(key, out))
         now = time.time()
         self.enqueue(SQL_DOWNLOADED, (now, now, key))
+
+    def refresh_memos(self, memos: Iterable[tuple[str, int, int]]) -> None:
+        """Memos of outputs hashed and found right, ``(key, index, mtime_ns)`` (run/verify.py):
+        queued together, the writer commits them in one ``executemany``."""
+        for key, index, mtime_ns in memos:
+            self.enqueue(SQL_OUTPUT_MEMO, (mtime_ns, key, index))
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -325,14 +335,10 @@ class Store:
                 record = record_from_row(row)
                 records[record.key] = record
         if with_outputs:
-            async with self._db.execute(
-                "SELECT key, idx, path, url, bytes, sha256 FROM outputs ORDER BY key, idx"
-            ) as cursor:
-                for key, idx, path, url, size, sha in await cursor.fetchall():
-                    if key in records:
-                        records[key].outputs.append(
-                            OutputRecord(index=idx, path=path, url=url, bytes=size, sha256=sha)
-                        )
+            async with self._db.execute(SQL_OUTPUTS) as cursor:
+                for row in await cursor.fetchall():
+                    if row[0] in records:
+                        records[row[0]].outputs.append(output_from_row(row))
         return records
 
     async def fingerprint(self) -> str:
