@@ -53,7 +53,11 @@ class Verifier:
     memos: list[Memo] = field(default_factory=list)
 
     def output(self, path: Path, key: str, output: OutputRecord) -> bool:
-        """Is ``path`` the file ``output`` recorded (size, then memo or SHA-256)?"""
+        """Is ``path`` the file ``output`` recorded (size, then memo or SHA-256)?
+
+        The memo's limit: a file of the recorded size whose ``st_mtime_ns`` equals the memo
+        (forced with ``os.utime``, or copied with its timestamps) is not read, so other bytes
+        there pass; ``use_memo=False`` reads it."""
         try:
             seen = os.stat(path)
         except OSError:
