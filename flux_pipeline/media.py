@@ -100,16 +100,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_matches(path: Path, size: int, sha256: str | None = None) -> bool:
-    """Does ``path`` hold ``size`` bytes (and, when given, content with that SHA-256)?"""
-    try:
-        if path.stat().st_size != size:
-            return False
-        return sha256 is None or sha256_file(path) == sha256
-    except OSError:
-        return False
-
-
 def temp_path(dest: Path) -> Path:
     """A fresh hidden name beside ``dest`` (same directory, so the rename is atomic)."""
     fd, temp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)

@@ -69,6 +69,9 @@ class OutputRecord:
     url: str
     bytes: int
     sha256: str
+    # the file's st_mtime_ns when we wrote it or last hashed it and found it right; None:
+    # not memoised (docs/resume.md, "When is a task done?"; flux_pipeline/run/verify.py)
+    mtime_ns: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)

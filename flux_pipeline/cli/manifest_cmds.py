@@ -1,7 +1,9 @@
 """``validate``, ``plan`` and ``schema`` (docs/cli.md). Nothing here talks to the API.
 
 ``plan`` asks ``flux_pipeline.plan.resume.decide`` what would happen to each task, given what the
-state DB knows of it (``load_states``) and whether its files are still on disk.
+state DB knows of it (``load_states``) and whether its files are intact by the rule ``run`` uses
+(``flux_pipeline/run/verify.py``). ``plan`` writes nothing: a file it hashes and finds right is
+hashed again by the next ``plan``, until a ``run`` records its memo.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.plan.resume import Decision, Reason, decide
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.store import read_records
-from flux_pipeline.states import TaskState
+from flux_pipeline.run.verify import Verifier
+from flux_pipeline.states import OutputRecord, TaskState
 
 CHUNK = 2000  # tasks per write when streaming the plan
 
@@ -35,7 +38,7 @@ class StoredTask:
     """What the state DB knows of one task, as far as ``plan`` needs it."""
 
     state: TaskState
-    outputs: tuple[str, ...] = ()  # files written, relative to the output directory
+    outputs: tuple[OutputRecord, ...] = ()  # files written (paths relative to the output dir)
 
 
 def load_states(state_path: Path) -> Mapping[str, StoredTask]:
@@ -43,18 +46,15 @@ def load_states(state_path: Path) -> Mapping[str, StoredTask]:
     if not state_path.exists():
         return {}
     records = anyio.run(read_records, state_path)
-    return {
-        key: StoredTask(record.state, tuple(out.path for out in record.outputs))
-        for key, record in records.items()
-    }
+    return {key: StoredTask(record.state, tuple(record.outputs)) for key, record in records.items()}
 
 
-def outputs_intact(stored: StoredTask, out_dir: Path) -> bool:
-    return bool(stored.outputs) and all((out_dir / path).is_file() for path in stored.outputs)
-
-
-def decide_all(plan: Plan, states: Mapping[str, StoredTask], out_dir: Path) -> list[Decision]:
-    """The resume decision of every task of ``plan``, in plan order (parents first)."""
+def decide_all(
+    plan: Plan, states: Mapping[str, StoredTask], out_dir: Path, *, verifier: Verifier | None = None
+) -> list[Decision]:
+    """The resume decision of every task of ``plan``, in plan order (parents first). A
+    downloaded task is done by ``verifier``'s rule (its memos are never written)."""
+    verifier = verifier or Verifier(out_dir)
     decisions: list[Decision] = []
     done: set[str] = set()
     memo: dict[tuple[TaskState | None, bool, bool], Decision] = {}
@@ -62,7 +62,7 @@ def decide_all(plan: Plan, states: Mapping[str, StoredTask], out_dir: Path) -> l
         stored = states.get(task.key)
         state = stored.state if stored is not None else None
         intact = (
-            outputs_intact(stored, out_dir)
+            verifier.task(task.key, stored.outputs)
             if stored is not None and state is TaskState.DOWNLOADED
             else True
         )

@@ -30,6 +30,7 @@ from flux_pipeline.run.downloads import (
 )
 from flux_pipeline.run.ledger import Control, Ledger, describe
 from flux_pipeline.run.state_store import StateStore
+from flux_pipeline.run.verify import written_mtime_ns
 from flux_pipeline.states import OutputRecord
 
 RETRY_PAUSE_BASE = 0.25  # seconds x 2^attempt between two attempts at one output
@@ -139,9 +140,15 @@ class Downloader:
                         if attempt == attempts:
                             raise
                         await anyio.sleep(min(RETRY_PAUSE_CAP, RETRY_PAUSE_BASE * 2**attempt))
+                memo = written_mtime_ns(dest)  # the file we just wrote (run/verify.py)
                 outputs.append(
                     OutputRecord(
-                        index=index, path=path, url=url, bytes=got.bytes, sha256=got.sha256
+                        index=index,
+                        path=path,
+                        url=url,
+                        bytes=got.bytes,
+                        sha256=got.sha256,
+                        mtime_ns=memo,
                     )
                 )
         return outputs

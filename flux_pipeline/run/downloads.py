@@ -134,11 +134,3 @@ async def download(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
     return Downloaded(bytes=size, sha256=digest.hexdigest(), image_type=kind)
-
-
-def file_intact(path: Path, size: int) -> bool:
-    """A downloaded output is intact when it exists with the size we recorded."""
-    try:
-        return path.stat().st_size == size
-    except OSError:
-        return False

@@ -189,9 +189,7 @@ class Engine:
 
     async def run(self) -> RunOutcome:
         self._records = await self.store.records()
-        self._intact = await anyio.to_thread.run_sync(
-            intact_keys, self._records, self.settings.out_dir
-        )
+        self._intact = await intact_keys(self._records, self.settings.out_dir, self.store)
         await self._consider(Pending(spec) for spec in self.plan.tasks if spec.parent_key is None)
         try:
             async with anyio.create_task_group() as tg:

@@ -193,6 +193,18 @@ class MemoryStore:
         merged = [by_index[i] for i in sorted(by_index)]
         self._update(key, state=TaskState.DOWNLOADED, outputs=merged, downloaded_at=self._clock())
 
+    def refresh_memos(self, memos: Iterable[tuple[str, int, int]]) -> None:
+        """Record verification memos (flux_pipeline/run/verify.py): one batch, no task change."""
+        memos = list(memos)
+        for key, index, mtime_ns in memos:
+            row = self.rows[key]
+            row.outputs = [
+                dataclasses.replace(o, mtime_ns=mtime_ns) if o.index == index else o
+                for o in row.outputs
+            ]
+        self.writes += len(memos)
+        self.batches += 1
+
 
 def _copy(record: TaskRecord) -> TaskRecord:
     return dataclasses.replace(record, outputs=list(record.outputs))

@@ -31,7 +31,7 @@ import anyio
 
 from flux_pipeline.errors import UsageError
 from flux_pipeline.layout import STATE_DIR, inside
-from flux_pipeline.media import copy_atomic, file_matches
+from flux_pipeline.media import copy_atomic
 from flux_pipeline.outcome import Bucket, Buckets, exit_code_for
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.tasks import TaskSpec
@@ -39,6 +39,7 @@ from flux_pipeline.report.entry import TaskEntry
 from flux_pipeline.report.files import RunInfo, task_entries, write_reports
 from flux_pipeline.report.reportfile import load_report
 from flux_pipeline.run.store import Store, import_records
+from flux_pipeline.run.verify import Verifier
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
 _RANK = {
@@ -212,14 +213,13 @@ def _inside(base: Path, relative: str) -> Path | None:
         return None
 
 
-def _matches(path: Path, output: OutputRecord) -> bool:
-    return file_matches(path, output.bytes, output.sha256)
-
-
 def gather_files(
     records: Iterable[TaskRecord], out_dir: Path, out_dirs: Sequence[Path]
 ) -> tuple[int, int, list[str]]:
-    """Copy every downloaded output into ``out_dir``: (copied, already present, missing)."""
+    """Copy every downloaded output into ``out_dir``: (copied, already present, missing).
+    A file counts when it passes the done rule (flux_pipeline/run/verify.py), always hashed:
+    a merged row's memo may describe a file of another directory."""
+    verifier = Verifier(out_dir, use_memo=False)
     copied = present = 0
     missing: list[str] = []
     for record in records:
@@ -230,12 +230,16 @@ def gather_files(
             if target is None:
                 missing.append(output.path)
                 continue
-            if _matches(target, output):
+            if verifier.output(target, record.key, output):
                 present += 1
                 continue
             for directory in out_dirs:
                 source = _inside(directory, output.path)
-                if source is not None and source != target and _matches(source, output):
+                if (
+                    source is not None
+                    and source != target
+                    and verifier.output(source, record.key, output)
+                ):
                     copy_atomic(source, target)
                     copied += 1
                     break

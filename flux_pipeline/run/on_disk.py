@@ -10,22 +10,25 @@ import anyio
 
 from flux_pipeline.media import sniff_image
 from flux_pipeline.plan.tasks import data_uri
-from flux_pipeline.run.downloads import file_intact
-from flux_pipeline.states import TaskRecord, TaskState
+from flux_pipeline.run.state_store import StateStore
+from flux_pipeline.run.verify import Hasher, verify_downloaded
+from flux_pipeline.states import TaskRecord
 
 INLINE_MAX_BYTES = 10 * 1024 * 1024  # a parent image larger than this keeps its URL
 
 
-def intact_keys(records: dict[str, TaskRecord], out: Path) -> set[str]:
-    """Keys of the downloaded tasks whose every output is on disk with its recorded size:
-    one ``stat`` an output, no reading (synchronous: run it in a worker thread, once)."""
-    return {
-        r.key
-        for r in records.values()
-        if r.state is TaskState.DOWNLOADED
-        and r.outputs
-        and all(file_intact(out / o.path, o.bytes) for o in r.outputs)
-    }
+async def intact_keys(
+    records: dict[str, TaskRecord], out: Path, store: StateStore, *, hasher: Hasher | None = None
+) -> set[str]:
+    """Keys of the downloaded tasks that are done (flux_pipeline/run/verify.py): one worker
+    thread call for the whole run, one ``stat`` an output whose memo holds, a hash otherwise.
+    The memos of the files hashed and found right are queued in one batch."""
+    found = await anyio.to_thread.run_sync(
+        lambda: verify_downloaded(records.values(), out, hasher=hasher)
+    )
+    if found.memos:
+        store.refresh_memos(found.memos)
+    return found.intact
 
 
 async def inline_output(out: Path, record: TaskRecord, index: int) -> str | None:

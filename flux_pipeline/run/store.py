@@ -34,12 +34,16 @@ from flux_pipeline.run.store_schema import (
     SQL_FAILED,
     SQL_LAST_RUN,
     SQL_OUTPUT,
+    SQL_OUTPUT_MEMO,
+    SQL_OUTPUTS,
     SQL_SUBMITTED,
     SQL_SUBMITTING,
     SQL_SUCCEEDED,
     SQL_UNSENT,
     TASK_COLUMNS,
     migrate,
+    output_from_row,
+    output_row,
     prepare,
     record_from_row,
 )
@@ -261,10 +265,15 @@ class Store:
 
     def mark_downloaded(self, key: str, outputs: Iterable[OutputRecord]) -> None:
         for out in outputs:
-            row = (key, out.index, out.path, out.url, out.bytes, out.sha256)
-            self.enqueue(SQL_OUTPUT, row, key=key, what=f"output {out.index}")
+            self.enqueue(SQL_OUTPUT, output_row(key, out), key=key, what=f"output {out.index}")
         now = time.time()
         self.enqueue(SQL_DOWNLOADED, (now, now, key), key=key, what="state downloaded")
+
+    def refresh_memos(self, memos: Iterable[tuple[str, int, int]]) -> None:
+        """Memos of outputs hashed and found right, ``(key, index, mtime_ns)`` (run/verify.py):
+        queued together, the writer commits them in one ``executemany``."""
+        for key, index, mtime_ns in memos:
+            self.enqueue(SQL_OUTPUT_MEMO, (mtime_ns, key, index), key=key, what="memo")
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -315,14 +324,10 @@ class Store:
                 record = record_from_row(row)
                 records[record.key] = record
         if with_outputs:
-            async with self._db.execute(
-                "SELECT key, idx, path, url, bytes, sha256 FROM outputs ORDER BY key, idx"
-            ) as cursor:
-                for key, idx, path, url, size, sha in await cursor.fetchall():
-                    if key in records:
-                        records[key].outputs.append(
-                            OutputRecord(index=idx, path=path, url=url, bytes=size, sha256=sha)
-                        )
+            async with self._db.execute(SQL_OUTPUTS) as cursor:
+                for row in await cursor.fetchall():
+                    if row[0] in records:
+                        records[row[0]].outputs.append(output_from_row(row))
         return records
 
     async def fingerprint(self) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flux_pipeline.errors import StateError
-from flux_pipeline.states import TaskRecord, TaskState
+from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -83,7 +83,17 @@ def _m001_initial(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: list[tuple[str, Migration]] = [("m001_initial", _m001_initial)]
+def _m002_output_mtime(db: sqlite3.Connection) -> None:
+    """The verification memo of an output (docs/resume.md, "When is a task done?"): the
+    ``st_mtime_ns`` its file had when we wrote it or last hashed it and found it right. NULL
+    (every row of an older DB) means "not memoised": the file is hashed once."""
+    db.execute("ALTER TABLE outputs ADD COLUMN mtime_ns INTEGER")
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("m001_initial", _m001_initial),
+    ("m002_output_mtime", _m002_output_mtime),
+]
 
 
 def migrate(db: sqlite3.Connection) -> list[str]:
@@ -173,6 +183,18 @@ def record_from_row(row: Sequence[Any]) -> TaskRecord:
     )
 
 
+def output_row(key: str, out: OutputRecord) -> tuple[Any, ...]:
+    """The parameters of ``SQL_OUTPUT`` for one output of task ``key``."""
+    return (key, out.index, out.path, out.url, out.bytes, out.sha256, out.mtime_ns)
+
+
+def output_from_row(row: Sequence[Any]) -> OutputRecord:
+    """An ``OutputRecord`` from a row of ``SQL_OUTPUTS`` (its first column is the task key)."""
+    return OutputRecord(
+        index=row[1], path=row[2], url=row[3], bytes=row[4], sha256=row[5], mtime_ns=row[6]
+    )
+
+
 # --- the transitions -----------------------------------------------------------------------
 
 SQL_SUBMITTING = """
@@ -204,8 +226,11 @@ SQL_EXPIRED = (
     " updated_at = ? WHERE key = ?"
 )
 SQL_OUTPUT = (
-    "INSERT OR REPLACE INTO outputs (key, idx, path, url, bytes, sha256) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO outputs (key, idx, path, url, bytes, sha256, mtime_ns)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+SQL_OUTPUTS = "SELECT key, idx, path, url, bytes, sha256, mtime_ns FROM outputs ORDER BY key, idx"
+SQL_OUTPUT_MEMO = "UPDATE outputs SET mtime_ns = ? WHERE key = ? AND idx = ?"
 SQL_DOWNLOADED = (
     "UPDATE tasks SET state = 'downloaded', downloaded_at = ?, updated_at = ? WHERE key = ?"
 )

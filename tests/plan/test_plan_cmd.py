@@ -17,8 +17,10 @@ from flux_pipeline.cli.manifest_cmds import (
     write_json,
     write_table,
 )
+from flux_pipeline.media import sha256_bytes
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.resume import Reason
+from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.store import Store
 from flux_pipeline.states import OutputRecord, TaskState
 
@@ -54,9 +56,14 @@ def test_every_reason_from_stored_states(plan: Plan, tmp_path: Path) -> None:
     heroes = plan.tasks[:6]
     (out / "hero").mkdir(parents=True)
     (out / heroes[0].output_paths(1)[0]).write_bytes(b"x")
+
+    def outputs(task: TaskSpec) -> tuple[OutputRecord, ...]:
+        path = task.output_paths(1)[0]
+        return (OutputRecord(index=0, path=path, url="u", bytes=1, sha256=sha256_bytes(b"x")),)
+
     states = {
-        heroes[0].key: StoredTask(TaskState.DOWNLOADED, tuple(heroes[0].output_paths(1))),
-        heroes[1].key: StoredTask(TaskState.DOWNLOADED, tuple(heroes[1].output_paths(1))),
+        heroes[0].key: StoredTask(TaskState.DOWNLOADED, outputs(heroes[0])),
+        heroes[1].key: StoredTask(TaskState.DOWNLOADED, outputs(heroes[1])),
         heroes[2].key: StoredTask(TaskState.SUBMITTING),
         heroes[3].key: StoredTask(TaskState.SUBMITTED),
         heroes[4].key: StoredTask(TaskState.FAILED),
@@ -168,7 +175,15 @@ def test_plan_reads_the_state_db(tmp_path: Path, capsys: pytest.CaptureFixture[s
             )
             store.mark_downloaded(
                 hero.key,
-                [OutputRecord(index=0, path=path, url="https://r/1.png", bytes=1, sha256="x")],
+                [
+                    OutputRecord(
+                        index=0,
+                        path=path,
+                        url="https://r/1.png",
+                        bytes=1,
+                        sha256=sha256_bytes(b"x"),
+                    )
+                ],
             )
 
     anyio.run(record)

@@ -256,7 +256,11 @@ async def test_a_parent_older_than_its_urls_goes_inline_from_disk(tmp_path: Path
         finished_at=long_ago,
         downloaded_at=long_ago,
         updated_at=long_ago,
-        outputs=[OutputRecord(index=0, path=path, url="u", bytes=len(PNG), sha256="-")],
+        outputs=[
+            OutputRecord(
+                index=0, path=path, url="u", bytes=len(PNG), sha256=hashlib.sha256(PNG).hexdigest()
+            )
+        ],
     )
     api, store = FakeApi(), MemoryStore([row])
     outcome = await run(tmp_path, plan, api, store)
