@@ -152,7 +152,9 @@ async def test_a_full_disk_stops_submitting_with_the_real_error(tmp_path: Path) 
         db.execute(f"PRAGMA max_page_count = {pages}")
         big = [f"hero/{i}.png" * 50 for i in range(400)]
         for i, name in enumerate(big):
-            store.enqueue(SQL_OUTPUT, ("a", i, name, name, 1, "0"), key="a", what=f"output {i}")
+            store.enqueue(
+                SQL_OUTPUT, ("a", i, name, name, 1, "0", None), key="a", what=f"output {i}"
+            )
         await store.flush_and_wait()  # returns: the writer did not stop
         assert len(told) == 1
         assert "disk is full" in str(told[0])
@@ -202,7 +204,7 @@ async def test_a_taskid_is_committed_in_the_next_batch_not_behind_unrelated_work
         await store.mark_submitting(spec("a"))
         await store.mark_submitting(spec("b"))
         for i in range(3 * MAX_BATCH):
-            store.enqueue(SQL_OUTPUT, ("a", i, f"p{i}", "u", 1, "0"), key="a", what="output")
+            store.enqueue(SQL_OUTPUT, ("a", i, f"p{i}", "u", 1, "0", None), key="a", what="output")
         store.mark_submitted("b", "id-b")  # queued last
         await store._w.commit_next()
         db = sqlite3.connect(path)
@@ -223,7 +225,7 @@ async def test_flush_and_wait_waits_for_writes_a_taskid_jumped_ahead_of(tmp_path
     async with open_store(path) as store:
         await store.mark_submitting(spec("b"))
         for i in range(2 * MAX_BATCH):
-            store.enqueue(SQL_OUTPUT, ("a", i, f"p{i}", "u", 1, "0"), key="a", what="output")
+            store.enqueue(SQL_OUTPUT, ("a", i, f"p{i}", "u", 1, "0", None), key="a", what="output")
         store.mark_submitted("b", "id-b")  # the last write queued, committed first
         await anyio.lowlevel.checkpoint()
         await store.flush_and_wait()
@@ -247,7 +249,9 @@ async def test_a_lock_held_past_the_busy_timeout_fails_the_batch_once_not_per_st
         try:
             with anyio.fail_after(3):  # 300 statements x 50 ms would be 15 s
                 for i in range(300):
-                    store.enqueue(SQL_OUTPUT, ("a", i, f"p{i}", "u", 1, "0"), key="a", what="x")
+                    store.enqueue(
+                        SQL_OUTPUT, ("a", i, f"p{i}", "u", 1, "0", None), key="a", what="x"
+                    )
                 store.mark_submitted("a", "id-a")
                 await store.flush_and_wait()
         finally:
