@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -11,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from flux_pipeline.errors import StateError
-from flux_pipeline.run.store_schema import prepare, rollback
+from flux_pipeline.run.store_schema import TASK_FIELDS, prepare, rollback
 from flux_pipeline.states import TaskRecord
-
-_RECORD_COLUMNS = [f.name for f in dataclasses.fields(TaskRecord) if f.name != "outputs"]
 
 
 def _column(record: TaskRecord, name: str) -> Any:
@@ -31,9 +28,9 @@ def import_records(path: Path, records: Iterable[TaskRecord]) -> int:
     transaction: how ``merge`` writes the combined state (the store is the only writer)."""
     prepare(path)
     records = list(records)
-    rows = [tuple(_column(r, name) for name in _RECORD_COLUMNS) for r in records]
-    placeholders = ", ".join("?" for _ in _RECORD_COLUMNS)
-    insert = f"INSERT OR REPLACE INTO tasks ({', '.join(_RECORD_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+    rows = [tuple(_column(r, name) for name in TASK_FIELDS) for r in records]
+    placeholders = ", ".join("?" for _ in TASK_FIELDS)
+    insert = f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_FIELDS)}) VALUES ({placeholders})"  # noqa: S608
     db = sqlite3.connect(path, isolation_level=None)
     try:
         db.execute("PRAGMA busy_timeout=5000")

@@ -4,6 +4,7 @@ the SQL of every transition of docs/states.md."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import time
@@ -147,40 +148,19 @@ def prepare(path: Path) -> None:
         db.close()
 
 
-TASK_COLUMNS = (
-    "key, readable_id, step, parent_key, parent_output_index, state, task_id, request_json,"
-    " output, output_format, result_urls, fail_code, fail_msg, attempts, api_create_time,"
-    " api_complete_time, cost_time, first_submitted_at, submitted_at, finished_at,"
-    " downloaded_at, updated_at"
-)
+# The columns of a task row, named as TaskRecord's fields (every field but ``outputs``), in
+# the order every SELECT of this module reads them.
+TASK_FIELDS = tuple(f.name for f in dataclasses.fields(TaskRecord) if f.name != "outputs")
+TASK_COLUMNS = ", ".join(TASK_FIELDS)
 
 
 def record_from_row(row: Sequence[Any]) -> TaskRecord:
-    urls = tuple(json.loads(row[10])) if row[10] else ()
-    return TaskRecord(
-        key=row[0],
-        readable_id=row[1],
-        step=row[2],
-        parent_key=row[3],
-        parent_output_index=row[4],
-        state=TaskState(row[5]),
-        task_id=row[6],
-        request_json=row[7],
-        output=row[8],
-        output_format=row[9],
-        result_urls=urls,
-        fail_code=row[11],
-        fail_msg=row[12],
-        attempts=row[13],
-        api_create_time=row[14],
-        api_complete_time=row[15],
-        cost_time=row[16],
-        first_submitted_at=row[17],
-        submitted_at=row[18],
-        finished_at=row[19],
-        downloaded_at=row[20],
-        updated_at=row[21],
-    )
+    """A task row (columns ``TASK_COLUMNS``) as a ``TaskRecord``, by name."""
+    values = dict(zip(TASK_FIELDS, row, strict=True))
+    values["state"] = TaskState(values["state"])
+    urls = values["result_urls"]
+    values["result_urls"] = tuple(json.loads(urls)) if urls else ()
+    return TaskRecord(**values)
 
 
 def output_row(key: str, out: OutputRecord) -> tuple[Any, ...]:
