@@ -129,7 +129,13 @@ class FluxClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def create_task(self, body: Mapping[str, Any], *, speculative: bool = False) -> str:
+    async def create_task(
+        self,
+        body: Mapping[str, Any],
+        *,
+        speculative: bool = False,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
         """Create a task; returns its taskId. ``body`` is the whole create body
         (see ``api.build_create_body``). Raises ``AmbiguousCreateError`` when the request may
         have reached the API but its answer was lost.
@@ -137,7 +143,11 @@ class FluxClient:
         ``speculative``: the caller sent it betting that a task it has not yet seen finish
         has freed its slot; a 429 is then raised at once, without retrying and without
         slowing the shared budget (it most likely means "too many tasks", not "too many
-        requests")."""
+        requests").
+
+        ``before_send``: awaited once per attempt, after the budget token and the connection
+        slot are held, right before the request is sent (the engine records ``submitting``
+        there, so a task still waiting for a token was never sent)."""
 
         def task_id_of(data: Any) -> str:
             task_id = data.get("taskId") if isinstance(data, Mapping) else None
@@ -148,7 +158,12 @@ class FluxClient:
             return task_id
 
         result: str = await self._call(
-            "POST", CREATE_PATH, task_id_of, json=dict(body), speculative=speculative
+            "POST",
+            CREATE_PATH,
+            task_id_of,
+            json=dict(body),
+            speculative=speculative,
+            before_send=before_send,
         )
         return result
 
@@ -180,10 +195,17 @@ class FluxClient:
         params: dict[str, str] | None = None,
         task_id: str | None = None,
         speculative: bool = False,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
         try:
             return await self._retrying(
-                method, path, parse, json=json, params=params, speculative=speculative
+                method,
+                path,
+                parse,
+                json=json,
+                params=params,
+                speculative=speculative,
+                before_send=before_send,
             )
         except ApiError as exc:
             exc.method = exc.method or method
@@ -201,6 +223,7 @@ class FluxClient:
         json: dict[str, Any] | None,
         params: dict[str, str] | None,
         speculative: bool = False,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
         creating = method == "POST"
         policy = self.config.retry
@@ -209,7 +232,12 @@ class FluxClient:
         while True:
             try:
                 data = await self._attempt(
-                    method, path, json=json, params=params, creating=creating
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    creating=creating,
+                    before_send=before_send,
                 )
                 try:
                     return parse(data)
@@ -250,11 +278,14 @@ class FluxClient:
         json: dict[str, Any] | None,
         params: dict[str, str] | None,
         creating: bool,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
         if self._budget is not None:
             await self._budget.acquire(urgent=creating)
         request = self._http.build_request(method, path, json=json, params=params)
         async with self._limiter:
+            if before_send is not None:
+                await before_send()
             try:
                 response = await self._http.send(request, stream=True)
                 try:

@@ -48,7 +48,7 @@ class Closed:
 
     spec: TaskSpec
     urls: tuple[str, ...]
-    blocks: bool  # failed or expired: its chained tasks are blocked, not merely not started
+    blocks: bool  # failed, expired or ambiguous: its chained tasks are blocked, not merely not started
 
 
 class Control(Protocol):
@@ -119,7 +119,8 @@ class Ledger:
         if bucket is Bucket.AMBIGUOUS:
             self.ambiguous.append(spec.readable_id)
         if bucket is not Bucket.DONE:
-            blocks = bucket in (Bucket.FAILED, Bucket.EXPIRED)
+            # no images and a rerun does not retry it: its chained tasks are blocked
+            blocks = bucket in (Bucket.FAILED, Bucket.EXPIRED, Bucket.AMBIGUOUS)
             self.closed.append(Closed(spec, urls, blocks))
 
     def still_open(self) -> list[Closed]:
