@@ -94,7 +94,9 @@ def ambiguous_message(ids: Sequence[str], *, again: int, shown: int = SHOWN_AMBI
     count = len(ids)
     if not count:
         return ""
-    listed = ", ".join(sorted(ids)[:shown]) + (f" and {count - shown} more" if count > shown else "")
+    listed = ", ".join(sorted(ids)[:shown])
+    if count > shown:
+        listed += f" and {count - shown} more"
     worst = count * again
     more = f" ({worst} if every answer is lost again)" if worst > count else ""
     return (

@@ -7,7 +7,8 @@ before the create and given back as soon as the API reports the task finished), 
 only the ``Admission`` model's estimate of completions not yet seen; every API call spends
 from one ``TokenBucket``. Chained tasks are queued the moment their parent's outputs are on
 disk, ahead of new root tasks. Every transition goes to the store before it is acted on
-where that matters: ``submitting`` before the create, the taskId right after it.
+where that matters: ``submitting`` right before the create is sent (once its request-budget
+token and connection are held), the taskId right after it.
 
 Stopping: ``request_stop`` (signal, deadline) stops submitting, gives creates already sent a
 short grace to come back with their taskId, then cancels; credits running out or
@@ -29,7 +30,7 @@ import httpx
 from anyio.abc import TaskGroup
 
 from flux_pipeline.errors import FluxPipelineError
-from flux_pipeline.outcome import Bucket, Buckets, exit_code_for
+from flux_pipeline.outcome import Bucket, exit_code_for
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.resume import Action, Policy, decide
 from flux_pipeline.plan.tasks import TaskSpec
@@ -42,6 +43,8 @@ from flux_pipeline.run.downloads import download
 from flux_pipeline.run.ledger import Ledger, Pending
 from flux_pipeline.run.on_disk import inline_output, intact_keys
 from flux_pipeline.run.poller import Poller
+from flux_pipeline.run.results import Progress as Progress
+from flux_pipeline.run.results import RunOutcome as RunOutcome
 from flux_pipeline.run.scheduler import PollTiming, TimingConfig
 from flux_pipeline.run.state_store import StateStore
 from flux_pipeline.run.submitter import CreateRate, CreateSettings, Submitter
@@ -67,34 +70,6 @@ class EngineSettings:
     speculate: bool = True  # admit creates against expected, not yet seen, completions
     timing: TimingConfig = field(default_factory=TimingConfig)
     progress_interval: float = 1.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Progress:
-    total: int
-    done: int
-    failed: int
-    in_flight: int
-    downloading: int
-    queued: int
-    created: int
-    requests: int
-    rate_limits: int
-    elapsed: float
-
-
-@dataclass(kw_only=True)
-class RunOutcome:
-    exit_code: int
-    buckets: Buckets
-    created: int
-    elapsed: float
-    requests: int
-    rate_limits: int
-    stop_reason: str | None
-    error: str | None
-    ambiguous: list[str]
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 def _stale(record: TaskRecord) -> bool:
@@ -170,6 +145,9 @@ class Engine:
                 resubmit_ambiguous=settings.policy.resubmit_ambiguous,
                 max_new_tasks=settings.max_new_tasks,
                 api_down_after=settings.api_down_after,
+                resolve_horizon=lambda: timing.next_delay(
+                    age=0.0, polls=0, waiting=0, poll_rate=1.0, callback=True
+                ),
             ),
             control=self,
             on_created=self.poller.track,
@@ -224,9 +202,13 @@ class Engine:
         if first and self._tg is not None:
             self._tg.start_soon(self._hard_stop)
 
-    def on_callback(self, task_id: str) -> bool:
-        """A callback named ``task_id``: confirm it with one status call. False if unknown."""
-        return self.poller.on_callback(task_id)
+    def on_callback(self, task_id: str, key: str | None = None) -> bool:
+        """A callback named ``task_id`` (and the task's ``key``, from its URL): confirm it
+        with one status call. A taskId not in flight may be a lost create's: offered to the
+        submitter when ``key`` is being created (``run/resolution.py``). False if unknown."""
+        if self.poller.on_callback(task_id):
+            return True
+        return key is not None and self.submitter.resolutions.offer(key, task_id)
 
     def snapshot(self) -> Progress:
         ledger, settled = self.ledger, self.ledger.settled
@@ -359,13 +341,24 @@ class Engine:
             await anyio.sleep(self.settings.progress_interval)
             self._progress(self.snapshot())
 
+    def _cut_creates(self) -> None:
+        """Creates cut by the stop: ambiguous if their ``submitting`` row was written (they
+        may have been sent), else never sent: queued again (not started)."""
+        ledger, sent = self.ledger, self.submitter.sent
+        for key, pending in list(ledger.creating.items()):
+            del ledger.creating[key]
+            if key in sent:
+                ledger.settle(Bucket.AMBIGUOUS, pending.spec)
+            else:
+                ledger.queue(pending)
+        sent.clear()
+
     def _outcome(self) -> RunOutcome:
+        self._cut_creates()
         buckets = final_buckets(self.ledger, self._chained, self._records)
         buckets.check(len(self.plan.tasks) + len(self._on_demand))
-        if self.fatal is not None:
-            code = int(self.fatal.exit_code)
-        else:
-            code = int(exit_code_for(buckets, stopped=self.stop_reason is not None))
+        # exit 3 only when a rerun makes progress: the buckets say so (docs/exit-codes.md)
+        code = int(self.fatal.exit_code) if self.fatal else int(exit_code_for(buckets))
         return RunOutcome(
             exit_code=code,
             buckets=buckets,
@@ -383,6 +376,7 @@ class Engine:
                 "rate_limited": self.budget.rate_limits,
                 "speculative_429s": self.admission.speculative_429s,
                 "api_requests": self.budget.acquired,
+                "resolved_by_callback": self.submitter.resolved,
             },
         )
 

@@ -48,7 +48,9 @@ class Closed:
 
     spec: TaskSpec
     urls: tuple[str, ...]
-    blocks: bool  # failed, expired or ambiguous: its chained tasks are blocked, not merely not started
+    blocks: (
+        bool  # failed, expired or ambiguous: its chained tasks are blocked, not merely not started
+    )
 
 
 class Control(Protocol):

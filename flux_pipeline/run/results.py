@@ -1,0 +1,36 @@
+"""What the engine reports: a ``Progress`` snapshot while it runs, a ``RunOutcome`` at its end
+(``run/engine.py``). ``created`` counts taskIds the API returned (billed), nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flux_pipeline.outcome import Buckets
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    total: int
+    done: int
+    failed: int
+    in_flight: int
+    downloading: int
+    queued: int
+    created: int
+    requests: int
+    rate_limits: int
+    elapsed: float
+
+
+@dataclass(kw_only=True)
+class RunOutcome:
+    exit_code: int
+    buckets: Buckets
+    created: int
+    elapsed: float
+    requests: int
+    rate_limits: int
+    stop_reason: str | None
+    error: str | None
+    ambiguous: list[str]
+    stats: dict[str, float] = field(default_factory=dict)
