@@ -85,12 +85,14 @@ def exit_code_for(buckets: Buckets, *, stopped: bool = False) -> ExitCode:
 
 
 SHOWN_AMBIGUOUS = 5  # readable ids named in the one-line message
+AMBIGUOUS_RESUBMITS = 2  # --resubmit-ambiguous: creates again of one task whose answer is lost
 
 
-def ambiguous_message(ids: Sequence[str], *, again: int, shown: int = SHOWN_AMBIGUOUS) -> str:
+def ambiguous_message(ids: Sequence[str], *, shown: int = SHOWN_AMBIGUOUS) -> str:
     """The one message about held ambiguous tasks (run, report.md, ``status``): how many,
-    which, and the most ``--resubmit-ambiguous`` bills. ``again``: how often one task may be
-    created again in that run when its answer is lost each time. Empty when there are none."""
+    which, and the most ``--resubmit-ambiguous`` bills (one create each; up to
+    ``1 + AMBIGUOUS_RESUBMITS`` when answers keep getting lost). Empty when there are none."""
+    again = 1 + AMBIGUOUS_RESUBMITS
     count = len(ids)
     if not count:
         return ""

@@ -29,7 +29,7 @@ from flux_pipeline.errors import (
     RetryableError,
     TerminalApiError,
 )
-from flux_pipeline.outcome import Bucket
+from flux_pipeline.outcome import AMBIGUOUS_RESUBMITS, Bucket
 from flux_pipeline.plan.tasks import TaskSpec, resolve_request
 from flux_pipeline.run.admission import Admission
 from flux_pipeline.run.api import RequestType, build_create_body
@@ -39,7 +39,6 @@ from flux_pipeline.run.resolution import RESOLVE_RECHECK, RESOLVE_WAIT_CAP, Reso
 from flux_pipeline.run.state_store import StateStore
 
 SPECULATION_RECHECK = 0.02  # seconds between looks at the speculative room while it is full
-AMBIGUOUS_RESUBMITS = 2  # with --resubmit-ambiguous: creates of one task whose answer was lost
 RETRY_PAUSE_CAP = 5.0  # seconds before a create that met an API error is queued again
 CREATE_WINDOW = 5.0  # seconds of create times kept for the poll budget
 
