@@ -323,8 +323,11 @@ class Engine:
     # --- ending ----------------------------------------------------------------------------
 
     async def _hard_stop(self) -> None:
+        """Creates already sent get ``stop_grace`` to come back with their taskId; those still
+        waiting for a token or a connection send nothing more (``Submitter``)."""
+        sent, creating = self.submitter.sent, self.ledger.creating
         with anyio.move_on_after(self.settings.stop_grace):
-            while self.ledger.creating:
+            while sent & creating.keys():
                 await self.ledger.wait_change()
         self._finished.set()
         self.ledger.notify()

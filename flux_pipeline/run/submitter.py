@@ -43,6 +43,10 @@ RETRY_PAUSE_CAP = 5.0  # seconds before a create that met an API error is queued
 CREATE_WINDOW = 5.0  # seconds of create times kept for the poll budget
 
 
+class _Stopped(Exception):
+    """Raised in ``before_send`` once submitting has stopped: the create is not sent."""
+
+
 class CreateRate:
     """Creates sent in the last few seconds: the poller leaves them their share of the
     request budget."""
@@ -142,6 +146,8 @@ class Submitter:
         spec, ledger = pending.spec, self._ledger
 
         async def before_send() -> None:  # once per attempt; the row is written once
+            if self.stopped:  # the token came after the stop: send nothing more
+                raise _Stopped
             if spec.key not in self.sent:
                 self.sent.add(spec.key)  # enqueued from here on: committed even if cancelled
                 await self._store.mark_submitting(spec)
@@ -161,6 +167,8 @@ class Submitter:
             task_id = await self._client.create_task(
                 body, speculative=pending.speculative, before_send=before_send
             )
+        except _Stopped:
+            self._unsent(pending, requeue=True)
         except InsufficientCreditsError as exc:
             self._unsent(pending, requeue=True)
             self._control.stop_submitting(f"insufficient credits ({exc.message})")
