@@ -152,6 +152,10 @@ class Engine:
             control=self,
             on_created=self.poller.track,
             rate=rate,
+            # its callback came already (it finished): polled now, not at the sweep
+            on_resolved=lambda spec, task_id: self.poller.add_flight(
+                spec, task_id, first_delay=0.0
+            ),
         )
         self.stop_reason: str | None = None
         self.fatal: FluxPipelineError | None = None

@@ -90,6 +90,7 @@ class Submitter:
         control: Control,
         on_created: Callable[[TaskSpec, str], None],
         rate: CreateRate,
+        on_resolved: Callable[[TaskSpec, str], None] | None = None,
     ) -> None:
         self._ledger = ledger
         self._store = store
@@ -99,6 +100,7 @@ class Submitter:
         self._settings = settings
         self._control = control
         self._on_created = on_created
+        self._on_resolved = on_resolved or on_created
         self._rate = rate
         self.stopped = False
         self.resolutions = Resolutions()
@@ -183,7 +185,7 @@ class Submitter:
             found = await self._resolve(spec) if self._callback_mode else None
             if found is not None:
                 self.resolved += 1
-                self._created(pending, found)
+                self._created(pending, found, resolved=True)
             else:
                 self._leave(spec)
                 self._ambiguous(pending)
@@ -211,13 +213,13 @@ class Submitter:
         del self._ledger.creating[spec.key]
         self.sent.discard(spec.key)
 
-    def _created(self, pending: Pending, task_id: str) -> None:
+    def _created(self, pending: Pending, task_id: str, *, resolved: bool = False) -> None:
         """The API returned (or a confirmed callback named) ``task_id``: created, billed."""
         spec = pending.spec
         self._store.mark_submitted(spec.key, task_id)
         self._leave(spec)
         self._ledger.created += 1
-        self._on_created(spec, task_id)
+        (self._on_resolved if resolved else self._on_created)(spec, task_id)
 
     def _ambiguous(self, pending: Pending) -> None:
         ledger = self._ledger

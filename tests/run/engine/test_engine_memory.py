@@ -118,7 +118,7 @@ def engine(tmp_path: Path, plan: Plan, api: FakeApi, store: MemoryStore, **setti
         client=api,
         downloads=httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))),
         budget=TokenBucket(1e9),
-        settings=EngineSettings(out_dir=tmp_path / "out", timing=QUICK, **settings),
+        settings=EngineSettings(out_dir=tmp_path / "out", **({"timing": QUICK} | settings)),
         fetch=fake_fetch,
     )
 

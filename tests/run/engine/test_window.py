@@ -94,9 +94,7 @@ async def test_a_stop_while_creates_wait_for_budget_leaves_nothing_submitting(
     plan = manifest(tmp_path, [f"HOLD{i}" for i in range(20)])
     api, store = GatedApi(tokens=3), MemoryStore()
     eng = engine(tmp_path, plan, api, store)
-    outcome = await _stop_when(
-        eng, api, lambda: api.sent == 3 and api.waiting_for_token == 17
-    )
+    outcome = await _stop_when(eng, api, lambda: api.sent == 3 and api.waiting_for_token == 17)
     states = [store.state(spec.key) for spec in plan.tasks]
     assert states.count(TaskState.SUBMITTING) == 0
     assert states.count(TaskState.SUBMITTED) == 3
