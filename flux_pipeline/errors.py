@@ -17,6 +17,9 @@ Retry policy is a question about the class: ``isinstance(err, RetryableError)``.
     │   │   ├── InsufficientCreditsError   "Insufficient credits": stops submitting (exit 3)
     │   │   ├── InvalidRequestError        400 (other): this task fails terminally
     │   │   ├── TaskNotFoundError          status of a taskId the API does not know
+    │   │   ├── TaskAnswerError            a status answer unusable for THAT task (not the run)
+    │   │   │   ├── InvalidAnswerError     its content breaks a cap (result URLs): INVALID_ANSWER
+    │   │   │   └── TaskStatusError        status call refused with a 4xx: STATUS_REFUSED
     │   │   └── AmbiguousCreateError       create sent, answer lost: may have been billed
     │   └── RetryableError                 transient: wait and try again
     │       ├── RateLimitedError           429 (HTTP status or body code); has retry_after
@@ -168,11 +171,33 @@ class TaskNotFoundError(TerminalApiError):
     """Raised when the status endpoint does not know the taskId."""
 
 
+class TaskAnswerError(TerminalApiError):
+    """The status answer about one task cannot be used: that task fails (or is held) with
+    ``fail_code`` and the message as its reason; the run goes on. ``task_id`` is always set."""
+
+    fail_code = "INVALID_ANSWER"
+
+
+class InvalidAnswerError(TaskAnswerError):
+    """Raised when a status answer breaks a cap for its task (docs/api-contract.md, "Caps on
+    answers"): too many result URLs, or a result URL that is not an absolute http(s) URL."""
+
+    fail_code = "INVALID_ANSWER"
+
+
+class TaskStatusError(TaskAnswerError):
+    """Raised when a status call is refused with a 4xx other than 401/404/429 (or such a body
+    code): it concerns that task only, never the run."""
+
+    fail_code = "STATUS_REFUSED"
+
+
 class AmbiguousCreateError(TerminalApiError):
     """Raised when a create request was sent but its answer was lost.
 
     The task may or may not exist (and be billed); retrying could pay twice, so it is not
-    retried. The engine records the task as ambiguous.
+    retried. The engine records the task as ambiguous. Also raised for a 5xx answer without
+    the API's own envelope (a gateway's page): ``run/fate.py`` decides (docs/api-contract.md).
     """
 
 

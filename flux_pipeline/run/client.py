@@ -1,17 +1,20 @@
 """The API client: the only place where HTTP answers and httpx exceptions become our errors.
 
 It sends each call, retries it by ``RetryPolicy`` (``retry``: which failures are retried, how
-long to wait) and turns each answer into data or a typed error (``answers.interpret``).
-Retries (docs/api-contract.md):
+long to wait) and turns each answer into data or a typed error (``answers``), read within the
+caps of ``caps`` (docs/api-contract.md, "Caps on answers"). Retries (docs/api-contract.md):
 - 429 (HTTP status or body code) on any call: wait Retry-After (seconds or HTTP date) or a
   full-jitter backoff, and try again, up to ``RetryPolicy.rate_limit_attempts``.
-- status calls: retried on 5xx, timeouts, dropped connections and unparseable answers.
-- create calls: retried on 5xx answers and on transport errors that provably happened before
-  the request left (connect error, pool timeout). Once it may have left (read timeout, dropped
-  connection, garbled 200), a create is never retried: ``AmbiguousCreateError``.
+- status calls: retried on 5xx of any kind, timeouts, dropped connections, redirects and
+  unparseable answers.
+- create calls: ``fate.create_fate`` decides ("What a create's answer means"): retried only
+  when the request never left or the API's own envelope refused it; once it may have made a
+  task (a gateway's 5xx page, read timeout, dropped connection, garbled 2xx), never retried:
+  ``AmbiguousCreateError``.
 
-Every attempt first takes a token from the shared ``RequestBudget`` (when one is given), and at
-most ``max_connections`` requests are in flight, held by our own limiter (httpcore #1093).
+Every attempt first takes a token from the shared ``RequestBudget`` (when one is given), then
+one of ``max_connections`` slots held by our own limiter (httpcore #1093), then awaits the
+create's ``before_send`` hook, and only then sends.
 The API key lives only in the ``Authorization`` header; no message is built from headers.
 """
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import httpx
@@ -33,7 +36,7 @@ from flux_pipeline.errors import (
     RateLimitedError,
     RetryableError,
 )
-from flux_pipeline.run.answers import interpret
+from flux_pipeline.run.answers import Answer, error_of, interpret
 from flux_pipeline.run.api import (
     CREATE_PATH,
     DEFAULT_BASE_URL,
@@ -41,9 +44,31 @@ from flux_pipeline.run.api import (
     TaskStatus,
     parse_status,
 )
+from flux_pipeline.run.caps import one_line, read_capped
+from flux_pipeline.run.fate import NEVER_SENT_ERRORS, Fate, create_fate
 from flux_pipeline.run.retry import RetryPolicy
 
-__all__ = ["ClientConfig", "FluxClient", "RequestBudget", "RetryPolicy"]
+__all__ = ["BeforeSend", "ClientConfig", "FluxClient", "RequestBudget", "RetryPolicy"]
+
+T = TypeVar("T")
+BeforeSend = Callable[[], Awaitable[None]]
+
+# A create waits this long at least for its answer: a read timeout makes it ambiguous (the
+# task may exist), so giving up early costs more than waiting (docs/api-contract.md).
+CREATE_READ_TIMEOUT = 60.0
+# Pooled connections idle longer than this are closed, not reused: a server closing an idle
+# connection as we send on it makes a create ambiguous, and this stays below common server
+# idle timeouts (uvicorn, Node.js, Apache: 5 s; load balancers: 60 s; nginx: 75 s). At the
+# request rates that matter a connection is reused long before (docs/api-contract.md).
+KEEPALIVE_EXPIRY = 4.0
+
+
+class _HookError(Exception):
+    """Carries what ``before_send`` raised past the retry loop (never retried, never ours)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
 
 
 class RequestBudget(Protocol):
@@ -63,6 +88,20 @@ class ClientConfig:
     max_connections: int = 100
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     user_agent: str = "flux-pipeline"
+    create_read_timeout: float = CREATE_READ_TIMEOUT  # a create's read timeout, at least
+
+    @property
+    def create_timeout(self) -> httpx.Timeout:
+        """``timeout`` with its read part raised to ``create_read_timeout`` (never lowered)."""
+        read = self.timeout.read
+        if read is not None:
+            read = max(read, self.create_read_timeout)
+        return httpx.Timeout(
+            connect=self.timeout.connect,
+            read=read,
+            write=self.timeout.write,
+            pool=self.timeout.pool,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -73,13 +112,6 @@ class ClientConfig:
 
 # shorter keys (test keys like "k") would match ordinary text and corrupt every answer
 MIN_REDACTED_KEY = 8
-
-_NEVER_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.UnsupportedProtocol,
-)
 
 
 class FluxClient:
@@ -107,6 +139,7 @@ class FluxClient:
         limits = httpx.Limits(
             max_connections=self.config.max_connections,
             max_keepalive_connections=self.config.max_connections,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
         )
         self._http = httpx.AsyncClient(
             base_url=self.config.base_url,
@@ -134,121 +167,104 @@ class FluxClient:
         body: Mapping[str, Any],
         *,
         speculative: bool = False,
-        before_send: Callable[[], Awaitable[None]] | None = None,
+        before_send: BeforeSend | None = None,
     ) -> str:
         """Create a task; returns its taskId. ``body`` is the whole create body
-        (see ``api.build_create_body``). Raises ``AmbiguousCreateError`` when the request may
-        have reached the API but its answer was lost.
+        (see ``api.build_create_body``). What each outcome raises: ``fate.create_fate``
+        (``AmbiguousCreateError`` when the task may exist: never retried).
 
         ``speculative``: the caller sent it betting that a task it has not yet seen finish
         has freed its slot; a 429 is then raised at once, without retrying and without
         slowing the shared budget (it most likely means "too many tasks", not "too many
         requests").
 
-        ``before_send``: awaited once per attempt, after the budget token and the connection
-        slot are held, right before the request is sent (the engine records ``submitting``
-        there, so a task still waiting for a token was never sent)."""
+        ``before_send``: awaited on every attempt once the attempt holds its budget token
+        and its connection slot, right before the request is sent (a retried create calls
+        it again: it must be idempotent). If it raises, nothing is sent, the slot is freed
+        and its exception propagates (the token stays spent). A cancellation while waiting
+        for the token or the slot never calls it."""
+        payload = dict(body)
 
-        def task_id_of(data: Any) -> str:
-            task_id = data.get("taskId") if isinstance(data, Mapping) else None
-            if not isinstance(task_id, str) or not task_id:
-                raise AmbiguousCreateError(
-                    "create answered success without a taskId", method="POST", path=CREATE_PATH
-                )
-            return task_id
+        async def attempt() -> str:
+            return await self._create_once(payload, before_send)
 
-        result: str = await self._call(
-            "POST",
-            CREATE_PATH,
-            task_id_of,
-            json=dict(body),
-            speculative=speculative,
-            before_send=before_send,
-        )
-        return result
+        try:
+            return await self._retrying(attempt, speculative=speculative)
+        except _HookError as hook:  # the caller's own exception, as it raised it, unretried
+            raise hook.error from hook.error.__cause__
+        except ApiError as exc:
+            self._fill(exc, "POST", CREATE_PATH, None)
+            raise
 
     async def get_status(self, task_id: str) -> TaskStatus:
-        def status_of(data: Any) -> TaskStatus:
-            status = parse_status(data)
-            if status.task_id != task_id:
-                raise ProtocolError(f"asked for {task_id}, answer is about {status.task_id}")
-            return status
+        async def attempt() -> TaskStatus:
+            return await self._status_once(task_id)
 
-        result: TaskStatus = await self._call(
-            "GET", STATUS_PATH, status_of, params={"taskId": task_id}, task_id=task_id
-        )
-        return result
+        try:
+            return await self._retrying(attempt)
+        except ApiError as exc:
+            self._fill(exc, "GET", STATUS_PATH, task_id)
+            raise
 
-    def _redact(self, exc: ApiError) -> None:
-        """Never let a server that echoes the key make us print it."""
+    def _fill(self, exc: ApiError, method: str, path: str, task_id: str | None) -> None:
+        """Context on every error, and never let a server that echoes the key make us
+        print it."""
+        exc.method = exc.method or method
+        exc.path = exc.path or path
+        exc.task_id = exc.task_id or task_id
         if self._secret in exc.message:
             exc.message = exc.message.replace(self._secret, "[redacted]")
             exc.args = (exc.message,)
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        parse: Callable[[Any], Any],
-        *,
-        json: dict[str, Any] | None = None,
-        params: dict[str, str] | None = None,
-        task_id: str | None = None,
-        speculative: bool = False,
-        before_send: Callable[[], Awaitable[None]] | None = None,
-    ) -> Any:
+    async def _create_once(self, body: dict[str, Any], before_send: BeforeSend | None) -> str:
+        ctx: dict[str, Any] = {"method": "POST", "path": CREATE_PATH}
+        outcome: Answer | httpx.TransportError
         try:
-            return await self._retrying(
-                method,
-                path,
-                parse,
-                json=json,
-                params=params,
-                speculative=speculative,
-                before_send=before_send,
+            outcome = await self._exchange(
+                "POST", CREATE_PATH, json=body, creating=True, before_send=before_send
             )
-        except ApiError as exc:
-            exc.method = exc.method or method
-            exc.path = exc.path or path
-            exc.task_id = exc.task_id or task_id
-            self._redact(exc)
-            raise
+        except httpx.TransportError as exc:
+            outcome = exc
+        decided = create_fate(outcome)
+        cause = outcome if isinstance(outcome, httpx.TransportError) else None
+        status = outcome.status if isinstance(outcome, Answer) else None
+        if decided.fate is Fate.CREATED and decided.task_id is not None:
+            return decided.task_id
+        if decided.fate is Fate.NEVER_SENT:
+            raise ApiTransportError(decided.reason, never_sent=True, **ctx) from cause
+        if decided.fate is Fate.NOT_CREATED and isinstance(outcome, Answer):
+            error = error_of(outcome, **ctx)
+            if error is not None:
+                raise error
+        raise AmbiguousCreateError(decided.reason, status=status, **ctx) from cause
+
+    async def _status_once(self, task_id: str) -> TaskStatus:
+        ctx: dict[str, Any] = {"method": "GET", "path": STATUS_PATH}
+        try:
+            answer = await self._exchange(
+                "GET", STATUS_PATH, params={"taskId": task_id}, creating=False
+            )
+        except NEVER_SENT_ERRORS as exc:
+            name = type(exc).__name__
+            raise ApiTransportError(f"could not connect: {name}", never_sent=True, **ctx) from exc
+        except httpx.TransportError as exc:
+            name = type(exc).__name__
+            raise ApiTransportError(f"connection failed: {name}", never_sent=False, **ctx) from exc
+        data = interpret(answer, **ctx)
+        about = data.get("taskId") if isinstance(data, Mapping) else None
+        if isinstance(about, str) and about and about != task_id:  # before its fields count
+            raise ProtocolError(f"asked for {task_id}, answer is about {one_line(about, 80)}")
+        return parse_status(data)
 
     async def _retrying(
-        self,
-        method: str,
-        path: str,
-        parse: Callable[[Any], Any],
-        *,
-        json: dict[str, Any] | None,
-        params: dict[str, str] | None,
-        speculative: bool = False,
-        before_send: Callable[[], Awaitable[None]] | None = None,
-    ) -> Any:
-        creating = method == "POST"
+        self, attempt: Callable[[], Awaitable[T]], *, speculative: bool = False
+    ) -> T:
         policy = self.config.retry
         failures = 0
         rate_limits = 0
         while True:
             try:
-                data = await self._attempt(
-                    method,
-                    path,
-                    json=json,
-                    params=params,
-                    creating=creating,
-                    before_send=before_send,
-                )
-                try:
-                    return parse(data)
-                except ProtocolError as exc:
-                    if creating:  # a 200 we cannot read: the task may exist
-                        raise AmbiguousCreateError(
-                            f"create answered something unreadable ({exc.message})",
-                            method=method,
-                            path=path,
-                        ) from exc
-                    raise
+                return await attempt()
             except RateLimitedError as exc:
                 if speculative:
                     raise
@@ -270,71 +286,34 @@ class FluxClient:
     def _backoff(self, attempt: int) -> float:
         return self.config.retry.backoff(attempt, self._jitter())
 
-    async def _attempt(
+    async def _exchange(
         self,
         method: str,
         path: str,
         *,
-        json: dict[str, Any] | None,
-        params: dict[str, str] | None,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
         creating: bool,
-        before_send: Callable[[], Awaitable[None]] | None = None,
-    ) -> Any:
+        before_send: BeforeSend | None = None,
+    ) -> Answer:
+        """One attempt: a budget token, a connection slot, the hook, the request, its body
+        read within ``MAX_ANSWER_BYTES``. httpx transport errors propagate as they are."""
         if self._budget is not None:
             await self._budget.acquire(urgent=creating)
-        request = self._http.build_request(method, path, json=json, params=params)
+        timeout = self.config.create_timeout if creating else self.config.timeout
+        request = self._http.build_request(method, path, json=json, params=params, timeout=timeout)
         async with self._limiter:
             if before_send is not None:
-                await before_send()
-            try:
-                response = await self._http.send(request, stream=True)
                 try:
-                    content: bytes | None = await response.aread()
-                except httpx.DecodingError:
-                    content = None  # the body does not match its Content-Encoding
-                finally:
-                    await response.aclose()
-            except _NEVER_SENT as exc:
-                raise ApiTransportError(
-                    f"could not connect: {type(exc).__name__}",
-                    never_sent=True,
-                    method=method,
-                    path=path,
-                ) from exc
-            except httpx.TransportError as exc:
-                if creating:
-                    raise AmbiguousCreateError(
-                        f"create sent but its answer was lost ({type(exc).__name__})",
-                        method=method,
-                        path=path,
-                    ) from exc
-                raise ApiTransportError(
-                    f"connection failed: {type(exc).__name__}",
-                    never_sent=False,
-                    method=method,
-                    path=path,
-                ) from exc
-        status = response.status_code
-        if content is None:
-            if not 200 <= status < 300:
-                content = b""  # the status alone is the answer
-            elif creating:
-                raise AmbiguousCreateError(
-                    "create answered a body that cannot be decoded", method=method, path=path
-                )
-            else:
-                raise ProtocolError("answer body cannot be decoded", method=method, path=path)
+                    await before_send()
+                except Exception as exc:
+                    raise _HookError(exc) from exc
+            response = await self._http.send(request, stream=True)
+            try:
+                content = await read_capped(response)
+            finally:
+                await response.aclose()
         # a server that echoes the key must not make us print it, even in part after a cut
-        if len(self._secret_bytes) >= MIN_REDACTED_KEY:
+        if isinstance(content, bytes) and len(self._secret_bytes) >= MIN_REDACTED_KEY:
             content = content.replace(self._secret_bytes, b"[redacted]")
-        try:
-            return interpret(status, response.headers, content, method=method, path=path)
-        except ProtocolError as exc:
-            if creating:
-                raise AmbiguousCreateError(
-                    f"create answered something unreadable ({exc.message})",
-                    method=method,
-                    path=path,
-                    status=status,
-                ) from exc
-            raise
+        return Answer.of(response.status_code, response.headers, content)

@@ -22,12 +22,15 @@ from flux_pipeline.errors import (
     ApiTransportError,
     AuthError,
     InsufficientCreditsError,
+    InvalidAnswerError,
     InvalidRequestError,
     ProtocolError,
     RateLimitedError,
     RetryableError,
     ServerError,
+    TaskAnswerError,
     TaskNotFoundError,
+    TaskStatusError,
     TerminalApiError,
 )
 from flux_pipeline.run.api import CREATE_PATH, STATUS_PATH, ApiState, TaskStatus, build_create_body
@@ -139,9 +142,10 @@ ROWS: list[Row] = [
         status=200,
         code=400,
     ),
-    *_same(
+    *_both(
         "200-code400-other",
         respond(200, _env(400, "invalid aspect_ratio")),
+        TaskStatusError,  # a refused status call concerns that task, not the run
         InvalidRequestError,
         status=200,
         code=400,
@@ -214,20 +218,54 @@ ROWS: list[Row] = [
         retry_after=None,
     ),
     # --- HTTP error statuses, empty and HTML bodies -------------------------------------------
+    # a 5xx without the API's envelope may come from a gateway after the task was created:
+    # retried on status, ambiguous on create (run/fate.py)
     *[
         row
-        for http, expect in [
-            (401, AuthError),
-            (400, InvalidRequestError),
-            (500, ServerError),
-            (502, ServerError),
-            (503, ServerError),
+        for http, status_expect, create_expect in [
+            (401, AuthError, AuthError),
+            (400, TaskStatusError, InvalidRequestError),
+            (500, ServerError, AmbiguousCreateError),
+            (502, ServerError, AmbiguousCreateError),
+            (503, ServerError, AmbiguousCreateError),
+            (504, ServerError, AmbiguousCreateError),
         ]
         for shape, body in [("empty", b""), ("html", HTML)]
-        for row in _same(
-            f"{http}-{shape}", respond(http, content=body), expect, status=http, code=http
+        for row in _both(
+            f"{http}-{shape}",
+            respond(http, content=body),
+            status_expect,
+            create_expect,
+            status=http,
+            **({} if create_expect is AmbiguousCreateError else {"code": http}),
         )
     ],
+    # ... a 5xx WITH the envelope is the API itself saying it failed: no task, retried
+    *[
+        row
+        for http in (500, 502, 503)
+        for row in _same(
+            f"{http}-envelope",
+            respond(http, _env(http, "internal error")),
+            ServerError,
+            status=http,
+            code=http,
+        )
+    ],
+    *_both(
+        "502-json-not-envelope",
+        respond(502, {"message": "Bad gateway"}),
+        ServerError,
+        AmbiguousCreateError,
+        status=502,
+    ),
+    *_both(
+        "504-envelope-code-string",
+        respond(504, _env("504", "timeout")),
+        ServerError,
+        AmbiguousCreateError,
+        status=504,
+    ),
     *_same(
         "401-json",
         respond(401, _env(401, "Invalid or missing API Key")),
@@ -242,15 +280,36 @@ ROWS: list[Row] = [
         status=400,
         code=400,
     ),
-    *_same(
-        "500-json-code200", respond(500, _env(200, "success")), ServerError, status=500, code=500
+    # the envelope says success, the HTTP status says failure: the task may exist
+    *_both(
+        "500-json-code200",
+        respond(500, _env(200, "success")),
+        ServerError,
+        AmbiguousCreateError,
+        status=500,
     ),
-    *_same("403-empty", respond(403), InvalidRequestError, status=403, code=403),
-    *_same(
+    *_both("403-empty", respond(403), TaskStatusError, InvalidRequestError, status=403, code=403),
+    *_both(
+        "409-json",
+        respond(409, _env(409, "conflict")),
+        TaskStatusError,
+        InvalidRequestError,
+        status=409,
+        code=409,
+    ),
+    *_both(
         "302-redirect",
         respond(302, headers={"Location": "https://elsewhere.test/"}),
+        ProtocolError,  # not followed; retried, the redirect named
         InvalidRequestError,
         status=302,
+    ),
+    *_both(
+        "307-redirect",
+        respond(307, headers={"Location": "https://elsewhere.test/"}),
+        ProtocolError,
+        InvalidRequestError,
+        status=307,
     ),
     # --- 404: unknown task on status; a wrong URL on create -----------------------------------
     Row("status-404-empty", "status", respond(404), TaskNotFoundError, status=404, code=404),
@@ -359,17 +418,19 @@ ROWS: list[Row] = [
         respond(200, envelope(status_data(state="success", resultJson='{"resultUrls": []}'))),
         ProtocolError,
     ),
+    # terminal for that task only (docs/api-contract.md, "Caps on answers")
     Row(
         "status-result-url-not-http",
         "status",
         respond(200, envelope(success_data(urls=["file:///etc/passwd"]))),
-        ProtocolError,
+        InvalidAnswerError,
     ),
+    # a time that is not an integer is unknown, not a reason to poll again
     Row(
         "status-create-time-string",
         "status",
         respond(200, envelope(status_data(createTime="1767965610929"))),
-        ProtocolError,
+        result=PENDING,
     ),
     Row(
         "status-processing",
@@ -444,11 +505,16 @@ ROWS: list[Row] = [
     # the HTTP error status is the error even when the body cannot be read (docs/api-contract.md)
     *[
         row
-        for http, expect in [(401, AuthError), (429, RateLimitedError), (503, ServerError)]
-        for row in _same(
+        for http, status_expect, create_expect in [
+            (401, AuthError, AuthError),
+            (429, RateLimitedError, RateLimitedError),
+            (503, ServerError, AmbiguousCreateError),  # no envelope we can see: maybe a gateway
+        ]
+        for row in _both(
             f"{http}-bad-gzip",
             respond(http, content=BAD_GZIP, headers={"Content-Encoding": "gzip"}),
-            expect,
+            status_expect,
+            create_expect,
             status=http,
         )
     ],
@@ -504,7 +570,7 @@ async def test_answer_maps_to(row: Row) -> None:
         else:
             assert err.retry_after == pytest.approx(row.retry_after, abs=1.5)
     # the retry question is answered by the class alone
-    if isinstance(err, AmbiguousCreateError | AuthError | InvalidRequestError):
+    if isinstance(err, AmbiguousCreateError | AuthError | InvalidRequestError | TaskAnswerError):
         assert isinstance(err, TerminalApiError)
     if isinstance(err, RateLimitedError | ServerError | ProtocolError | ApiTransportError):
         assert isinstance(err, RetryableError)
@@ -520,7 +586,7 @@ STATUS_ERROR_ROWS = [
 
 def test_status_error_rows_include_terminal_and_retryable_kinds() -> None:
     kinds = {row.expect for row in STATUS_ERROR_ROWS}
-    assert {AuthError, InvalidRequestError, TaskNotFoundError, ProtocolError} <= kinds
+    assert {AuthError, TaskStatusError, TaskNotFoundError, ProtocolError} <= kinds
     assert {RateLimitedError, ServerError, ApiTransportError} <= kinds
 
 

@@ -293,14 +293,21 @@ async def test_terminal_status_errors_are_not_retried() -> None:
 @pytest.mark.parametrize(
     "failure",
     [
-        respond(500),
-        respond(503, content=b"<html>unavailable</html>"),
+        respond(500, envelope(None, code=500, message="internal error")),
+        respond(503, envelope(None, code=503, message="overloaded")),
         respond(200, envelope(None, code=502)),
         raises(httpx.ConnectError),
         raises(httpx.ConnectTimeout),
         raises(httpx.PoolTimeout),
     ],
-    ids=["500", "503-html", "code-502", "connect-error", "connect-timeout", "pool-timeout"],
+    ids=[
+        "500-envelope",
+        "503-envelope",
+        "code-502",
+        "connect-error",
+        "connect-timeout",
+        "pool-timeout",
+    ],
 )
 async def test_create_retried_when_no_task_was_made(failure: Handler) -> None:
     sleep, budget = FakeSleep(), FakeBudget()
@@ -325,6 +332,12 @@ async def test_create_retried_when_no_task_was_made(failure: Handler) -> None:
         raises(httpx.ReadError),
         respond(200, content=b'{"code": 200, "message": "success", "data": {"taskI'),
         respond(200, envelope({"task": "x"})),
+        # a 5xx without the API's envelope: a gateway may answer it after the task was made
+        respond(500),
+        respond(503, content=b"<html>unavailable</html>"),
+        respond(504, content=b"<html><h1>504 Gateway Time-out</h1></html>"),
+        respond(502, content=b"upstream connect error or disconnect/reset before headers"),
+        respond(500, envelope({"taskId": "task_9"})),
     ],
     ids=[
         "read-timeout",
@@ -334,6 +347,11 @@ async def test_create_retried_when_no_task_was_made(failure: Handler) -> None:
         "read-error",
         "truncated-200",
         "200-without-task-id",
+        "500-empty",
+        "503-html",
+        "504-html",
+        "502-text",
+        "500-envelope-code200",
     ],
 )
 async def test_create_never_retried_once_it_may_have_been_sent(failure: Handler) -> None:
@@ -361,7 +379,7 @@ async def test_create_ambiguous_after_earlier_retries() -> None:
 @pytest.mark.anyio
 async def test_create_gives_up_after_attempts_on_5xx() -> None:
     sleep = FakeSleep()
-    script = Script(*[respond(503)] * 4)
+    script = Script(*[respond(503, envelope(None, code=503, message="overloaded"))] * 4)
     async with make_client(script, sleep=sleep, attempts=4) as client:
         with pytest.raises(ServerError):
             await client.create_task(BODY)
