@@ -67,6 +67,11 @@ class Resolutions:
                 await self._changed[key].wait()
         return None
 
+    def named(self, key: str, task_id: str) -> bool:
+        """Did a callback already name ``task_id`` for ``key`` (it came before the create's
+        answer: the task has finished, poll it now rather than at the sweep)?"""
+        return task_id in self._candidates.get(key, ())
+
     def retry_later(self, key: str, task_id: str) -> None:
         """``task_id`` could not be checked (the API did not answer): offer it again."""
         tried = self._tried.get(key)

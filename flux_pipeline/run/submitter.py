@@ -185,7 +185,7 @@ class Submitter:
             found = await self._resolve(spec) if self._callback_mode else None
             if found is not None:
                 self.resolved += 1
-                self._created(pending, found, resolved=True)
+                self._created(pending, found, finished=True)
             else:
                 self._leave(spec)
                 self._ambiguous(pending)
@@ -203,7 +203,8 @@ class Submitter:
             self._control.api_ok()
             if pending.speculative:
                 self._admission.succeeded()
-            self._created(pending, task_id)
+            early = self.resolutions.named(spec.key, task_id)  # its callback came first
+            self._created(pending, task_id, finished=early)
         finally:
             self.resolutions.forget(spec.key)
         ledger.notify()
@@ -213,13 +214,14 @@ class Submitter:
         del self._ledger.creating[spec.key]
         self.sent.discard(spec.key)
 
-    def _created(self, pending: Pending, task_id: str, *, resolved: bool = False) -> None:
-        """The API returned (or a confirmed callback named) ``task_id``: created, billed."""
+    def _created(self, pending: Pending, task_id: str, *, finished: bool = False) -> None:
+        """The API returned (or a confirmed callback named) ``task_id``: created, billed.
+        ``finished``: its callback came already, so it is polled now (``on_resolved``)."""
         spec = pending.spec
         self._store.mark_submitted(spec.key, task_id)
         self._leave(spec)
         self._ledger.created += 1
-        (self._on_resolved if resolved else self._on_created)(spec, task_id)
+        (self._on_resolved if finished else self._on_created)(spec, task_id)
 
     def _ambiguous(self, pending: Pending) -> None:
         ledger = self._ledger

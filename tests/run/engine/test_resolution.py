@@ -152,3 +152,48 @@ async def test_no_callback_in_time_holds_the_task_ambiguous(tmp_path: Path) -> N
     assert outcome.ambiguous == ["gen@n=LOST#1"]
     assert outcome.exit_code == 1
     assert outcome.created == 2
+
+
+class SlowAnswerApi(LostAfterApi):
+    """``LOST`` tasks are created at once but the answer comes only when the test says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = anyio.Event()
+
+    async def create_task(
+        self,
+        body: Mapping[str, Any],
+        *,
+        speculative: bool = False,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
+        try:
+            return await super().create_task(
+                body, speculative=speculative, before_send=before_send
+            )
+        except AmbiguousCreateError:  # here: the answer is only late, not lost
+            await self.answer.wait()
+            return self.lost[str(body["callback_url"])]
+
+
+async def test_a_callback_before_the_create_answer_polls_the_task_at_once(
+    tmp_path: Path,
+) -> None:
+    """The callback comes before the create's answer: once the answer comes, the task is
+    polled at once, not at the callback sweep (here 30 s; the test allows 10)."""
+    api, store = SlowAnswerApi(), MemoryStore()
+
+    async def deliver(eng: Any, key: str, task_id: str) -> None:
+        assert eng.on_callback(task_id, key)
+        api.answer.set()
+        while len([k for k in eng.ledger.flights if k != key]) < 2:
+            await eng.ledger.wait_change()
+        others = [k for k in eng.ledger.flights if k != key]
+        for other in others:  # the others' callbacks, as the API would send them
+            assert eng.on_callback(eng.ledger.flights[other].task_id, other)
+
+    outcome = await _run_with_callbacks(tmp_path, api, store, deliver, timing=sweep_after(30.0))
+    assert outcome.buckets == Buckets(done=3)
+    assert outcome.created == 3
+    assert outcome.stats["resolved_by_callback"] == 0  # its answer did come
