@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -45,6 +44,7 @@ from flux_pipeline.run.on_disk import inline_output, intact_keys
 from flux_pipeline.run.poller import Poller
 from flux_pipeline.run.results import Progress as Progress
 from flux_pipeline.run.results import RunOutcome as RunOutcome
+from flux_pipeline.run.results import settings_summary as settings_summary
 from flux_pipeline.run.scheduler import PollTiming, TimingConfig
 from flux_pipeline.run.state_store import StateStore
 from flux_pipeline.run.submitter import CreateRate, CreateSettings, Submitter
@@ -386,15 +386,3 @@ class Engine:
                 "resolved_by_callback": self.submitter.resolved,
             },
         )
-
-
-def settings_summary(settings: EngineSettings) -> dict[str, Any]:
-    """Run settings for reports: no secrets (the callback URL carries one, so it is omitted)."""
-    return {
-        "out_dir": str(settings.out_dir),
-        "max_active": settings.max_active,
-        "request_type": settings.request_type,
-        "retry_failed": settings.policy.retry_failed,
-        "resubmit_ambiguous": settings.policy.resubmit_ambiguous,
-        "max_new_tasks": settings.max_new_tasks,
-    }
