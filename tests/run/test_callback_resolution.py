@@ -13,8 +13,10 @@ import subprocess
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
+from flux_pipeline.run.receiver import MAX_KEY_CHARS, CallbackReceiver
 from flux_pipeline.simulator import Faults, SimConfig, SimulatorThread
 
 from .support import (
@@ -109,3 +111,30 @@ async def test_requests_lost_before_the_api_are_held_then_resubmitted(tmp_path: 
     assert again.outcome.created == len(ambiguous)
     assert after["creates"] == ROOTS
     assert after["duplicate_creates"] == 0
+
+
+@pytest.mark.anyio
+async def test_the_receiver_hands_the_key_of_the_url_to_the_engine() -> None:
+    """``/callbacks/<secret>/<key>``: the key goes with the taskId; a wrong secret is 404
+    with or without a key (compared in constant time); an oversized key is refused."""
+    calls: list[tuple[str, str | None]] = []
+
+    def confirm(task_id: str, key: str | None) -> bool:
+        calls.append((task_id, key))
+        return key == "k1"
+
+    receiver = CallbackReceiver(confirm, secret="s3cret-for-tests")
+    body = {"code": 200, "data": {"taskId": "task_1", "state": "success"}}
+    transport = httpx.ASGITransport(app=receiver.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
+        assert (await client.post(f"{receiver.path}/k1", json=body)).status_code == 200
+        assert (await client.post(f"{receiver.path}/k2", json=body)).status_code == 200
+        assert (await client.post(receiver.path, json=body)).status_code == 200
+        for wrong in ("/callbacks/wrong/k1", "/callbacks/wrong"):
+            assert (await client.post(wrong, json=body)).status_code == 404
+        long_key = "k" * (MAX_KEY_CHARS + 1)
+        assert (await client.post(f"{receiver.path}/{long_key}", json=body)).status_code == 400
+    assert calls == [("task_1", "k1"), ("task_1", "k2"), ("task_1", None)]
+    assert receiver.counts["accepted"] == 1
+    assert receiver.counts["unknown task"] == 2
+    assert receiver.counts["wrong secret"] == 2

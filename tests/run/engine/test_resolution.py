@@ -169,9 +169,7 @@ class SlowAnswerApi(LostAfterApi):
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> str:
         try:
-            return await super().create_task(
-                body, speculative=speculative, before_send=before_send
-            )
+            return await super().create_task(body, speculative=speculative, before_send=before_send)
         except AmbiguousCreateError:  # here: the answer is only late, not lost
             await self.answer.wait()
             return self.lost[str(body["callback_url"])]
