@@ -6,12 +6,19 @@ before their parents run. When a parent returns several images, the tasks editin
 as the plan itself, so they have the keys, readable ids and outputs that planning up front
 would give them, except for ``on_demand_output``. Chains continue: the children of a task
 planned on demand are planned on demand too.
+
+A template that fails only for an output ``i > 0`` (it cannot fail for output 0: those tasks
+were planned up front) is contained to that parent output: ``children`` returns the tasks
+that did render and keeps the others in ``unplanned`` (how many, and the first diagnostic),
+so a run counts them as failed with ``TEMPLATE_ERROR`` and goes on; nothing raises at run
+time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from flux_pipeline.errors import ManifestError
@@ -20,6 +27,24 @@ from flux_pipeline.plan.problems import Problems
 from flux_pipeline.plan.render import Planned, TaskRenderer
 from flux_pipeline.plan.steps import CompiledStep
 from flux_pipeline.plan.tasks import TaskSpec
+
+TEMPLATE_ERROR = "TEMPLATE_ERROR"  # the fail code of chained tasks that could not be planned
+
+
+@dataclass(frozen=True, slots=True)
+class Unplanned:
+    """Chained tasks of one parent output whose templates failed: never planned, failed."""
+
+    parent: str  # the parent's readable id
+    output_index: int
+    count: int  # chained tasks of that output that could not be planned
+    message: str  # the first diagnostic, one line
+
+    def __str__(self) -> str:
+        return (
+            f"{TEMPLATE_ERROR}: {self.count} chained task(s) of {self.parent} output "
+            f"{self.output_index} could not be planned: {self.message}"
+        )
 
 
 def on_demand_output(step: CompiledStep, output: str, output_index: int) -> str:
@@ -60,6 +85,7 @@ class ChildPlanner:
         self._up_front: dict[str, list[TaskSpec]] | None = None  # parent key -> output 0 tasks
         self._on_demand: dict[tuple[str, int], list[TaskSpec]] = {}
         self._on_demand_keys: set[str] = set()  # tasks planned here, not in ``tasks``
+        self.unplanned: dict[tuple[str, int], Unplanned] = {}  # (parent key, output index)
 
     def children(self, parent: TaskSpec, output_index: int) -> list[TaskSpec]:
         """Chained tasks editing output ``output_index`` of ``parent``.
@@ -71,7 +97,18 @@ class ChildPlanner:
             return list(self._planned_up_front().get(parent.key, []))
         cache_key = (parent.key, output_index)
         if cache_key not in self._on_demand:
-            found = self.plan_now(parent, output_index)
+            found, problems = self._render(parent, output_index)
+            if problems.diagnostics:  # contained: these children count as failed
+                expected = sum(
+                    len(step.cells) * step.repeat
+                    for step in self._steps
+                    if step.parent == parent.step
+                )
+                first = str(problems.diagnostics[0]).splitlines()[0][:300]
+                missing = max(1, expected - len(found))
+                self.unplanned[cache_key] = Unplanned(
+                    parent.readable_id, output_index, missing, first
+                )
             self._on_demand[cache_key] = found
             self._on_demand_keys.update(task.key for task in found)
         return list(self._on_demand[cache_key])
@@ -90,6 +127,17 @@ class ChildPlanner:
 
         For output 0 of a task planned up front they equal the plan's own tasks.
         """
+        found, problems = self._render(parent, output_index)
+        if problems.diagnostics:  # a template failed for this output only: not expected
+            raise ManifestError(problems.diagnostics)
+        return found
+
+    @property
+    def unplanned_count(self) -> int:
+        """Chained tasks asked for so far that could not be planned (``unplanned``)."""
+        return sum(u.count for u in self.unplanned.values())
+
+    def _render(self, parent: TaskSpec, output_index: int) -> tuple[list[TaskSpec], Problems]:
         problems = Problems(self._located)
         renderer = TaskRenderer(
             variables=self._vars,
@@ -102,9 +150,7 @@ class ChildPlanner:
         for step in self._steps:
             if step.parent == parent.step:
                 found.extend(renderer.tasks_of(step, parent, output_index))
-        if problems.diagnostics:  # a template failed for this output only: not expected
-            raise ManifestError(problems.diagnostics)
-        return found
+        return found, problems
 
     @staticmethod
     def _admit(step: CompiledStep, spec: TaskSpec) -> TaskSpec:

@@ -1,8 +1,11 @@
 """Downloading a finished task's images (docs/engine.md): a bounded number at once, each
 output retried a few times, the outputs recorded once every one of them is on disk.
 
-An expired result URL expires the task; an invalid image fails it; a download that keeps
-failing leaves the task ``succeeded`` (in flight: a rerun downloads it again).
+An expired result URL expires the task; an invalid image fails it, and so does a result URL
+that cannot be fetched at all (``INVALID_RESULT_URL``: a rerun does not try it again unless
+told to retry failed tasks); a download that keeps failing leaves the task ``succeeded`` (in
+flight: a rerun downloads it again), and so does any exception nobody expected, recorded as
+the task's reason and counted (``Ledger.unexpected``). Cancellation always goes through.
 """
 
 from __future__ import annotations
@@ -19,8 +22,13 @@ from flux_pipeline.errors import DownloadError, InvalidResultError, ResultExpire
 from flux_pipeline.layout import inside as safe_join
 from flux_pipeline.outcome import Bucket
 from flux_pipeline.plan.tasks import TaskSpec
-from flux_pipeline.run.downloads import Downloaded, download
-from flux_pipeline.run.ledger import Control, Ledger
+from flux_pipeline.run.downloads import (
+    INVALID_RESULT_URL,
+    Downloaded,
+    InvalidResultUrlError,
+    download,
+)
+from flux_pipeline.run.ledger import Control, Ledger, describe
 from flux_pipeline.run.state_store import StateStore
 from flux_pipeline.states import OutputRecord
 
@@ -85,6 +93,11 @@ class Downloader:
             self._store.mark_expired(spec.key, str(exc))
             del ledger.downloading[spec.key]
             ledger.settle(Bucket.EXPIRED, spec, urls)
+        except InvalidResultUrlError as exc:
+            self._store.mark_failed(spec.key, INVALID_RESULT_URL, str(exc))
+            del ledger.downloading[spec.key]
+            ledger.settle(Bucket.FAILED, spec, urls)
+            self._control.note_error(exc)
         except InvalidResultError as exc:
             self._store.mark_failed(spec.key, "INVALID_RESULT", str(exc))
             del ledger.downloading[spec.key]
@@ -93,6 +106,12 @@ class Downloader:
             del ledger.downloading[spec.key]
             ledger.settle(Bucket.IN_FLIGHT, spec, urls)  # succeeded: a rerun downloads it
             self._control.note_error(exc)
+        except Exception as exc:  # a bug or a surprise: this task only, recorded and counted
+            del ledger.downloading[spec.key]
+            ledger.unexpected += 1
+            reason = f"unexpected {describe(exc)}"
+            ledger.hold(spec, f"download: {reason}", urls)  # succeeded: a rerun tries again
+            self._control.note_error(DownloadError(f"{spec.readable_id}: held: {reason}"))
         else:
             self._store.mark_downloaded(spec.key, outputs)
             ledger.settle(Bucket.DONE, spec, urls)

@@ -28,6 +28,7 @@ from flux_pipeline.errors import DownloadError, InvalidResultError, ResultExpire
 from flux_pipeline.media import TAIL_BYTES, image_ends_whole, sniff_image
 
 MAX_RESULT_BYTES = 200 * 1024 * 1024
+INVALID_RESULT_URL = "INVALID_RESULT_URL"  # the fail code of a task whose result URL is unusable
 _CHUNK = 64 * 1024
 
 
@@ -36,6 +37,25 @@ class Downloaded:
     bytes: int
     sha256: str
     image_type: str
+
+
+class InvalidResultUrlError(InvalidResultError):
+    """A result URL that cannot be fetched at all (not an absolute http(s) URL, or one httpx
+    refuses): terminal for its task, whatever the API said."""
+
+
+def check_result_url(url: object) -> str:
+    """``url`` if it is an absolute http(s) URL with a host, else ``InvalidResultUrlError``."""
+    shown = repr(url)[:120]
+    if not isinstance(url, str):
+        raise InvalidResultUrlError(f"result URL is not text: {shown}")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise InvalidResultUrlError(f"result URL {shown} is invalid: {exc}", url=url) from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidResultUrlError(f"result URL {shown} is not an http(s) URL", url=url)
+    return url
 
 
 def new_download_client(*, max_connections: int = 32, timeout: float = 60.0) -> httpx.AsyncClient:
@@ -49,7 +69,9 @@ def new_download_client(*, max_connections: int = 32, timeout: float = 60.0) -> 
 
 async def download(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
     """Fetch ``url`` into ``dest`` atomically. Raises ``ResultExpiredError`` (403/404/410),
-    ``InvalidResultError`` (not an image) or ``DownloadError`` (transient: retry)."""
+    ``InvalidResultError`` (not an image; ``InvalidResultUrlError``: not a URL we can fetch)
+    or ``DownloadError`` (transient: retry)."""
+    check_result_url(url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     temp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
     digest = hashlib.sha256()
@@ -58,7 +80,12 @@ async def download(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
     head = b""
     tail = b""
     try:
-        async with http.stream("GET", url) as response:
+        request = http.build_request("GET", url)
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+        raise InvalidResultUrlError(f"result URL is invalid ({detail})", url=url) from exc
+    try:
+        async with contextlib.aclosing(await http.send(request, stream=True)) as response:
             if response.status_code in (403, 404, 410):
                 raise ResultExpiredError(
                     f"result URL answered {response.status_code}: expired or gone", url=url
@@ -93,6 +120,9 @@ async def download(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
                     url=url,
                 )
         os.replace(temp, dest)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+        raise InvalidResultUrlError(f"result URL cannot be fetched ({detail})", url=url) from exc
     except httpx.HTTPError as exc:
         detail = str(exc)[:200]
         raise DownloadError(

@@ -39,7 +39,7 @@ from flux_pipeline.run.api_client import ApiClient
 from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.downloader import Downloader, DownloadSettings, Fetch
 from flux_pipeline.run.downloads import download
-from flux_pipeline.run.ledger import Ledger, Pending
+from flux_pipeline.run.ledger import Ledger, Pending, run_error
 from flux_pipeline.run.on_disk import inline_output, intact_keys
 from flux_pipeline.run.poller import Poller
 from flux_pipeline.run.results import Progress as Progress
@@ -48,7 +48,7 @@ from flux_pipeline.run.results import settings_summary as settings_summary
 from flux_pipeline.run.scheduler import PollTiming, TimingConfig
 from flux_pipeline.run.state_store import StateStore
 from flux_pipeline.run.submitter import CreateRate, CreateSettings, Submitter
-from flux_pipeline.run.tally import final_buckets
+from flux_pipeline.run.tally import final_buckets, run_stats
 from flux_pipeline.states import TaskRecord
 
 PARENT_URL_MAX_AGE = 14 * 24 * 3600  # result URLs live 15 days; older parents go inline
@@ -167,6 +167,7 @@ class Engine:
         self._started = clock()
         self._last_ok = self._started
         self._tg: TaskGroup | None = None
+        store.watch(self.fail_run)  # a taskId that cannot be stored, a full disk: exit 2
 
     async def run(self) -> RunOutcome:
         self._records = await self.store.records()
@@ -291,6 +292,8 @@ class Engine:
         """The one call into the plan's chaining: the tasks editing output ``index`` of
         ``parent``. Those not in ``plan.tasks`` are remembered, for the total of the plan."""
         children = self.plan.children(parent, index)
+        if (unplanned := self.plan.planner.unplanned.get((parent.key, index))) is not None:
+            self.last_error = str(unplanned)  # counted failed (TEMPLATE_ERROR), run goes on
         if children and (index > 0 or parent.key in self._on_demand):
             self._on_demand.update(child.key for child in children)
         return children
@@ -362,10 +365,17 @@ class Engine:
 
     def _outcome(self) -> RunOutcome:
         self._cut_creates()
-        buckets = final_buckets(self.ledger, self._chained, self._records)
-        buckets.check(len(self.plan.tasks) + len(self._on_demand))
-        # exit 3 only when a rerun makes progress: the buckets say so (docs/exit-codes.md)
-        code = int(self.fatal.exit_code) if self.fatal else int(exit_code_for(buckets))
+        planner = self.plan.planner
+        buckets = final_buckets(
+            self.ledger, self._chained, self._records, lambda: planner.unplanned_count
+        )
+        buckets.check(len(self.plan.tasks) + len(self._on_demand) + planner.unplanned_count)
+        # exit 3 only when a rerun makes progress: the buckets say so, or writes the store
+        # failed (a rerun redoes them) (docs/exit-codes.md)
+        if self.fatal is not None:
+            code = int(self.fatal.exit_code)
+        else:
+            code = int(exit_code_for(buckets, stopped=bool(self.store.failures)))
         return RunOutcome(
             exit_code=code,
             buckets=buckets,
@@ -374,15 +384,8 @@ class Engine:
             requests=self.budget.acquired,
             rate_limits=self.budget.rate_limits,
             stop_reason=self.stop_reason,
-            error=str(self.fatal) if self.fatal else self.last_error,
+            error=run_error(self.ledger, self.fatal, self.last_error, self.store.failures),
             ambiguous=sorted(self.ledger.ambiguous),
-            stats={
-                "store_writes": self.store.writes,
-                "store_batches": self.store.batches,
-                "store_write_seconds": round(self.store.write_seconds, 4),
-                "rate_limited": self.budget.rate_limits,
-                "speculative_429s": self.admission.speculative_429s,
-                "api_requests": self.budget.acquired,
-                "resolved_by_callback": self.submitter.resolved,
-            },
+            stats=run_stats(self.ledger, self.store, self.budget, self.admission)
+            | {"resolved_by_callback": self.submitter.resolved},
         )

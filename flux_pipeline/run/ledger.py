@@ -20,6 +20,15 @@ from flux_pipeline.errors import FluxPipelineError
 from flux_pipeline.outcome import Bucket
 from flux_pipeline.plan.tasks import TaskSpec
 
+REASON_CHARS = 300  # a recorded reason is one line of at most this many characters
+
+
+def describe(exc: BaseException) -> str:
+    """One line about ``exc``: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line[:REASON_CHARS]
+
 
 @dataclass(slots=True)
 class Flight:
@@ -30,6 +39,7 @@ class Flight:
     started: float  # monotonic
     polls: int = 0
     errors: int = 0
+    refusals: int = 0  # status answers unusable for this task, in a row
     checked_age: float = 0.0  # age when the API last said "not finished"
 
 
@@ -79,6 +89,9 @@ class Ledger:
     settled: Counter[Bucket] = field(default_factory=Counter)
     closed: list[Closed] = field(default_factory=list)
     ambiguous: list[str] = field(default_factory=list)
+    # tasks kept as they are for this run, with why (readable id -> reason): a rerun retries
+    held: dict[str, str] = field(default_factory=dict)
+    unexpected: int = 0  # tasks held or failed by an exception nobody expected (a bug)
     created: int = 0
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
@@ -125,6 +138,12 @@ class Ledger:
             blocks = bucket in (Bucket.FAILED, Bucket.EXPIRED, Bucket.AMBIGUOUS)
             self.closed.append(Closed(spec, urls, blocks))
 
+    def hold(self, spec: TaskSpec, reason: str, urls: tuple[str, ...] = ()) -> None:
+        """Leave ``spec`` in its recorded state for this run (``submitted`` or ``succeeded``:
+        in flight, a rerun takes it up again), with ``reason`` kept for the run's ending."""
+        self.held[spec.readable_id] = reason
+        self.settle(Bucket.IN_FLIGHT, spec, urls)
+
     def still_open(self) -> list[Closed]:
         """The tasks left unfinished at the end: their chained tasks were not started."""
         left = [p.spec for p in (*self.children, *self.roots, *self.creating.values())]
@@ -133,3 +152,22 @@ class Ledger:
         found = [Closed(spec, (), False) for spec in left]
         found += [Closed(spec, urls, False) for spec, urls in self.downloading.values()]
         return found
+
+
+def run_error(
+    ledger: Ledger, fatal: BaseException | None, last_error: str | None, failures: list[str]
+) -> str | None:
+    """The run's error: the fatal one, else the last one with how many tasks were held or
+    met an unexpected error and how many writes the state DB could not store."""
+    if fatal is not None:
+        return str(fatal)
+    parts = []
+    if ledger.unexpected:
+        parts.append(f"{ledger.unexpected} task(s) met an unexpected error (please report it)")
+    if ledger.held:
+        parts.append(f"{len(ledger.held)} task(s) held for this run (a rerun retries them)")
+    if failures:
+        parts.append(f"{len(failures)} write(s) not stored (a rerun redoes them): {failures[0]}")
+    if not parts:
+        return last_error
+    return "; ".join(parts) + (f"; last: {last_error}" if last_error else "")

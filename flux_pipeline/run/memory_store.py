@@ -2,7 +2,9 @@
 
 For engine tests (no SQLite, no threads) and tools that plan without a state DB. Every
 transition applies at once, so there is nothing to flush; ``writes`` counts them and each
-counts as its own batch.
+counts as its own batch. ``refuse`` makes writes fail as the SQLite writer's would (a
+predicate on the transition's name and the task key): the write is not applied, a line is
+added to ``failures``, and a refused ``submitting`` or taskId is ``fatal``, as in ``Store``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from flux_pipeline.errors import StateError
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
@@ -22,12 +25,42 @@ class MemoryStore:
         records: Iterable[TaskRecord] = (),
         *,
         clock: Callable[[], float] = time.time,
+        refuse: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.rows: dict[str, TaskRecord] = {r.key: _copy(r) for r in records}
         self.writes = 0
         self.batches = 0
         self.write_seconds = 0.0
         self._clock = clock
+        self._refuse = refuse
+        self.failures: list[str] = []
+        self._broken: set[str] = set()
+        self.fatal: StateError | None = None
+        self._on_fatal: Callable[[StateError], None] | None = None
+
+    def watch(self, on_fatal: Callable[[StateError], None]) -> None:
+        self._on_fatal = on_fatal
+        if self.fatal is not None:
+            on_fatal(self.fatal)
+
+    def _refused(self, op: str, key: str, *, critical: bool = False) -> bool:
+        """True (and recorded) when the test says this write cannot be stored; as in
+        ``Store``, later writes of that task are then skipped, except a new ``submitting``."""
+        if key in self._broken and not critical:
+            self.failures.append(f"memory: could not store {op} of task {key}: skipped")
+            return True
+        if self._refuse is None or not self._refuse(op, key):
+            if critical:
+                self._broken.discard(key)
+            return False
+        line = f"memory: could not store {op} of task {key}: refused"
+        self.failures.append(line)
+        self._broken.add(key)
+        if critical and self.fatal is None:
+            self.fatal = StateError(line)
+            if self._on_fatal is not None:
+                self._on_fatal(self.fatal)
+        return True
 
     async def records(self, *, with_outputs: bool = True) -> dict[str, TaskRecord]:
         copies = {key: _copy(r) for key, r in self.rows.items()}
@@ -48,6 +81,10 @@ class MemoryStore:
         self.batches += 1
 
     async def mark_submitting(self, spec: TaskSpec) -> None:
+        if self.fatal is not None:
+            raise StateError(str(self.fatal))
+        if self._refused("submitting", spec.key, critical=True):
+            raise StateError(self.failures[-1])
         now = self._clock()
         row = self.rows.get(spec.key)
         if row is None:
@@ -90,9 +127,13 @@ class MemoryStore:
         )
 
     def mark_submitted(self, key: str, task_id: str) -> None:
+        if self._refused(f"taskId {task_id}", key, critical=True):
+            return
         self._update(key, state=TaskState.SUBMITTED, task_id=task_id, submitted_at=self._clock())
 
     def mark_unsent(self, key: str) -> None:
+        if self._refused("unsent", key):
+            return
         self._update(key, state=TaskState.PLANNED, attempts=self.rows[key].attempts - 1)
 
     def mark_succeeded(
@@ -104,6 +145,8 @@ class MemoryStore:
         complete_time: int | None,
         cost_time: int | None,
     ) -> None:
+        if self._refused("succeeded", key):
+            return
         self._update(
             key,
             state=TaskState.SUCCEEDED,
@@ -124,6 +167,8 @@ class MemoryStore:
         complete_time: int | None = None,
         cost_time: int | None = None,
     ) -> None:
+        if self._refused(f"failed {code}", key):
+            return
         self._update(
             key,
             state=TaskState.FAILED,
@@ -136,9 +181,13 @@ class MemoryStore:
         )
 
     def mark_expired(self, key: str, message: str) -> None:
+        if self._refused("expired", key):
+            return
         self._update(key, state=TaskState.EXPIRED, fail_code="RESULT_EXPIRED", fail_msg=message)
 
     def mark_downloaded(self, key: str, outputs: Iterable[OutputRecord]) -> None:
+        if self._refused("downloaded", key):
+            return
         by_index = {o.index: o for o in self.rows[key].outputs}
         by_index.update((o.index, o) for o in outputs)
         merged = [by_index[i] for i in sorted(by_index)]

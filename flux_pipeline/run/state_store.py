@@ -2,14 +2,18 @@
 ``MemoryStore`` in engine tests.
 
 ``mark_submitting`` is awaited: it is durable before the create is sent. Every other
-transition is queued and returns at once; whoever ends the run flushes the queue.
+transition is queued and returns at once; whoever ends the run flushes the queue. A write
+that cannot be stored never raises at the caller (it is recorded in ``failures``) except
+``mark_submitting`` (``StateError``: the create must not be sent); ``watch`` names who to
+tell once the run must stop submitting (a taskId not stored, a full disk).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from flux_pipeline.errors import StateError
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.states import OutputRecord, TaskRecord
 
@@ -23,6 +27,11 @@ class StateStore(Protocol):
 
     @property
     def write_seconds(self) -> float: ...
+
+    @property
+    def failures(self) -> list[str]: ...
+
+    def watch(self, on_fatal: Callable[[StateError], None]) -> None: ...
 
     async def records(self, *, with_outputs: bool = True) -> dict[str, TaskRecord]: ...
 

@@ -15,8 +15,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from flux_pipeline.run.store_schema import (
     prepare,
     record_from_row,
 )
+from flux_pipeline.run.store_writer import Write, Writer
 from flux_pipeline.states import OutputRecord, TaskRecord
 
 __all__ = [
@@ -57,33 +57,18 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True)
-class _Write:
-    sql: str
-    params: tuple[Any, ...]
-    done: anyio.Event | None = None
-
-
 class Store:
     """The state DB of one run. Open with ``Store.open(path)`` as an async context manager;
-    ``start(task_group)`` launches the writer, ``aclose`` flushes it."""
+    ``start(task_group)`` launches the writer (``store_writer.Writer``), ``aclose`` flushes
+    it. A write that cannot be stored never stops the writer (see ``store_writer``)."""
 
     def __init__(self, db: aiosqlite.Connection, writer: sqlite3.Connection, path: Path) -> None:
         self._db = db  # reads, and the few writes of the run table
-        self._wdb = writer  # transitions: one batch = one call into a worker thread
-        self._wlimiter = anyio.CapacityLimiter(1)
+        self._w = Writer(writer, path)  # transitions: one batch = one call into a thread
         self.path = path
-        self._queue: list[_Write] = []
-        self._wake = anyio.Event()
-        self._closing = False
         self._writer_done = anyio.Event()
-        self._writer_error: BaseException | None = None
-        self.batches = 0
-        self.writes = 0
-        self.write_seconds = 0.0
         self._writer_started = False
         self._closed = False
-        self._committing: list[_Write] = []
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -101,86 +86,78 @@ class Store:
 
     # --- the writer ------------------------------------------------------------------------
 
+    @property
+    def batches(self) -> int:
+        return self._w.batches
+
+    @property
+    def writes(self) -> int:
+        return self._w.writes
+
+    @property
+    def write_seconds(self) -> float:
+        return self._w.write_seconds
+
+    @property
+    def failures(self) -> list[str]:
+        """One line per write that could not be stored (the first ``MAX_FAILURES_KEPT``)."""
+        return self._w.failures
+
+    @property
+    def fatal(self) -> StateError | None:
+        """Set once a taskId (or ``submitting``) could not be stored, or the disk is full."""
+        return self._w.fatal
+
+    def watch(self, on_fatal: Callable[[StateError], None]) -> None:
+        """Call ``on_fatal`` (once) when the run must stop submitting (see ``fatal``)."""
+        self._w.on_fatal = on_fatal
+        if self._w.fatal is not None:
+            on_fatal(self._w.fatal)
+
     def start(self, tg: TaskGroup) -> None:
         self._writer_started = True
         tg.start_soon(self._writer)
 
     async def _writer(self) -> None:
         try:
-            while True:
-                if not self._queue:
-                    if self._closing:
-                        return
-                    await self._wake.wait()
-                    self._wake = anyio.Event()
-                    continue
-                batch, self._queue = self._queue, []
-                self._committing = batch
-                with anyio.CancelScope(shield=True):
-                    await self._commit(batch)
-                self._committing = []
-        except BaseException as exc:
-            self._writer_error = exc
-            raise
+            await self._w.run()
         finally:
             self._writer_done.set()
 
-    def _commit_sync(self, batch: list[_Write]) -> None:
-        """One transaction for the whole batch, in a worker thread (one GIL hand-off, not one
-        per statement). Consecutive writes of the same statement go in one executemany."""
-        db = self._wdb
-        started = time.perf_counter()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            i = 0
-            while i < len(batch):
-                j = i
-                while j < len(batch) and batch[j].sql is batch[i].sql:
-                    j += 1
-                db.executemany(batch[i].sql, [w.params for w in batch[i:j]])
-                i = j
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        finally:
-            self.write_seconds += time.perf_counter() - started  # SQLite's own time
+    def enqueue(
+        self,
+        sql: str,
+        params: tuple[Any, ...],
+        *,
+        key: str | None = None,
+        what: str = "a write",
+        critical: bool = False,
+    ) -> Write:
+        """Queue a write; never raises (a write not stored is recorded by the writer)."""
+        return self._w.add(Write(sql, params, key=key, what=what, critical=critical))
 
-    async def _commit(self, batch: list[_Write]) -> None:
-        try:
-            await anyio.to_thread.run_sync(self._commit_sync, batch, limiter=self._wlimiter)
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: write failed: {exc}") from exc
-        self.batches += 1
-        self.writes += len(batch)
-        for write in batch:
-            if write.done is not None:
-                write.done.set()
-
-    def enqueue(self, sql: str, params: tuple[Any, ...]) -> _Write:
-        if self._writer_error is not None:
-            raise StateError(f"{self.path}: the state writer stopped: {self._writer_error}")
-        write = _Write(sql, params)
-        self._queue.append(write)
-        self._wake.set()
-        return write
-
-    async def write(self, sql: str, params: tuple[Any, ...]) -> None:
-        """Queue a write and wait until it is committed."""
-        write = self.enqueue(sql, params)
+    async def write(self, sql: str, params: tuple[Any, ...], **kw: Any) -> None:
+        """Queue a write and wait until it is committed; ``StateError`` if it was not."""
+        write = self.enqueue(sql, params, **kw)
         write.done = anyio.Event()
-        if not self._writer_started:
+        if not self._writer_started or self._closing:
             await self.flush()
-            return
-        with anyio.CancelScope(shield=True):
-            await write.done.wait()
+        else:
+            with anyio.CancelScope(shield=True):
+                await write.done.wait()
+        if write.error is not None:
+            raise StateError(
+                f"{self.path}: could not store {write.what} of task {write.key}: {write.error}"
+            )
+
+    @property
+    def _closing(self) -> bool:
+        return self._w.closing
 
     async def flush(self) -> None:
         """Commit everything queued now (used when no writer task runs)."""
-        if self._queue:
-            batch, self._queue = self._queue, []
-            with anyio.CancelScope(shield=True):
-                await self._commit(batch)
+        with anyio.CancelScope(shield=True):
+            await self._w.drain()
 
     @property
     def closed(self) -> bool:
@@ -191,13 +168,13 @@ class Store:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            self._closing = True
-            self._wake.set()
-            if self._writer_started and self._writer_error is None:
+            self._w.closing = True
+            self._w.wake.set()
+            if self._writer_started:
                 await self._writer_done.wait()
             await self.flush()
             await self._db.close()
-            self._wdb.close()
+            self._w.db.close()
 
     async def __aenter__(self) -> Store:
         return self
@@ -208,7 +185,10 @@ class Store:
     # --- transitions -----------------------------------------------------------------------
 
     async def mark_submitting(self, spec: TaskSpec) -> None:
-        """Durable before the create is sent (docs/states.md)."""
+        """Durable before the create is sent (docs/states.md). Refused (``StateError``) once
+        the store is ``fatal``: nothing more is created whose taskId may not be stored."""
+        if self._w.fatal is not None:
+            raise StateError(str(self._w.fatal))
         now = time.time()
         await self.write(
             SQL_SUBMITTING,
@@ -224,17 +204,22 @@ class Store:
                 now,
                 now,
             ),
+            key=spec.key,
+            what="state submitting",
+            critical=True,
         )
 
     def mark_submitted(self, key: str, task_id: str) -> None:
-        """Queued the moment the taskId is known. Not awaited: polling need not wait for the
-        commit, and every stop (signal, error, end) flushes the queue in a shielded scope."""
+        """Queued the moment the taskId is known, ahead of other work (critical). Not
+        awaited: polling need not wait for the commit, and every stop (signal, error, end)
+        flushes the queue in a shielded scope."""
         now = time.time()
-        self.enqueue(SQL_SUBMITTED, (task_id, now, now, key))
+        what = f"taskId {task_id}"
+        self.enqueue(SQL_SUBMITTED, (task_id, now, now, key), key=key, what=what, critical=True)
 
     def mark_unsent(self, key: str) -> None:
         """The create provably created nothing (refused, 429, never left): back to planned."""
-        self.enqueue(SQL_UNSENT, (time.time(), key))
+        self.enqueue(SQL_UNSENT, (time.time(), key), key=key, what="state planned (unsent)")
 
     def mark_succeeded(
         self,
@@ -249,6 +234,8 @@ class Store:
         self.enqueue(
             SQL_SUCCEEDED,
             (json.dumps(list(urls)), create_time, complete_time, cost_time, now, now, key),
+            key=key,
+            what="state succeeded",
         )
 
     def mark_failed(
@@ -263,17 +250,21 @@ class Store:
     ) -> None:
         now = time.time()
         self.enqueue(
-            SQL_FAILED, (code, message, create_time, complete_time, cost_time, now, now, key)
+            SQL_FAILED,
+            (code, message, create_time, complete_time, cost_time, now, now, key),
+            key=key,
+            what=f"state failed ({code})",
         )
 
     def mark_expired(self, key: str, message: str) -> None:
-        self.enqueue(SQL_EXPIRED, (message, time.time(), key))
+        self.enqueue(SQL_EXPIRED, (message, time.time(), key), key=key, what="state expired")
 
     def mark_downloaded(self, key: str, outputs: Iterable[OutputRecord]) -> None:
         for out in outputs:
-            self.enqueue(SQL_OUTPUT, (key, out.index, out.path, out.url, out.bytes, out.sha256))
+            row = (key, out.index, out.path, out.url, out.bytes, out.sha256)
+            self.enqueue(SQL_OUTPUT, row, key=key, what=f"output {out.index}")
         now = time.time()
-        self.enqueue(SQL_DOWNLOADED, (now, now, key))
+        self.enqueue(SQL_DOWNLOADED, (now, now, key), key=key, what="state downloaded")
 
     # --- runs ------------------------------------------------------------------------------
 
@@ -293,26 +284,25 @@ class Store:
         self, run_id: int, *, exit_code: int, stop_reason: str | None, last_error: str | None
     ) -> None:
         await self.flush_and_wait()
-        await self._db.execute(
-            "UPDATE runs SET finished_at = ?, exit_code = ?, stop_reason = ?, last_error = ?"
-            " WHERE id = ?",
-            (time.time(), exit_code, stop_reason, last_error, run_id),
-        )
+        try:
+            await self._db.execute(
+                "UPDATE runs SET finished_at = ?, exit_code = ?, stop_reason = ?, last_error = ?"
+                " WHERE id = ?",
+                (time.time(), exit_code, stop_reason, last_error, run_id),
+            )
+        except sqlite3.Error as exc:  # e.g. the disk is full: the tasks matter, not this row
+            self._w.failures.append(f"{self.path}: could not store the run's ending: {exc}")
 
     async def flush_and_wait(self) -> None:
         """Wait until everything queued so far is committed, including the batch the writer
-        may be committing right now."""
-        pending = self._queue or self._committing
-        if not pending:
-            return
-        if self._writer_started and not self._closing and self._writer_error is None:
-            last = pending[-1]
-            if last.done is None:
-                last.done = anyio.Event()
-            with anyio.CancelScope(shield=True):
-                await last.done.wait()
-        else:
-            await self.flush()
+        may be committing right now (critical writes may have jumped ahead: wait for all)."""
+        w = self._w
+        with anyio.CancelScope(shield=True):
+            while w.queue or w.committing:
+                if self._writer_started and not self._writer_done.is_set():
+                    await w.committed.wait()
+                else:
+                    await w.drain()
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -338,7 +328,7 @@ class Store:
     async def fingerprint(self) -> str:
         """SHA-256 over every task row and output row: equal fingerprints, equal reports."""
         await self.flush_and_wait()
-        return await anyio.to_thread.run_sync(self._fingerprint_sync, limiter=self._wlimiter)
+        return await anyio.to_thread.run_sync(self._fingerprint_sync, limiter=self._w.limiter)
 
     def _fingerprint_sync(self) -> str:
         digest = hashlib.sha256()
@@ -346,7 +336,7 @@ class Store:
             f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY key",  # noqa: S608 (constant text)
             "SELECT key, idx, path, url, bytes, sha256 FROM outputs ORDER BY key, idx",
         ):
-            for row in self._wdb.execute(query):
+            for row in self._w.db.execute(query):
                 digest.update(repr(row).encode())
         return digest.hexdigest()
 

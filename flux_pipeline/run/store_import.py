@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flux_pipeline.errors import StateError
-from flux_pipeline.run.store_schema import prepare
+from flux_pipeline.run.store_schema import prepare, rollback
 from flux_pipeline.states import TaskRecord
 
 _RECORD_COLUMNS = [f.name for f in dataclasses.fields(TaskRecord) if f.name != "outputs"]
@@ -53,7 +53,7 @@ def import_records(path: Path, records: Iterable[TaskRecord]) -> int:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            rollback(db)
             raise
     except sqlite3.Error as exc:
         raise StateError(f"{path}: import failed: {exc}") from exc

@@ -3,6 +3,7 @@ the SQL of every transition of docs/states.md."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -104,10 +105,19 @@ def migrate(db: sqlite3.Connection) -> list[str]:
             db.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time()))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            rollback(db)
             raise
         applied.append(name)
     return applied
+
+
+def rollback(db: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open. SQLite rolls back by itself on some errors
+    (a full disk): a second ROLLBACK would raise "cannot rollback - no transaction is active"
+    and hide the real error."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the error being handled is what matters
+            db.execute("ROLLBACK")
 
 
 def prepare(path: Path) -> None:

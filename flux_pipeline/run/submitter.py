@@ -27,6 +27,7 @@ from flux_pipeline.errors import (
     InvalidRequestError,
     RateLimitedError,
     RetryableError,
+    StateError,
     TerminalApiError,
 )
 from flux_pipeline.outcome import AMBIGUOUS_RESUBMITS, Bucket
@@ -171,6 +172,10 @@ class Submitter:
             )
         except _Stopped:
             self._unsent(pending, requeue=True)
+        except StateError as exc:  # ``submitting`` not stored (raised in before_send): not sent
+            self._leave(spec)
+            ledger.children.appendleft(pending)
+            self._control.fail_run(exc)
         except InsufficientCreditsError as exc:
             self._unsent(pending, requeue=True)
             self._control.stop_submitting(f"insufficient credits ({exc.message})")

@@ -14,7 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 
 from flux_pipeline.outcome import Bucket, Buckets
 from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.run.admission import Admission
+from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.ledger import Closed, Ledger
+from flux_pipeline.run.state_store import StateStore
 from flux_pipeline.states import TaskRecord, TaskState
 
 Chained = Callable[[TaskSpec, int], list[TaskSpec]]
@@ -66,13 +69,20 @@ def unreached(
     return counts
 
 
-def final_buckets(ledger: Ledger, chained: Chained, records: Mapping[str, TaskRecord]) -> Buckets:
-    """The buckets once the run's task group has ended."""
+def final_buckets(
+    ledger: Ledger,
+    chained: Chained,
+    records: Mapping[str, TaskRecord],
+    unplanned: Callable[[], int] = lambda: 0,
+) -> Buckets:
+    """The buckets once the run's task group has ended. ``unplanned``: how many chained tasks
+    could not be planned (a template failed for their parent's output): failed, read once
+    every chained task has been asked for."""
     settled = ledger.settled
     below = unreached(ledger.closed + ledger.still_open(), chained, records)
     return Buckets(
         done=settled[Bucket.DONE] + below[Bucket.DONE],
-        failed=settled[Bucket.FAILED] + below[Bucket.FAILED],
+        failed=settled[Bucket.FAILED] + below[Bucket.FAILED] + unplanned(),
         blocked=below[Bucket.BLOCKED],
         ambiguous=settled[Bucket.AMBIGUOUS] + below[Bucket.AMBIGUOUS],
         expired=settled[Bucket.EXPIRED] + below[Bucket.EXPIRED],
@@ -83,3 +93,20 @@ def final_buckets(ledger: Ledger, chained: Chained, records: Mapping[str, TaskRe
         + below[Bucket.IN_FLIGHT],
         not_started=ledger.queued + len(ledger.waiting) + below[Bucket.NOT_STARTED],
     )
+
+
+def run_stats(
+    ledger: Ledger, store: StateStore, budget: TokenBucket, admission: Admission
+) -> dict[str, float]:
+    """The engine's numbers for the report (``engine_stats``)."""
+    return {
+        "store_writes": store.writes,
+        "store_batches": store.batches,
+        "store_write_seconds": round(store.write_seconds, 4),
+        "rate_limited": budget.rate_limits,
+        "speculative_429s": admission.speculative_429s,
+        "api_requests": budget.acquired,
+        "held": len(ledger.held),
+        "unexpected_errors": ledger.unexpected,
+        "store_failures": len(store.failures),
+    }

@@ -11,6 +11,8 @@ Results (no auth; truncation faults only):
     GET  /results/{taskId}/{index}.{jpg|png|webp}
 Admin (no auth, no faults):
     GET  /_sim/stats              counters (see ``Simulator.snapshot``)
+    GET  /_sim/tasks              every task ever created, in creation order:
+                                  ``{"tasks": [{"taskId", "prompt", "request", "created"}]}``
     GET  /_sim/tasks/{taskId}     debug view, incl. the request received
     GET  /_sim/faults             current faults; POST the same names to change them
     POST /_sim/clock              {"advance": seconds}; only with a ManualClock
@@ -205,6 +207,18 @@ def _admin_routes(sim: Simulator) -> list[Route]:
     async def stats(request: Request) -> Response:
         return json_response(sim.snapshot())
 
+    async def task_list(request: Request) -> Response:
+        tasks = [
+            {
+                "taskId": task.task_id,
+                "prompt": task.request.prompt,
+                "request": task.request.raw,
+                "created": task.created,
+            }
+            for task in list(sim.store.tasks.values())
+        ]
+        return json_response({"tasks": tasks})
+
     async def task_view(request: Request) -> Response:
         try:
             task = sim.task_for(None, request.path_params["task_id"])
@@ -239,6 +253,7 @@ def _admin_routes(sim: Simulator) -> list[Route]:
 
     return [
         Route("/_sim/stats", stats, methods=["GET"]),
+        Route("/_sim/tasks", task_list, methods=["GET"]),
         Route("/_sim/tasks/{task_id}", task_view, methods=["GET"]),
         Route("/_sim/faults", faults, methods=["GET", "POST"]),
         Route("/_sim/clock", clock, methods=["POST"]),

@@ -170,3 +170,27 @@ def test_the_index_links_every_page() -> None:
     linked = {_relative_target(target) for _, target in _links(index)}
     pages = {page.name for page in DOCS.glob("*.md")} - {"README.md"}
     assert pages <= linked, f"not in docs/README.md: {sorted(pages - linked)}"
+
+
+def _mapped_modules() -> set[str]:
+    """Module paths named in the first column of docs/architecture.md's module table."""
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    named: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("| `"):
+            first = line.split("|")[1]
+            named.update(re.findall(r"`([\w/]+\.py)`", first))
+    return named
+
+
+def test_the_module_map_names_every_module_and_nothing_else() -> None:
+    package = ROOT / "flux_pipeline"
+    modules = {
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*.py")
+        if p.name != "__init__.py" or p.stat().st_size  # empty package markers need no row
+    }
+    named = _mapped_modules()
+    assert not modules - named, f"modules missing from docs/architecture.md: {modules - named}"
+    gone = named - modules
+    assert not gone, f"docs/architecture.md names modules that are gone: {gone}"

@@ -24,6 +24,19 @@ async def test_task_debug_view_shows_the_request_received() -> None:
     assert missing.status_code == 404
 
 
+async def test_task_list_names_every_task_created_in_order_with_its_prompt() -> None:
+    async with running_sim(SimConfig(), ManualClock()) as (client, _):
+        assert (await client.get("/_sim/tasks")).json() == {"tasks": []}
+        first = await create_id(client, "a castle")
+        second = await create_id(client, "a moat", input={"mode": "max"})
+        answer = await client.get("/_sim/tasks")
+    assert answer.status_code == 200
+    tasks = answer.json()["tasks"]
+    assert [(t["taskId"], t["prompt"]) for t in tasks] == [(first, "a castle"), (second, "a moat")]
+    assert tasks[1]["request"] == {"input": {"prompt": "a moat", "mode": "max"}}
+    assert all(isinstance(t["created"], float | int) for t in tasks)
+
+
 async def test_clock_endpoint_advances_a_manual_clock_only() -> None:
     clock = ManualClock()
     async with running_sim(SimConfig(), clock) as (client, sim):
