@@ -7,6 +7,7 @@ means; the run's last line, report.md and ``merge`` all use them (``docs/exit-co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 
@@ -16,7 +17,7 @@ from flux_pipeline.errors import ExitCode
 class Bucket(StrEnum):
     DONE = "done"
     FAILED = "failed"
-    BLOCKED = "blocked"  # behind a failed or expired parent
+    BLOCKED = "blocked"  # behind a failed, expired or ambiguous parent: a rerun does not start it
     AMBIGUOUS = "ambiguous"  # create sent, answer lost: may have been billed
     EXPIRED = "expired"
     IN_FLIGHT = "in flight"
@@ -47,8 +48,9 @@ class Buckets:
 
     @property
     def unfinished(self) -> int:
-        """Tasks a rerun of the same command would still work on."""
-        return self.in_flight + self.not_started + self.ambiguous
+        """Tasks a rerun of the same command would still work on. Not the ambiguous ones: a
+        rerun holds them (only ``--resubmit-ambiguous`` creates them again)."""
+        return self.in_flight + self.not_started
 
     def check(self, planned: int) -> None:
         """The buckets must account for every task of the plan, each once."""
@@ -63,7 +65,7 @@ class Buckets:
 
 VERDICT: dict[ExitCode, str] = {
     ExitCode.OK: "all done",
-    ExitCode.TASKS_FAILED: "finished with failures",
+    ExitCode.TASKS_FAILED: "finished with failures",  # or ambiguous tasks held
     ExitCode.INVALID: "stopped by an error",
     ExitCode.RESUMABLE: "stopped early (resumable: run the same command again)",
     ExitCode.INTERNAL: "stopped by an internal error",
@@ -71,13 +73,39 @@ VERDICT: dict[ExitCode, str] = {
 
 
 def exit_code_for(buckets: Buckets, *, stopped: bool = False) -> ExitCode:
-    """0 every task done; 3 stopped early or work left that a rerun continues; 1 the rest
-    finished but some tasks have no images."""
+    """3 exactly when running the same command again makes progress: tasks in flight or not
+    started, or ``stopped`` (the caller knows of other work a rerun does, e.g. output files
+    to fetch again); else 1 when some tasks have no images (failed, expired, blocked, or
+    ambiguous: held until ``--resubmit-ambiguous``); else 0 (docs/exit-codes.md)."""
     if stopped or buckets.unfinished:
         return ExitCode.RESUMABLE
-    if buckets.failed or buckets.expired or buckets.blocked:
+    if buckets.failed or buckets.expired or buckets.blocked or buckets.ambiguous:
         return ExitCode.TASKS_FAILED
     return ExitCode.OK
+
+
+SHOWN_AMBIGUOUS = 5  # readable ids named in the one-line message
+AMBIGUOUS_RESUBMITS = 2  # --resubmit-ambiguous: creates again of one task whose answer is lost
+
+
+def ambiguous_message(ids: Sequence[str], *, shown: int = SHOWN_AMBIGUOUS) -> str:
+    """The one message about held ambiguous tasks (run, report.md, ``status``): how many,
+    which, and the most ``--resubmit-ambiguous`` bills (one create each; up to
+    ``1 + AMBIGUOUS_RESUBMITS`` when answers keep getting lost). Empty when there are none."""
+    again = 1 + AMBIGUOUS_RESUBMITS
+    count = len(ids)
+    if not count:
+        return ""
+    listed = ", ".join(sorted(ids)[:shown])
+    if count > shown:
+        listed += f" and {count - shown} more"
+    worst = count * again
+    more = f" ({worst} if every answer is lost again)" if worst > count else ""
+    return (
+        f"{count} ambiguous task(s) held (create sent, answer lost: may have been billed): "
+        f"{listed}. A rerun does not create them again; --resubmit-ambiguous creates them "
+        f"again: at most {count} more task(s) billed{more}"
+    )
 
 
 def verdict(code: int) -> str:

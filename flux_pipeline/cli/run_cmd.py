@@ -23,21 +23,18 @@ def _echo(line: str) -> None:
 
 
 def _summary(outcome: RunOutcome, out_dir: str) -> str:
-    from flux_pipeline.outcome import verdict
+    """The run's last lines: the verdict and the buckets (as report.md and ``status`` count
+    them), the tasks created (billed: taskIds the API returned), and held ambiguous tasks."""
+    from flux_pipeline.outcome import ambiguous_message, verdict
 
     text = f"flux-pipeline: {verdict(outcome.exit_code)}: {outcome.buckets.summary()}"
-    text += f"; {outcome.created} task(s) created in {outcome.elapsed:.1f}s"
+    text += f"; {outcome.created} task(s) created (billed) in {outcome.elapsed:.1f}s"
     if outcome.stop_reason:
         text += f"\nflux-pipeline: stop reason: {outcome.stop_reason}"
     if outcome.error:
         text += f"\nflux-pipeline: last error: {outcome.error}"
     if outcome.ambiguous:
-        shown = ", ".join(outcome.ambiguous[:5])
-        text += (
-            f"\nflux-pipeline: {len(outcome.ambiguous)} ambiguous task(s) (create sent, answer "
-            f"lost): {shown}{' ...' if len(outcome.ambiguous) > 5 else ''}; rerun with "
-            "--resubmit-ambiguous to create them again"
-        )
+        text += f"\nflux-pipeline: {ambiguous_message(outcome.ambiguous)}"
     text += (
         f"\nflux-pipeline: images and report in {out_dir}/"
         " (index.html to browse, report.md, report.json, junit.xml)"

@@ -11,6 +11,10 @@ import click
 
 from flux_pipeline.cli.options import out_option, state_option
 from flux_pipeline.errors import ExitCode, UsageError
+from flux_pipeline.outcome import ambiguous_message, exit_code_for, verdict
+from flux_pipeline.report.reportfile import buckets_json
+from flux_pipeline.run.lease import hold_lease
+from flux_pipeline.run.merge import buckets_of
 from flux_pipeline.run.store import Store, read_records
 from flux_pipeline.states import TaskRecord, TaskState
 
@@ -44,7 +48,8 @@ async def _read(path: Path) -> tuple[dict[str, TaskRecord], dict[str, object] | 
 def status(
     manifest: Path | None, out_dir: Path | None, state_path: Path | None, as_json: bool
 ) -> int:
-    """Counts by state from the state DB, ambiguous tasks, and the last error."""
+    """Buckets and verdict, counts by state from the state DB, ambiguous tasks, and the last
+    error."""
     path = _state_path(manifest, out_dir, state_path)
     if not path.exists():
         raise UsageError(f"no state DB at {path}: nothing has run yet")
@@ -53,11 +58,17 @@ def status(
     planned_total = None
     if manifest is not None:
         from flux_pipeline.plan.expand import load_plan
+        from flux_pipeline.report.files import task_entries
+        from flux_pipeline.report.reportfile import entry_buckets
 
         plan = load_plan(manifest)
         planned_total = len(plan.tasks)
         counts[TaskState.PLANNED.value] += sum(1 for t in plan.tasks if t.key not in records)
+        buckets = entry_buckets(task_entries(plan, records))
+    else:  # no plan, no lineage: a planned row counts as not started
+        buckets = buckets_of(r.state for r in records.values())
     ambiguous = sorted(r.readable_id for r in records.values() if r.state is TaskState.SUBMITTING)
+    code = exit_code_for(buckets)
     last_error = last_run.get("last_error") if last_run else None
     if as_json:
         click.echo(
@@ -65,6 +76,8 @@ def status(
                 {
                     "state_db": str(path),
                     "counts": {s.value: counts.get(s.value, 0) for s in TaskState},
+                    "buckets": buckets_json(buckets),
+                    "verdict": {"exit_code": int(code), "text": verdict(code)},
                     "planned_total": planned_total,
                     "ambiguous": ambiguous,
                     "last_run": last_run,
@@ -75,11 +88,12 @@ def status(
         )
         return ExitCode.OK
     click.echo(f"state DB: {path}")
+    click.echo(f"{verdict(code)} (exit {int(code)}): {buckets.summary()}")
     for state in TaskState:
         if counts.get(state.value):
             click.echo(f"  {state.value:<11} {counts[state.value]}")
     if ambiguous:
-        click.echo(f"ambiguous (create sent, answer lost): {len(ambiguous)}")
+        click.echo(ambiguous_message(ambiguous))
         for readable in ambiguous[:20]:
             click.echo(f"  {readable}")
     if last_run:
@@ -105,8 +119,9 @@ def report(manifest: Path, out_dir: Path | None, state_path: Path | None) -> int
     plan = load_plan(manifest)
     out = out_dir or default_out_dir(plan.name)
     path = state_path or default_state_path(out)
-    records = anyio.run(read_records, path)
-    written = write_reports(plan, records, out, RunInfo(settings={}))
+    with hold_lease(path, out, command=f"flux-pipeline report {manifest}"):  # not mid-run
+        records = anyio.run(read_records, path)
+        written = write_reports(plan, records, out, RunInfo(settings={}))
     for file in written:
         click.echo(str(file))
     return ExitCode.OK

@@ -1,7 +1,9 @@
 """``report.md``: the run for people (and for ``$GITHUB_STEP_SUMMARY``), docs/reports.md.
 
 The verdict line says what the exit code means (``flux_pipeline.outcome.verdict``), then the
-tasks per state, the failures grouped by failure code, the ambiguous tasks, and how to resume.
+outcome buckets (as the run's last line counts them), the tasks per state, the failures
+grouped by failure code, the ambiguous tasks (``outcome.ambiguous_message``), and how to
+resume.
 API text is shown as plain one-line Markdown: no markup, no HTML.
 """
 
@@ -12,11 +14,11 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from flux_pipeline.errors import ExitCode
-from flux_pipeline.outcome import verdict
+from flux_pipeline.outcome import Buckets, ambiguous_message, verdict
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report.entry import TaskEntry, counts_by_state
-from flux_pipeline.report.reportfile import RunInfo
-from flux_pipeline.states import UNFINISHED_STATES, TaskState
+from flux_pipeline.report.reportfile import RunInfo, entry_buckets
+from flux_pipeline.states import TaskState
 
 MAX_IDS = 20
 
@@ -43,17 +45,13 @@ def _ids(ids: list[str], limit: int) -> str:
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
-def _unfinished(counts: dict[str, int]) -> int:
-    return sum(counts[state] for state in UNFINISHED_STATES)
-
-
-def _resumable(run: RunInfo, counts: dict[str, int]) -> bool:
+def _resumable(run: RunInfo, buckets: Buckets) -> bool:
     """Did the run stop before the end, so that running the same command again continues?"""
     if run.exit_code == ExitCode.RESUMABLE:
         return True
     if run.exit_code is None:  # interrupted before the engine returned an outcome
         return run.stop_reason is not None
-    return run.exit_code == ExitCode.INVALID and _unfinished(counts) > 0
+    return run.exit_code == ExitCode.INVALID and buckets.unfinished > 0
 
 
 def _duration(seconds: float) -> str:
@@ -87,12 +85,14 @@ def _failures(entries: Sequence[TaskEntry]) -> list[str]:
 
 def report_markdown(plan: Plan, entries: Sequence[TaskEntry], run: RunInfo) -> str:
     counts = counts_by_state(entries)
+    buckets = entry_buckets(entries)
     lines = [f"# flux-pipeline: {plan.name}", ""]
     if run.exit_code is not None:
         lines.append(f"**{verdict(run.exit_code)}** (exit {run.exit_code})")
         lines.append("")
     elif run.stop_reason:
         lines += ["**interrupted** (resumable)", ""]
+    lines += [f"Tasks: {buckets.summary()}", ""]
     lines += ["| state | tasks |", "|---|---:|"]
     lines += [f"| {state} | {n} |" for state, n in counts.items() if n]
     lines.append(f"| **total** | {len(entries)} |")
@@ -116,15 +116,15 @@ def report_markdown(plan: Plan, entries: Sequence[TaskEntry], run: RunInfo) -> s
         lines += ["", f"## Ambiguous ({len(ambiguous)}: create sent, answer lost)", ""]
         lines.append(_ids(ambiguous, 50))
         lines.append("")
-        lines.append(
-            "Check the API dashboard; rerun with `--resubmit-ambiguous` to create them again."
-        )
-    if run.resume_command and _resumable(run, counts):
+        lines.append(_md_text(ambiguous_message(ambiguous), limit=1000))
+        lines.append("")
+        lines.append("Check the API dashboard before resubmitting.")
+    if run.resume_command and _resumable(run, buckets):
         lines += [
             "",
             "## Resume",
             "",
-            f"{_unfinished(counts)} task(s) not finished. Run the same command again to continue "
+            f"{buckets.unfinished} task(s) not finished. Run the same command again to continue "
             "(tasks already created are polled, never created twice):",
             "",
             "```sh",

@@ -13,14 +13,17 @@ nothing needs (``report_is_current``).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from flux_pipeline.errors import UsageError
+from flux_pipeline.outcome import Bucket, Buckets
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report.entry import TaskEntry, counts_by_state
+from flux_pipeline.states import TaskState
 
 FORMAT_VERSION = 1
 TASKS_LINE = '  "tasks": [\n'  # where the head ends: every key of the head sorts before it
@@ -64,6 +67,39 @@ class Report:
         return {task.readable_id: task for task in self.tasks}
 
 
+_BUCKET = {  # as ``run`` counts a task (flux_pipeline/outcome.py, run/tally.py)
+    TaskState.DOWNLOADED: Bucket.DONE,
+    TaskState.FAILED: Bucket.FAILED,
+    TaskState.EXPIRED: Bucket.EXPIRED,
+    TaskState.SUBMITTING: Bucket.AMBIGUOUS,
+    TaskState.SUBMITTED: Bucket.IN_FLIGHT,
+    TaskState.SUCCEEDED: Bucket.IN_FLIGHT,  # its files are downloaded by the next run
+}
+_BLOCKING = frozenset({TaskState.FAILED, TaskState.EXPIRED, TaskState.SUBMITTING})
+
+
+def entry_buckets(entries: Sequence[TaskEntry]) -> Buckets:
+    """The outcome buckets of a report's tasks, as the run counts them: a planned task is
+    blocked when the nearest ancestor that is not planned failed, expired or is ambiguous (a
+    rerun does not retry it), else not started."""
+    by_id = {entry.readable_id: entry for entry in entries}
+    counts: Counter[Bucket] = Counter()
+    for entry in entries:
+        bucket = _BUCKET.get(entry.state)
+        if bucket is None:  # planned
+            above = by_id.get(entry.parent) if entry.parent else None
+            while above is not None and above.state is TaskState.PLANNED:
+                above = by_id.get(above.parent) if above.parent else None
+            blocked = above is not None and above.state in _BLOCKING
+            bucket = Bucket.BLOCKED if blocked else Bucket.NOT_STARTED
+        counts[bucket] += 1
+    return Buckets.of(counts)
+
+
+def buckets_json(buckets: Buckets) -> dict[str, int]:
+    return {bucket.value: n for bucket, n in buckets.items()}
+
+
 def report_json_pieces(plan: Plan, entries: Sequence[TaskEntry], run: RunInfo) -> Iterator[str]:
     """report.json in pieces, one task a line."""
     head = {
@@ -85,6 +121,7 @@ def report_json_pieces(plan: Plan, entries: Sequence[TaskEntry], run: RunInfo) -
             "engine_stats": run.engine_stats,
         },
         "counts": counts_by_state(entries),
+        "buckets": buckets_json(entry_buckets(entries)),
         "state_fingerprint": run.state_fingerprint,
     }
     yield json.dumps(head, indent=2, sort_keys=True)[:-2]  # reopen the object for "tasks"

@@ -7,7 +7,8 @@ before the create and given back as soon as the API reports the task finished), 
 only the ``Admission`` model's estimate of completions not yet seen; every API call spends
 from one ``TokenBucket``. Chained tasks are queued the moment their parent's outputs are on
 disk, ahead of new root tasks. Every transition goes to the store before it is acted on
-where that matters: ``submitting`` before the create, the taskId right after it.
+where that matters: ``submitting`` right before the create is sent (once its request-budget
+token and connection are held), the taskId right after it.
 
 Stopping: ``request_stop`` (signal, deadline) stops submitting, gives creates already sent a
 short grace to come back with their taskId, then cancels; credits running out or
@@ -22,14 +23,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
 from anyio.abc import TaskGroup
 
 from flux_pipeline.errors import FluxPipelineError
-from flux_pipeline.outcome import Bucket, Buckets, exit_code_for
+from flux_pipeline.outcome import Bucket, exit_code_for
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.resume import Action, Policy, decide
 from flux_pipeline.plan.tasks import TaskSpec
@@ -42,6 +42,9 @@ from flux_pipeline.run.downloads import download
 from flux_pipeline.run.ledger import Ledger, Pending, run_error
 from flux_pipeline.run.on_disk import inline_output, intact_keys
 from flux_pipeline.run.poller import Poller
+from flux_pipeline.run.results import Progress as Progress
+from flux_pipeline.run.results import RunOutcome as RunOutcome
+from flux_pipeline.run.results import settings_summary as settings_summary
 from flux_pipeline.run.scheduler import PollTiming, TimingConfig
 from flux_pipeline.run.state_store import StateStore
 from flux_pipeline.run.submitter import CreateRate, CreateSettings, Submitter
@@ -67,34 +70,6 @@ class EngineSettings:
     speculate: bool = True  # admit creates against expected, not yet seen, completions
     timing: TimingConfig = field(default_factory=TimingConfig)
     progress_interval: float = 1.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Progress:
-    total: int
-    done: int
-    failed: int
-    in_flight: int
-    downloading: int
-    queued: int
-    created: int
-    requests: int
-    rate_limits: int
-    elapsed: float
-
-
-@dataclass(kw_only=True)
-class RunOutcome:
-    exit_code: int
-    buckets: Buckets
-    created: int
-    elapsed: float
-    requests: int
-    rate_limits: int
-    stop_reason: str | None
-    error: str | None
-    ambiguous: list[str]
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 def _stale(record: TaskRecord) -> bool:
@@ -170,10 +145,17 @@ class Engine:
                 resubmit_ambiguous=settings.policy.resubmit_ambiguous,
                 max_new_tasks=settings.max_new_tasks,
                 api_down_after=settings.api_down_after,
+                resolve_horizon=lambda: timing.next_delay(
+                    age=0.0, polls=0, waiting=0, poll_rate=1.0, callback=True
+                ),
             ),
             control=self,
             on_created=self.poller.track,
             rate=rate,
+            # its callback came already (it finished): polled now, not at the sweep
+            on_resolved=lambda spec, task_id: self.poller.add_flight(
+                spec, task_id, first_delay=0.0
+            ),
         )
         self.stop_reason: str | None = None
         self.fatal: FluxPipelineError | None = None
@@ -223,9 +205,13 @@ class Engine:
         if first and self._tg is not None:
             self._tg.start_soon(self._hard_stop)
 
-    def on_callback(self, task_id: str) -> bool:
-        """A callback named ``task_id``: confirm it with one status call. False if unknown."""
-        return self.poller.on_callback(task_id)
+    def on_callback(self, task_id: str, key: str | None = None) -> bool:
+        """A callback named ``task_id`` (and the task's ``key``, from its URL): confirm it
+        with one status call. A taskId not in flight may be a lost create's: offered to the
+        submitter when ``key`` is being created (``run/resolution.py``). False if unknown."""
+        if self.poller.on_callback(task_id):
+            return True
+        return key is not None and self.submitter.resolutions.offer(key, task_id)
 
     def snapshot(self) -> Progress:
         ledger, settled = self.ledger, self.ledger.settled
@@ -342,8 +328,11 @@ class Engine:
     # --- ending ----------------------------------------------------------------------------
 
     async def _hard_stop(self) -> None:
+        """Creates already sent get ``stop_grace`` to come back with their taskId; those still
+        waiting for a token or a connection send nothing more (``Submitter``)."""
+        sent, creating = self.submitter.sent, self.ledger.creating
         with anyio.move_on_after(self.settings.stop_grace):
-            while self.ledger.creating:
+            while sent & creating.keys():
                 await self.ledger.wait_change()
         self._finished.set()
         self.ledger.notify()
@@ -360,17 +349,31 @@ class Engine:
             await anyio.sleep(self.settings.progress_interval)
             self._progress(self.snapshot())
 
+    def _cut_creates(self) -> None:
+        """Creates cut by the stop: ambiguous if their ``submitting`` row was written (they
+        may have been sent), else never sent: queued again (not started)."""
+        ledger, sent = self.ledger, self.submitter.sent
+        for key, pending in list(ledger.creating.items()):
+            del ledger.creating[key]
+            if key in sent:
+                ledger.settle(Bucket.AMBIGUOUS, pending.spec)
+            else:
+                ledger.queue(pending)
+        sent.clear()
+
     def _outcome(self) -> RunOutcome:
+        self._cut_creates()
         planner = self.plan.planner
         buckets = final_buckets(
             self.ledger, self._chained, self._records, lambda: planner.unplanned_count
         )
         buckets.check(len(self.plan.tasks) + len(self._on_demand) + planner.unplanned_count)
+        # exit 3 only when a rerun makes progress: the buckets say so, or writes the store
+        # failed (a rerun redoes them) (docs/exit-codes.md)
         if self.fatal is not None:
             code = int(self.fatal.exit_code)
         else:
-            stopped = self.stop_reason is not None or bool(self.store.failures)
-            code = int(exit_code_for(buckets, stopped=stopped))  # failures: a rerun redoes
+            code = int(exit_code_for(buckets, stopped=bool(self.store.failures)))
         return RunOutcome(
             exit_code=code,
             buckets=buckets,
@@ -381,17 +384,6 @@ class Engine:
             stop_reason=self.stop_reason,
             error=run_error(self.ledger, self.fatal, self.last_error, self.store.failures),
             ambiguous=sorted(self.ledger.ambiguous),
-            stats=run_stats(self.ledger, self.store, self.budget, self.admission),
+            stats=run_stats(self.ledger, self.store, self.budget, self.admission)
+            | {"resolved_by_callback": self.submitter.resolved},
         )
-
-
-def settings_summary(settings: EngineSettings) -> dict[str, Any]:
-    """Run settings for reports: no secrets (the callback URL carries one, so it is omitted)."""
-    return {
-        "out_dir": str(settings.out_dir),
-        "max_active": settings.max_active,
-        "request_type": settings.request_type,
-        "retry_failed": settings.policy.retry_failed,
-        "resubmit_ambiguous": settings.policy.resubmit_ambiguous,
-        "max_new_tasks": settings.max_new_tasks,
-    }

@@ -58,7 +58,9 @@ class Closed:
 
     spec: TaskSpec
     urls: tuple[str, ...]
-    blocks: bool  # failed or expired: its chained tasks are blocked, not merely not started
+    blocks: (
+        bool  # failed, expired or ambiguous: its chained tasks are blocked, not merely not started
+    )
 
 
 class Control(Protocol):
@@ -132,7 +134,8 @@ class Ledger:
         if bucket is Bucket.AMBIGUOUS:
             self.ambiguous.append(spec.readable_id)
         if bucket is not Bucket.DONE:
-            blocks = bucket in (Bucket.FAILED, Bucket.EXPIRED)
+            # no images and a rerun does not retry it: its chained tasks are blocked
+            blocks = bucket in (Bucket.FAILED, Bucket.EXPIRED, Bucket.AMBIGUOUS)
             self.closed.append(Closed(spec, urls, blocks))
 
     def hold(self, spec: TaskSpec, reason: str, urls: tuple[str, ...] = ()) -> None:

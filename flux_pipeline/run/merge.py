@@ -38,6 +38,7 @@ from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.report.entry import TaskEntry
 from flux_pipeline.report.files import RunInfo, task_entries, write_reports
 from flux_pipeline.report.reportfile import load_report
+from flux_pipeline.run.lease import hold_lease
 from flux_pipeline.run.store import Store, import_records
 from flux_pipeline.run.verify import Verifier
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
@@ -268,7 +269,15 @@ def buckets_of(states: Iterable[TaskState]) -> Buckets:
 async def merge(
     plan: Plan, sources: Sequence[Path], *, out_dir: Path, state_path: Path
 ) -> MergeResult:
-    """Merge ``sources`` into the state DB at ``state_path`` and ``out_dir``; write the report."""
+    """Merge ``sources`` into the state DB at ``state_path`` and ``out_dir``; write the report.
+    Holds the lease of both (``run/lease.py``): not while a run or another merge uses them."""
+    with hold_lease(state_path, out_dir, command=f"flux-pipeline merge --out {out_dir}"):
+        return await _merge(plan, sources, out_dir=out_dir, state_path=state_path)
+
+
+async def _merge(
+    plan: Plan, sources: Sequence[Path], *, out_dir: Path, state_path: Path
+) -> MergeResult:
     started = time.time()
     found = discover(sources, exclude=state_path)
     batches: list[dict[str, TaskRecord]] = []

@@ -1,11 +1,13 @@
 """The callback receiver (callback mode): an ASGI app on loopback, served by uvicorn in the
 run's own event loop.
 
-The callback URL carries a per-run secret (``/callbacks/<secret>``); anything else is 404.
-A callback is only a hint (docs/api-contract.md, ambiguity 2): the receiver extracts a taskId
-from the body (the status ``data`` object, bare or inside the usual envelope) and asks the
-engine to confirm it with one status call. Forged, replayed, malformed or oversized callbacks
-therefore change nothing; at worst a known taskId costs one status request.
+The callback URL carries a per-run secret and the task's key (``/callbacks/<secret>/<key>``;
+``/callbacks/<secret>`` is accepted too); a wrong secret is 404. A callback is only a hint
+(docs/api-contract.md, ambiguity 2): the receiver extracts a taskId from the body (the status
+``data`` object, bare or inside the usual envelope) and asks the engine to confirm it with one
+status call; the key lets a create whose answer was lost find its taskId again
+(``run/resolution.py``). Forged, replayed, malformed or oversized callbacks therefore change
+nothing; at worst a known taskId costs one status request.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 MAX_CALLBACK_BYTES = 64 * 1024
+MAX_KEY_CHARS = 128  # task keys are SHA-256 hex (docs/keys.md)
 
 
 def extract_task_id(payload: Any) -> str | None:
@@ -42,11 +45,17 @@ def extract_task_id(payload: Any) -> str | None:
 
 
 class CallbackReceiver:
-    def __init__(self, confirm: Callable[[str], bool], *, secret: str | None = None) -> None:
+    def __init__(
+        self, confirm: Callable[[str, str | None], bool], *, secret: str | None = None
+    ) -> None:
         self.secret = secret or secrets.token_urlsafe(24)
         self._confirm = confirm
         self.counts: Counter[str] = Counter()
-        self.app = Starlette(routes=[Route("/callbacks/{secret}", self._handle, methods=["POST"])])
+        routes = [
+            Route("/callbacks/{secret}", self._handle, methods=["POST"]),
+            Route("/callbacks/{secret}/{key}", self._handle, methods=["POST"]),
+        ]
+        self.app = Starlette(routes=routes)
 
     def __repr__(self) -> str:
         return "CallbackReceiver(secret=<hidden>)"
@@ -60,6 +69,10 @@ class CallbackReceiver:
         if not hmac.compare_digest(given.encode(), self.secret.encode()):
             self.counts["wrong secret"] += 1
             return PlainTextResponse("not found", status_code=404)
+        key = request.path_params.get("key")
+        if key is not None and not (0 < len(str(key)) <= MAX_KEY_CHARS):
+            self.counts["malformed"] += 1
+            return PlainTextResponse("bad key", status_code=400)
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_CALLBACK_BYTES):
             self.counts["oversized"] += 1
@@ -79,7 +92,7 @@ class CallbackReceiver:
         if task_id is None:
             self.counts["malformed"] += 1
             return PlainTextResponse("no taskId", status_code=400)
-        if self._confirm(task_id):
+        if self._confirm(task_id, None if key is None else str(key)):
             self.counts["accepted"] += 1
         else:
             self.counts["unknown task"] += 1

@@ -32,6 +32,8 @@ from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.client import ClientConfig, FluxClient, RetryPolicy
 from flux_pipeline.run.downloads import new_download_client
 from flux_pipeline.run.engine import Engine, EngineSettings, Progress, RunOutcome, settings_summary
+from flux_pipeline.run.lease import hold_lease
+from flux_pipeline.run.preflight import check_writable
 from flux_pipeline.run.receiver import BackgroundServer, CallbackReceiver, bind
 from flux_pipeline.run.scheduler import TimingConfig
 from flux_pipeline.run.store import Store
@@ -106,6 +108,12 @@ def _resume_command(options: RunOptions) -> str:
     return "flux-pipeline " + " ".join(shlex.quote(a) for a in options.argv)
 
 
+def lease_command(argv: tuple[str, ...], fallback: str) -> str:
+    """How a lease names its holder: the command line (it carries no secrets: the API key and
+    the callback secret are never arguments), or ``fallback`` when it is not known."""
+    return "flux-pipeline " + " ".join(shlex.quote(a) for a in argv) if argv else fallback
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunResult:
     outcome: RunOutcome
@@ -119,13 +127,13 @@ class CallbackRelay:
     afterwards; a callback that comes before is unknown (it only ever is a hint)."""
 
     def __init__(self) -> None:
-        self._target: Callable[[str], bool] | None = None
+        self._target: Callable[[str, str | None], bool] | None = None
 
-    def connect(self, target: Callable[[str], bool]) -> None:
+    def connect(self, target: Callable[[str, str | None], bool]) -> None:
         self._target = target
 
-    def __call__(self, task_id: str) -> bool:
-        return self._target is not None and self._target(task_id)
+    def __call__(self, task_id: str, key: str | None = None) -> bool:
+        return self._target is not None and self._target(task_id, key)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,7 +162,10 @@ async def execute(
     progress: Callable[[Progress], None] | None = None,
     echo: Callable[[str], None] = print,
 ) -> RunResult:
-    """Run a manifest to completion or to a resumable stop, then write the report."""
+    """Run a manifest to completion or to a resumable stop, then write the report. Before
+    the state DB is opened and anything is sent: the outputs must be writable
+    (``run/preflight.py``) and no other run may hold this state DB or output directory
+    (``run/lease.py``, exit 2 naming the holder)."""
     plan = load_plan(options.manifest)
     if options.shard is not None:
         from flux_pipeline.plan.shard import select
@@ -162,7 +173,21 @@ async def execute(
         plan = select(plan, *options.shard)
     out_dir = options.out_dir or default_out_dir(plan.name)
     state_path = options.state_path or default_state_path(out_dir, options.shard)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir, state_path)
+    command = lease_command(options.argv, f"flux-pipeline run {options.manifest}")
+    with hold_lease(state_path, out_dir, command=command):
+        return await _execute(options, plan, out_dir, state_path, endpoint, progress, echo)
+
+
+async def _execute(
+    options: RunOptions,
+    plan: Plan,
+    out_dir: Path,
+    state_path: Path,
+    endpoint: Endpoint,
+    progress: Callable[[Progress], None] | None,
+    echo: Callable[[str], None],
+) -> RunResult:
     timing = options.timing or (
         TimingConfig(first_poll=options.sim_task_seconds * 0.6) if options.simulate else None
     )

@@ -1,13 +1,15 @@
 """The run's outcome buckets (``flux_pipeline.outcome``): every task of the plan in one.
 
 The ledger knows the tasks the engine considered; the chained tasks below a task that did not
-get done were never considered: they are blocked when an ancestor failed or expired, not
+get done were never considered: a row of theirs counts by its state, as in the report; without
+one (or planned) they are blocked when an ancestor failed, expired or is ambiguous, not
 started otherwise. They are planned for every result URL known, as the report plans them
-(docs/reports.md), so the buckets add up to the tasks the report shows.
+(docs/reports.md), so the buckets add up to the tasks the report shows, bucket by bucket.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
 from flux_pipeline.outcome import Bucket, Buckets
@@ -16,17 +18,32 @@ from flux_pipeline.run.admission import Admission
 from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.ledger import Closed, Ledger
 from flux_pipeline.run.state_store import StateStore
-from flux_pipeline.states import TaskRecord
+from flux_pipeline.states import TaskRecord, TaskState
 
 Chained = Callable[[TaskSpec, int], list[TaskSpec]]
 
 
+# the bucket of a task the run never considered, by its row (as the report counts it:
+# report/reportfile.py ``entry_buckets``); a planned one (or none) is blocked or not started
+_BY_STATE = {
+    TaskState.DOWNLOADED: Bucket.DONE,
+    TaskState.FAILED: Bucket.FAILED,
+    TaskState.EXPIRED: Bucket.EXPIRED,
+    TaskState.SUBMITTING: Bucket.AMBIGUOUS,
+    TaskState.SUBMITTED: Bucket.IN_FLIGHT,
+    TaskState.SUCCEEDED: Bucket.IN_FLIGHT,
+}
+_BLOCKING = (Bucket.FAILED, Bucket.EXPIRED, Bucket.AMBIGUOUS)
+
+
 def unreached(
     closed: Iterable[Closed], chained: Chained, records: Mapping[str, TaskRecord]
-) -> tuple[int, int]:
-    """(blocked, not started) below the ``closed`` tasks. ``records``: the rows of tasks not
-    considered in this run (their result URLs plan their chained tasks)."""
-    blocked = not_started = 0
+) -> Counter[Bucket]:
+    """The buckets of the tasks below the ``closed`` ones. ``records``: the rows of tasks not
+    considered in this run (their result URLs plan their chained tasks; a row's own state
+    is its bucket, as in the report). A planned one is blocked when its nearest ancestor
+    with a row failed, expired or is ambiguous, else not started."""
+    counts: Counter[Bucket] = Counter()
     seen: set[str] = set()
     stack: list[tuple[TaskSpec, bool]] = []
 
@@ -41,13 +58,15 @@ def unreached(
         if spec.key in seen:
             continue
         seen.add(spec.key)
-        if blocks:
-            blocked += 1
-        else:
-            not_started += 1
         record = records.get(spec.key)
+        bucket = _BY_STATE.get(record.state) if record else None
+        if bucket is None:
+            bucket = Bucket.BLOCKED if blocks else Bucket.NOT_STARTED
+        else:
+            blocks = bucket in _BLOCKING
+        counts[bucket] += 1
         below(spec, record.result_urls if record else (), blocks)
-    return blocked, not_started
+    return counts
 
 
 def final_buckets(
@@ -60,16 +79,19 @@ def final_buckets(
     could not be planned (a template failed for their parent's output): failed, read once
     every chained task has been asked for."""
     settled = ledger.settled
-    blocked, below_unfinished = unreached(ledger.closed + ledger.still_open(), chained, records)
+    below = unreached(ledger.closed + ledger.still_open(), chained, records)
     return Buckets(
-        done=settled[Bucket.DONE],
-        failed=settled[Bucket.FAILED] + unplanned(),
-        blocked=blocked,
-        ambiguous=settled[Bucket.AMBIGUOUS],
-        expired=settled[Bucket.EXPIRED],
+        done=settled[Bucket.DONE] + below[Bucket.DONE],
+        failed=settled[Bucket.FAILED] + below[Bucket.FAILED] + unplanned(),
+        blocked=below[Bucket.BLOCKED],
+        ambiguous=settled[Bucket.AMBIGUOUS] + below[Bucket.AMBIGUOUS],
+        expired=settled[Bucket.EXPIRED] + below[Bucket.EXPIRED],
         # downloads that came out incomplete are in flight too: a rerun downloads them
-        in_flight=settled[Bucket.IN_FLIGHT] + ledger.busy + len(ledger.downloading),
-        not_started=ledger.queued + len(ledger.waiting) + below_unfinished,
+        in_flight=settled[Bucket.IN_FLIGHT]
+        + ledger.busy
+        + len(ledger.downloading)
+        + below[Bucket.IN_FLIGHT],
+        not_started=ledger.queued + len(ledger.waiting) + below[Bucket.NOT_STARTED],
     )
 
 

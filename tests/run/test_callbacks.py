@@ -66,8 +66,11 @@ async def test_callback_mode_runs_the_batch_with_about_two_requests_per_task(
     assert stats["callbacks_failed"] == 0
     assert tasks <= calls["status"] <= 1.25 * tasks
     assert per_task <= 2.25
-    # the callback URL carries a per-run secret: never in the report
-    assert secret_url.rsplit("/", 1)[1] not in (out / "report.json").read_text()
+    # the callback URL carries a per-run secret, then the task's key: the secret is never in
+    # the report
+    secret, key = secret_url.split("/callbacks/", 1)[1].split("/")
+    assert key == report["tasks"][0]["key"]
+    assert secret not in (out / "report.json").read_text()
 
 
 async def admin_of_sim_task(sim: SimulatorThread, task_id: str) -> dict[str, Any]:
@@ -142,8 +145,9 @@ async def test_forged_and_replayed_callbacks_change_nothing_in_a_real_run(
                         for _ in range(2):
                             answer = await client.post(url, json=real)
                             assert answer.status_code == 200
-                    wrong = url.rsplit("/", 1)[0] + "/not-the-secret"
-                    assert (await client.post(wrong, json=real)).status_code == 404
+                    base, _secret, key = url.rsplit("/", 2)  # <receiver>/<secret>/<key>
+                    for wrong in (f"{base}/not-the-secret/{key}", f"{base}/not-the-secret"):
+                        assert (await client.post(wrong, json=real)).status_code == 404
                     garbage = await client.post(url, content=b"{not json")
                     assert garbage.status_code == 400
                     big = await client.post(url, content=b"x" * (MAX_CALLBACK_BYTES + 1))
@@ -191,9 +195,11 @@ class Hook:
     def __init__(self, known: set[str]) -> None:
         self.known = known
         self.calls: list[str] = []
+        self.keys: list[str | None] = []
 
-    def __call__(self, task_id: str) -> bool:
+    def __call__(self, task_id: str, key: str | None = None) -> bool:
         self.calls.append(task_id)
+        self.keys.append(key)
         return task_id in self.known
 
 

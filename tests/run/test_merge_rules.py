@@ -86,8 +86,11 @@ def test_exit_codes_follow_run() -> None:
     assert exit_code_of({done: 3, expired: 1}, missing=0) == 1
     assert exit_code_of({done: 3, TaskState.PLANNED: 1, failed: 1}, missing=0) == 3
     assert exit_code_of({done: 3}, missing=1) == 3
-    for unfinished in (TaskState.SUBMITTING, TaskState.SUBMITTED, TaskState.SUCCEEDED):
+    for unfinished in (TaskState.SUBMITTED, TaskState.SUCCEEDED):
         assert exit_code_of({done: 3, failed: 1, unfinished: 1}, missing=0) == 3
+    # ambiguous is held by a rerun (no progress without --resubmit-ambiguous): like failed
+    assert exit_code_of({done: 3, TaskState.SUBMITTING: 1}, missing=0) == 1
+    assert exit_code_of({done: 3, failed: 1, TaskState.SUBMITTING: 1}, missing=0) == 1
 
 
 def test_conflicting_rows_in_two_dbs_keep_the_advanced_one(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ async def test_retry_failed_resubmits_only_the_failed_tasks(tmp_path: Path) -> N
 @pytest.mark.anyio
 async def test_ambiguous_tasks_are_held_then_resubmitted_on_request(tmp_path: Path) -> None:
     """A root and an edit left in ``submitting`` without a taskId. A plain rerun holds them:
-    exit 3, both listed (outcome, ``status --json``, report.md), nothing created. With
+    exit 1 (a rerun makes no progress), both listed (outcome, ``status --json``, report.md),
+    nothing created. With
     ``--resubmit-ambiguous`` exactly those two are created again (attempts 2) and the run
     ends exit 0; the root's other edit is not redone."""
     manifest = write_manifest(tmp_path, chained_manifest("ambiguous", ["fox", "owl"], ["ink"]))
@@ -96,7 +97,7 @@ async def test_ambiguous_tasks_are_held_then_resubmitted_on_request(tmp_path: Pa
         assert changed == 2
 
         held = await run_inprocess(manifest, out, base_url=sim.base_url, api_key=KEY)
-        assert held.outcome.exit_code == 3, held.outcome
+        assert held.outcome.exit_code == 1, held.outcome
         assert held.outcome.ambiguous == sorted([root, edit])
         assert held.outcome.created == 0
         assert (await admin.astats())["creates"] == 4

@@ -9,7 +9,7 @@ stays with its task and is recorded; creates in flight are never cancelled by it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +55,16 @@ class Hostile(FakeApi):
         self.hostile_calls = 0
         self.hostile_given = anyio.Event()
 
-    async def create_task(self, body: Mapping[str, Any], *, speculative: bool = False) -> str:
+    async def create_task(
+        self,
+        body: Mapping[str, Any],
+        *,
+        speculative: bool = False,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
         if "SLOW" in str(body):
             await self.hostile_given.wait()
-        return await super().create_task(body, speculative=speculative)
+        return await super().create_task(body, speculative=speculative, before_send=before_send)
 
     async def get_status(self, task_id: str) -> TaskStatus:
         prompt, _ = self.tasks[task_id]
@@ -162,8 +168,14 @@ async def test_ten_thousand_result_urls_fail_that_task(tmp_path: Path) -> None:
 class SameId(FakeApi):
     """Gives the taskId of the first create to the second one too."""
 
-    async def create_task(self, body: Mapping[str, Any], *, speculative: bool = False) -> str:
-        task_id = await super().create_task(body, speculative=speculative)
+    async def create_task(
+        self,
+        body: Mapping[str, Any],
+        *,
+        speculative: bool = False,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
+        task_id = await super().create_task(body, speculative=speculative, before_send=before_send)
         return "t1" if task_id == "t2" else task_id
 
 

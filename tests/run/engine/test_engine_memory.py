@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,15 @@ class FakeApi:
         self.released = anyio.Event()  # HOLD tasks finish once set
         self._ids = itertools.count(1)
 
-    async def create_task(self, body: Mapping[str, Any], *, speculative: bool = False) -> str:
+    async def create_task(
+        self,
+        body: Mapping[str, Any],
+        *,
+        speculative: bool = False,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
+        if before_send is not None:
+            await before_send()
         prompt = json.dumps(body)
         self.creates.append(prompt)
         if "LOST" in prompt:
@@ -110,7 +118,7 @@ def engine(tmp_path: Path, plan: Plan, api: FakeApi, store: MemoryStore, **setti
         client=api,
         downloads=httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))),
         budget=TokenBucket(1e9),
-        settings=EngineSettings(out_dir=tmp_path / "out", timing=QUICK, **settings),
+        settings=EngineSettings(out_dir=tmp_path / "out", **({"timing": QUICK} | settings)),
         fetch=fake_fetch,
     )
 
@@ -156,15 +164,15 @@ async def test_buckets_add_up_to_the_plan_and_the_report(tmp_path: Path) -> None
     api, store = FakeApi(), MemoryStore()
     outcome = await run(tmp_path, plan, api, store)
     # good + its edit, TWO + an edit of each of its two images; the failed task's edit is
-    # blocked; the lost create and its edit wait for a rerun
-    assert outcome.buckets == Buckets(done=5, failed=1, blocked=1, ambiguous=1, not_started=1)
+    # blocked; the lost create is held (a rerun does not send it again): its edit is blocked
+    assert outcome.buckets == Buckets(done=5, failed=1, blocked=2, ambiguous=1)
     assert outcome.buckets.total == len(plan.tasks) + 1  # the edit of TWO's second image
     assert outcome.buckets.total == await report_count(plan, store)
-    assert outcome.exit_code == 3  # the ambiguous task is unfinished
+    assert outcome.exit_code == 1  # a rerun makes no progress: held, like a failure
     assert outcome.ambiguous == ["gen@n=LOST#1"]
     lost = next(s for s in plan.tasks if s.readable_id == "gen@n=LOST#1")
     assert store.state(lost.key) is TaskState.SUBMITTING  # may have been billed: kept so
-    assert outcome.buckets.summary() == ("5 done, 1 failed, 1 blocked, 1 ambiguous, 1 not started")
+    assert outcome.buckets.summary() == "5 done, 1 failed, 2 blocked, 1 ambiguous"
 
 
 async def test_a_failed_parent_blocks_its_chain_and_exits_1(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ parent fails those chained tasks (TEMPLATE_ERROR) and the run goes on, nothing a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,21 @@ class GatedApi(FakeApi):
         super().__init__()
         self.first = anyio.Event()
 
-    async def create_task(self, body: Mapping[str, Any], *, speculative: bool = False) -> str:
+    async def create_task(
+        self,
+        body: Mapping[str, Any],
+        *,
+        speculative: bool = False,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
         if self.first.is_set() or not self.creates:
-            task_id = await super().create_task(body, speculative=speculative)
+            task_id = await super().create_task(
+                body, speculative=speculative, before_send=before_send
+            )
             self.first.set()
             return task_id
         await self.first.wait()
-        return await super().create_task(body, speculative=speculative)
+        return await super().create_task(body, speculative=speculative, before_send=before_send)
 
 
 async def test_a_taskid_that_cannot_be_stored_stops_the_run_with_exit_2(tmp_path: Path) -> None:
