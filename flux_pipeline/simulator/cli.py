@@ -94,6 +94,24 @@ _rate = click.FloatRange(0.0, 1.0)
 @click.option("--error-rate", default=0.0, type=_rate, help="Share of API requests answered 5xx.")
 @click.option("--drop-rate", default=0.0, type=_rate, help="Share of API connections dropped.")
 @click.option("--drop-after", is_flag=True, help="Drop only after processing (ambiguous creates).")
+@click.option(
+    "--lost-after-rate",
+    default=0.0,
+    type=_rate,
+    help="Share of API requests processed, then dropped (a create is billed, its answer lost).",
+)
+@click.option(
+    "--gateway-rate",
+    default=0.0,
+    type=_rate,
+    help="Share of API requests answered by a proxy's 502/504 page before the API.",
+)
+@click.option(
+    "--gateway-after-rate",
+    default=0.0,
+    type=_rate,
+    help="Share of API requests answered by a proxy's 502/504 page after processing.",
+)
 @click.option("--slow-rate", default=0.0, type=_rate, help="Share of API answers delayed.")
 @click.option(
     "--slow-seconds", default=2.0, type=click.FloatRange(min=0), help="Delay of slow answers."
@@ -133,6 +151,9 @@ def sim(
     error_rate: float,
     drop_rate: float,
     drop_after: bool,
+    lost_after_rate: float,
+    gateway_rate: float,
+    gateway_after_rate: float,
     slow_rate: float,
     slow_seconds: float,
     truncate_rate: float,
@@ -146,6 +167,9 @@ def sim(
             error_rate=error_rate,
             drop_rate=drop_rate,
             drop_after=drop_after,
+            lost_after_rate=lost_after_rate,
+            gateway_rate=gateway_rate,
+            gateway_after_rate=gateway_after_rate,
             slow_rate=slow_rate,
             slow_seconds=slow_seconds,
             truncate_rate=truncate_rate,

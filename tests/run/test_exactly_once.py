@@ -1,9 +1,8 @@
 """Exactly once under real faults: one create per task, however the run is stopped or the
 API misbehaves, and a run that cannot finish says so and ends.
 
-Written before the fixes: a test marked ``xfail(strict=True)`` reproduces a symptom of the
-current code (the reason names it); when the fix lands it XPASSes, which fails the suite,
-and the marker goes. Every run here is a ``flux-pipeline run`` subprocess against a
+Each test was written before its fix and reproduced the symptom it names (as a strict xfail
+until the fix landed). Every run here is a ``flux-pipeline run`` subprocess against a
 simulator (``support.quick_sim``: a thread in the test process, so it outlives the run and
 lists every task it created) or a hostile proxy in front of one (``support.HostileProxy``),
 over loopback HTTP. Waiting is on observables (simulator stats,
@@ -72,11 +71,6 @@ def closed_port() -> int:
 # --- 1. two runs of one batch at once ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: a second run of the same batch is not refused: it "
-    "runs too (exit 0, or 3 holding the first run's creates as ambiguous)",
-)
 def test_two_runs_started_together_create_each_task_once(tmp_path: Path) -> None:
     """Both runs start at once against one simulator: one runs the batch, the other exits 2
     before sending anything, with one line naming the holder (pid, host, since). Every API
@@ -104,11 +98,6 @@ def test_two_runs_started_together_create_each_task_once(tmp_path: Path) -> None
 # --- 2. a stop leaves ambiguous only what reached the API --------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: tasks still waiting for a budget token are left submitting "
-    "(ambiguous) by a stop",
-)
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_leaves_ambiguous_only_creates_that_reached_the_api(
     tmp_path: Path, signum: signal.Signals
@@ -151,10 +140,6 @@ def test_a_stop_leaves_ambiguous_only_creates_that_reached_the_api(
     assert len(listed) <= len(lost), listed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: creates refused at connect are left submitting (ambiguous) by a SIGTERM",
-)
 def test_a_stop_during_an_outage_leaves_nothing_ambiguous(tmp_path: Path) -> None:
     """The API refuses connections (nothing listens): no create can have reached it, so a
     SIGTERM must leave no task ambiguous."""
@@ -190,10 +175,6 @@ def test_a_stop_during_an_outage_leaves_nothing_ambiguous(tmp_path: Path) -> Non
 # --- 3. ambiguous tasks end a run ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: held ambiguous tasks end every run exit 3 (resumable), forever",
-)
 def test_a_run_left_with_only_ambiguous_tasks_ends_exit_1_and_says_what_resubmitting_costs(
     tmp_path: Path,
 ) -> None:
@@ -233,11 +214,6 @@ def test_a_run_left_with_only_ambiguous_tasks_ends_exit_1_and_says_what_resubmit
 # --- 5. a gateway error after the create is not paid again -----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: a 504 HTML page after the create is retried as a new create: "
-    "4 creates for 1 task",
-)
 def test_gateway_pages_after_the_create_do_not_pay_again(tmp_path: Path) -> None:
     """A proxy answers the first three creates with a 504 HTML page after the simulator
     created the task, then passes answers through. The task is created once (held ambiguous
@@ -313,11 +289,6 @@ def test_a_read_only_output_directory_creates_nothing(tmp_path: Path) -> None:
     assert len(lines) == 1, lines
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: an output directory under a regular file is an internal error "
-    "(exit 70), not a one-line refusal",
-)
 def test_an_output_directory_under_a_regular_file_creates_nothing(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, roots_manifest("file", 6))
     (tmp_path / "file").write_text("not a directory")

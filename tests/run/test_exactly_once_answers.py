@@ -2,8 +2,8 @@
 
 A ``HostileProxy`` in front of a simulator (``support.quick_sim``: a thread in the test
 process, over loopback HTTP) forwards every request, so the simulator did what was asked,
-and replaces one chosen answer. The run is a ``flux-pipeline run`` subprocess.
-``xfail(strict=True)`` marks symptoms of the current code (see test_exactly_once.py).
+and replaces one chosen answer. The run is a ``flux-pipeline run`` subprocess. Each test
+reproduced its symptom before the fix (see test_exactly_once.py).
 """
 
 from __future__ import annotations

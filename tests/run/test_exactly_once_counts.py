@@ -2,8 +2,8 @@
 buckets sum to the plan; ``plan`` and ``run`` agree on which outputs are done.
 
 ``flux-pipeline run`` subprocesses against a simulator thread (``support.quick_sim``), with
-a ``HostileProxy`` where the API must refuse something. ``xfail(strict=True)`` marks symptoms
-of the current code (see test_exactly_once.py).
+a ``HostileProxy`` where the API must refuse something. Each test reproduced its symptom
+before the fix (see test_exactly_once.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import re
 import signal
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from flux_pipeline.simulator import Faults
 
@@ -81,9 +79,6 @@ def chain(name: str, roots: int, *, root_prompt: str, children: int) -> str:
 # --- 8a. refused creates are not "created (billed)" ------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="not fixed yet: creates refused with 400 are counted as created"
-)
 def test_creates_refused_with_400_are_not_counted_as_created(tmp_path: Path) -> None:
     """The proxy refuses 3 of 12 creates with an API 400 without passing them on: the API
     created 9 tasks, and no line of the run may claim more."""
@@ -117,10 +112,6 @@ REFUSED = {"subject number 1", "subject number 5", "subject number 9"}
 # --- 8b. a stop with tasks never sent ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: the progress line counts tasks waiting to be sent as created",
-)
 def test_a_stop_does_not_claim_unsent_tasks_were_created(tmp_path: Path) -> None:
     """60 tasks, a budget of 300 requests/min: stopped after the first progress line, most
     were never sent; no line may claim more created than the API received."""
@@ -185,7 +176,6 @@ def test_the_ending_buckets_sum_to_the_plan(tmp_path: Path) -> None:
 # --- 8e. plan and run agree on "done" ------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet: plan calls an output done by its size alone")
 def test_plan_and_run_agree_on_an_output_with_the_wrong_content(tmp_path: Path) -> None:
     """An output replaced by other bytes of the same size: ``plan`` must not call it done
     (size + SHA-256, as ``run`` checks), and ``run`` fetches it again."""
