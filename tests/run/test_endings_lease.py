@@ -81,7 +81,7 @@ def test_a_second_run_of_the_same_state_exits_2_naming_the_first(tmp_path: Path)
     assert {r.state for r in db_rows(state_path(out)).values()} == {"downloaded"}
 
 
-def test_report_and_merge_wait_for_the_lease(tmp_path: Path) -> None:
+def test_report_and_merge_are_refused_while_a_run_holds_the_lease(tmp_path: Path) -> None:
     """While a run holds the lease (here: this process, as a run would), ``report`` and
     ``merge`` exit 2 naming the holder and write nothing; once it is released they work."""
     manifest = write_manifest(tmp_path, chained_manifest("held", SUBJECTS, STYLES))
