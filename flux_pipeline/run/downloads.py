@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from flux_pipeline.errors import DownloadError, InvalidResultError, ResultExpiredError
-from flux_pipeline.media import TAIL_BYTES, image_ends_whole, sniff_image
+from flux_pipeline.media import TAIL_BYTES, image_ends_whole, replace_into, sniff_image
 
 MAX_RESULT_BYTES = 200 * 1024 * 1024
 INVALID_RESULT_URL = "INVALID_RESULT_URL"  # the fail code of a task whose result URL is unusable
@@ -119,7 +118,7 @@ async def download(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
                     f"the {kind.upper()} image",
                     url=url,
                 )
-        os.replace(temp, dest)
+        replace_into(temp, dest)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
         detail = f"{type(exc).__name__}: {str(exc)[:200]}"
         raise InvalidResultUrlError(f"result URL cannot be fetched ({detail})", url=url) from exc
