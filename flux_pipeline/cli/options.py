@@ -7,14 +7,29 @@ way; each command passes the help text that says what the option means for it (d
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from flux_pipeline.plan.shard import parse_shard
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses NaN and infinities (``nan`` passes every range
+    comparison, so ``--rpm nan`` would silently disable the request budget)."""
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        number: float = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
 
 F = TypeVar("F", bound=Callable[..., object])
 

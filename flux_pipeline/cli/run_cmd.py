@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import anyio
 import click
 
-from flux_pipeline.cli.options import Duration, out_option, state_option
+from flux_pipeline.cli.options import Duration, FiniteFloatRange, out_option, state_option
 from flux_pipeline.cli.review_cmds import Shard
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
 )
 @click.option(
     "--sim-task-seconds",
-    type=click.FloatRange(min=0.01),
+    type=FiniteFloatRange(min=0.01),
     default=1.5,
     show_default=True,
     help="With --simulate: mean simulated task time.",
@@ -67,7 +67,7 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
 )
 @click.option(
     "--rpm",
-    type=click.FloatRange(min=1),
+    type=FiniteFloatRange(min=1),
     default=10_000,
     show_default=True,
     help="Request budget per minute, shared by every API call.",

@@ -6,9 +6,11 @@ connections, then serves until SIGINT/SIGTERM and exits 0.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 import click
 
@@ -17,7 +19,21 @@ from flux_pipeline.simulator.clock import ManualClock
 from flux_pipeline.simulator.config import FIFTEEN_DAYS, Faults, SimConfig
 from flux_pipeline.simulator.server import base_url_of, bind, check_loopback, serve
 
-_rate = click.FloatRange(0.0, 1.0)
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses NaN and infinities (``nan`` passes every range
+    comparison, so ``--task-seconds nan`` would break the task clock)."""
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        number: float = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+_rate = FiniteFloatRange(0.0, 1.0)
 
 
 @click.command(context_settings={"show_default": True})
@@ -29,18 +45,18 @@ _rate = click.FloatRange(0.0, 1.0)
 @click.option(
     "--task-seconds",
     default=30.0,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Mean task duration.",
 )
 @click.option(
     "--task-spread",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     help="Std. deviation of durations [default: task-seconds/4].",
 )
 @click.option(
     "--time-scale",
     default=1.0,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Multiplies every task duration.",
 )
 @click.option(
@@ -52,20 +68,20 @@ _rate = click.FloatRange(0.0, 1.0)
 @click.option(
     "--rate-window",
     default=60.0,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Rate window, seconds (not scaled).",
 )
 @click.option(
-    "--credits", type=click.FloatRange(min=0), help="Credit balance [default: unlimited]."
+    "--credits", type=FiniteFloatRange(min=0), help="Credit balance [default: unlimited]."
 )
-@click.option("--cost-pro", default=5.0, type=click.FloatRange(min=0), help="Credits per pro task.")
+@click.option("--cost-pro", default=5.0, type=FiniteFloatRange(min=0), help="Credits per pro task.")
 @click.option(
-    "--cost-max", default=10.0, type=click.FloatRange(min=0), help="Credits per max task."
+    "--cost-max", default=10.0, type=FiniteFloatRange(min=0), help="Credits per max task."
 )
 @click.option(
     "--result-ttl",
     default=FIFTEEN_DAYS,
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     help="Seconds a result stays downloadable.",
 )
 @click.option(
@@ -114,7 +130,7 @@ _rate = click.FloatRange(0.0, 1.0)
 )
 @click.option("--slow-rate", default=0.0, type=_rate, help="Share of API answers delayed.")
 @click.option(
-    "--slow-seconds", default=2.0, type=click.FloatRange(min=0), help="Delay of slow answers."
+    "--slow-seconds", default=2.0, type=FiniteFloatRange(min=0), help="Delay of slow answers."
 )
 @click.option(
     "--truncate-rate", default=0.0, type=_rate, help="Share of result downloads cut short."

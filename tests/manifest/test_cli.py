@@ -97,3 +97,29 @@ def test_usage_errors_exit_with_exit_code_invalid(capsys: pytest.CaptureFixture[
     assert "no such option" in capsys.readouterr().err.lower()
     assert run_cli(["status", "--out", "/nonexistent/out"]) == ExitCode.INVALID
     assert "no state DB at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "m.yaml", "--simulate", "--rpm", "nan"],
+        ["run", "m.yaml", "--simulate", "--rpm", "inf"],
+        ["run", "m.yaml", "--simulate", "--sim-task-seconds", "nan"],
+        ["run", "m.yaml", "--simulate", "--sim-task-seconds", "inf"],
+        ["sim", "--task-seconds", "nan"],
+        ["sim", "--error-rate", "nan"],
+        ["sim", "--slow-seconds", "inf"],
+    ],
+    ids=lambda argv: "-".join(argv[-2:]),
+)
+def test_non_finite_numbers_are_usage_errors(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NaN passes every range comparison: ``--rpm nan`` used to run with no request budget.
+    Refused at parse time (exit 2, one line naming the option), before anything starts."""
+    (tmp_path / "m.yaml").write_text('version: 1\nname: m\nsteps:\n  - {id: a, prompt: "x"}\n')
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "is not a finite number" in err
+    assert f"'{argv[-2]}'" in err
+    assert not (tmp_path / "out").exists()
