@@ -182,14 +182,17 @@ class FluxClient:
         and its connection slot, right before the request is sent (a retried create calls
         it again: it must be idempotent). If it raises, nothing is sent, the slot is freed
         and its exception propagates (the token stays spent). A cancellation while waiting
-        for the token or the slot never calls it."""
+        for the token or the slot never calls it. With a hook the client does not retry a
+        create that created nothing (429, 5xx with the API's envelope, never sent): it raises
+        at once, so the caller, who marked the task as being sent, can put it back before any
+        wait (a stop during a backoff must not leave a never-sent task looking sent)."""
         payload = dict(body)
 
         async def attempt() -> str:
             return await self._create_once(payload, before_send)
 
         try:
-            return await self._retrying(attempt, speculative=speculative)
+            return await self._retrying(attempt, speculative=speculative, retry=before_send is None)
         except _HookError as hook:  # the caller's own exception, as it raised it, unretried
             raise hook.error from hook.error.__cause__
         except ApiError as exc:
@@ -257,8 +260,14 @@ class FluxClient:
         return parse_status(data)
 
     async def _retrying(
-        self, attempt: Callable[[], Awaitable[T]], *, speculative: bool = False
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        speculative: bool = False,
+        retry: bool = True,
     ) -> T:
+        """``attempt`` until it succeeds or the policy gives up; ``retry=False``: once (the
+        budget still learns of a 429)."""
         policy = self.config.retry
         failures = 0
         rate_limits = 0
@@ -271,7 +280,7 @@ class FluxClient:
                 rate_limits += 1
                 if self._budget is not None:
                     self._budget.rate_limited(exc.retry_after)
-                if rate_limits >= policy.rate_limit_attempts:
+                if not retry or rate_limits >= policy.rate_limit_attempts:
                     raise
                 delay = exc.retry_after
                 if delay is None:
@@ -279,7 +288,7 @@ class FluxClient:
                 await self._sleep(delay)
             except RetryableError:
                 failures += 1
-                if failures >= policy.attempts:
+                if not retry or failures >= policy.attempts:
                     raise
                 await self._sleep(self._backoff(failures))
 

@@ -9,13 +9,19 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from flux_pipeline.errors import AmbiguousCreateError, ServerError
+from flux_pipeline.errors import (
+    AmbiguousCreateError,
+    ApiTransportError,
+    RateLimitedError,
+    ServerError,
+)
 from flux_pipeline.run.api import build_create_body
 from flux_pipeline.run.client import BeforeSend
 
 from .support import (
     FakeBudget,
     FakeSleep,
+    Handler,
     Script,
     created,
     envelope,
@@ -64,16 +70,32 @@ async def test_hook_runs_after_the_token_and_right_before_sending() -> None:
     assert calls == [1]
 
 
-async def test_hook_runs_again_on_every_attempt() -> None:
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (raises(httpx.ConnectError), ApiTransportError),
+        (respond(500, envelope(None, code=500, message="internal")), ServerError),
+        (respond(429, envelope(None, code=429, message="slow down")), RateLimitedError),
+    ],
+    ids=["never-sent", "500-envelope", "429"],
+)
+async def test_with_a_hook_a_create_that_created_nothing_is_not_retried(
+    failure: Handler, error: type[Exception]
+) -> None:
+    """The caller marked the task as being sent in its hook: the client raises at once (no
+    backoff wait with the task looking sent), so the caller puts it back and retries it.
+    Without a hook the same failures are retried (tests/run/client/test_retry.py)."""
     budget = FakeBudget()
-    envelope_500 = respond(500, envelope(None, code=500, message="internal"))
-    script = Script(raises(httpx.ConnectError), envelope_500, created("task_3"))
+    script = Script(failure, created("task_3"))
     calls, before_send = hook_into(budget)
     async with make_client(Logged(script, budget), budget=budget) as client:
-        task_id = await client.create_task(BODY, before_send=before_send)
-    assert task_id == "task_3"
-    assert [name for name, _ in budget.events] == ["acquire", "before_send", "request"] * 3
-    assert calls == [1, 1, 1]
+        with pytest.raises(error):
+            await client.create_task(BODY, before_send=before_send)
+    assert calls == [1]
+    assert script.count == 1
+    assert [name for name, _ in budget.events][:3] == ["acquire", "before_send", "request"]
+    if error is RateLimitedError:
+        assert ("rate_limited", None) in budget.events  # the shared budget still slows down
 
 
 async def test_hook_once_when_the_create_is_ambiguous() -> None:
