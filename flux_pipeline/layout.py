@@ -1,7 +1,8 @@
 """Where things live: default paths, and the confinement of every path a manifest names.
 
 Default paths: ``out/<manifest name>`` for outputs, ``OUT/.flux-pipeline/state.sqlite3`` for
-the state DB (one DB per shard: ``state-2of3.sqlite3``).
+the state DB (one DB per shard: ``state-2of3.sqlite3``), and beside it the ``--simulate``
+simulator's own state (``state.simulator.db``).
 
 Reading: a manifest may read local files only inside its project.
 
@@ -30,6 +31,12 @@ def default_state_path(out_dir: Path, shard: tuple[int, int] | None = None) -> P
     """One DB per shard, so shard runs sharing an output directory never share a DB."""
     name = f"state-{shard[0]}of{shard[1]}.sqlite3" if shard else "state.sqlite3"
     return out_dir / STATE_DIR / name
+
+
+def simulator_state_path(state_path: Path) -> Path:
+    """Where ``run --simulate`` keeps its simulator's tasks: beside the state DB it serves
+    (``state.simulator.db``; one per shard, like the DB), so a rerun finds them again."""
+    return state_path.with_name(state_path.stem + ".simulator.db")
 
 
 def project_root(manifest_dir: Path) -> Path:

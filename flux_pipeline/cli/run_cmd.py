@@ -128,7 +128,7 @@ def run(
 ) -> int:
     """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
     from flux_pipeline.run.progress import progress_for
-    from flux_pipeline.run.runner import RunOptions, endpoint_from_env, execute, simulated_endpoint
+    from flux_pipeline.run.runner import RunOptions, endpoint_from_env, execute
 
     options = RunOptions(
         manifest=manifest,
@@ -150,16 +150,11 @@ def run(
     )
     display = progress_for()
 
-    async def main(endpoint: Endpoint) -> RunResult:
+    async def main(endpoint: Endpoint | None) -> RunResult:
         return await execute(options, endpoint=endpoint, progress=display, echo=_echo)
 
-    try:
-        if simulate:
-            with simulated_endpoint(sim_task_seconds) as endpoint:
-                _echo(f"flux-pipeline: simulating the API at {endpoint.base_url}")
-                result = anyio.run(main, endpoint)
-        else:
-            result = anyio.run(main, endpoint_from_env(os.environ))
+    try:  # --simulate: execute starts the simulator, once it holds the state DB's lease
+        result = anyio.run(main, None if simulate else endpoint_from_env(os.environ))
     finally:
         display.close()
     _echo(_summary(result.outcome, str(result.out_dir)))

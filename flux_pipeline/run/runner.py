@@ -13,7 +13,7 @@ import secrets
 import shlex
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import anyio
 import httpx
 
 from flux_pipeline.errors import UsageError
-from flux_pipeline.layout import default_out_dir, default_state_path
+from flux_pipeline.layout import default_out_dir, default_state_path, simulator_state_path
 from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.plan.resume import Policy
 from flux_pipeline.report import github as workflow_commands
@@ -86,14 +86,40 @@ def endpoint_from_env(env: dict[str, str] | os._Environ[str]) -> Endpoint:
     return Endpoint(base_url=base.rstrip("/"), api_key=key)
 
 
-@contextlib.contextmanager
-def simulated_endpoint(task_seconds: float) -> Iterator[Endpoint]:
+@contextlib.asynccontextmanager
+async def simulated_endpoint(
+    task_seconds: float, state_file: Path, echo: Callable[[str], None]
+) -> AsyncIterator[Endpoint]:
+    """The built-in simulator, remembering its tasks in ``state_file`` from one run to the
+    next (docs/simulator.md): same key, same port when free, same tasks and images."""
     from flux_pipeline.simulator import SimConfig, SimulatorThread
+    from flux_pipeline.simulator.persist import StateError, StateFile
 
-    key = "sim-" + secrets.token_hex(8)
+    try:
+        state = StateFile.open(state_file, afresh=True)
+    except StateError as exc:
+        raise UsageError(f"the simulator state cannot be kept: {exc}") from None
+    if state.problem is not None:
+        echo(
+            f"flux-pipeline: malformed simulator state ({state.problem}), set aside as "
+            f"{state_file.name}.bad: the simulator starts afresh"
+        )
+    saved_keys = state.saved.api_keys if state.saved else ()
+    key = saved_keys[0] if saved_keys else "sim-" + secrets.token_hex(8)
     config = SimConfig(api_keys=(key,), task_seconds=task_seconds, task_spread=task_seconds / 4)
-    with SimulatorThread(config, host="127.0.0.1", port=0) as sim:
+    sim = SimulatorThread(config, host="127.0.0.1", port=0, state=state)
+    await anyio.to_thread.run_sync(sim.start)
+    try:
+        if sim.moved_from is not None:
+            echo(
+                f"flux-pipeline: the simulator's earlier port {sim.moved_from} is taken: "
+                f"serving on {sim.port}; its earlier result URLs still work as references, "
+                "but downloads from them fail until that port is free"
+            )
         yield Endpoint(base_url=sim.base_url, api_key=key)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(sim.stop)
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:
@@ -158,14 +184,15 @@ def _callbacks(options: RunOptions, relay: CallbackRelay) -> _Callbacks | None:
 async def execute(
     options: RunOptions,
     *,
-    endpoint: Endpoint,
+    endpoint: Endpoint | None,
     progress: Callable[[Progress], None] | None = None,
     echo: Callable[[str], None] = print,
 ) -> RunResult:
     """Run a manifest to completion or to a resumable stop, then write the report. Before
     the state DB is opened and anything is sent: the outputs must be writable
     (``run/preflight.py``) and no other run may hold this state DB or output directory
-    (``run/lease.py``, exit 2 naming the holder)."""
+    (``run/lease.py``, exit 2 naming the holder). ``endpoint`` None: the built-in simulator
+    (``options.simulate``), started under the lease."""
     plan = load_plan(options.manifest)
     if options.shard is not None:
         from flux_pipeline.plan.shard import select
@@ -176,7 +203,15 @@ async def execute(
     check_writable(out_dir, state_path)
     command = lease_command(options.argv, f"flux-pipeline run {options.manifest}")
     with hold_lease(state_path, out_dir, command=command):
-        return await _execute(options, plan, out_dir, state_path, endpoint, progress, echo)
+        if endpoint is not None:
+            return await _execute(options, plan, out_dir, state_path, endpoint, progress, echo)
+        if not options.simulate:
+            raise UsageError("no API endpoint: set APIXO_API_KEY, or use --simulate")
+        # under the lease: the simulator's state beside the DB is this run's alone
+        sim_state = simulator_state_path(state_path)
+        async with simulated_endpoint(options.sim_task_seconds, sim_state, echo) as simulated:
+            echo(f"flux-pipeline: simulating the API at {simulated.base_url}")
+            return await _execute(options, plan, out_dir, state_path, simulated, progress, echo)
 
 
 async def _execute(

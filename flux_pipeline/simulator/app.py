@@ -37,6 +37,7 @@ from flux_pipeline.simulator.clock import Clock, ManualClock
 from flux_pipeline.simulator.config import SimConfig
 from flux_pipeline.simulator.core import ApiFailure, Simulator
 from flux_pipeline.simulator.images import FORMAT_OF_EXTENSION, MEDIA_TYPES, ImageSpec, render
+from flux_pipeline.simulator.persist import StateFile
 from flux_pipeline.simulator.validation import InvalidRequest, parse_create
 
 CREATE_PATH = "/api/v1/generateTask/flux-kontext"
@@ -260,9 +261,12 @@ def _admin_routes(sim: Simulator) -> list[Route]:
     ]
 
 
-def create_app(config: SimConfig | None = None, clock: Clock | None = None) -> Starlette:
-    """The simulator as an ASGI app; ``app.state.simulator`` is its ``Simulator``."""
-    sim = Simulator(config or SimConfig(), clock)
+def create_app(
+    config: SimConfig | None = None, clock: Clock | None = None, state: StateFile | None = None
+) -> Starlette:
+    """The simulator as an ASGI app; ``app.state.simulator`` is its ``Simulator`` (restored
+    from ``state`` and saved there: ``persist.StateFile``)."""
+    sim = Simulator(config or SimConfig(), clock, state)
     routes = [
         *_api_routes(sim),
         Route("/results/{task_id}/{name}", ResultEndpoint(sim), methods=["GET"]),

@@ -9,7 +9,6 @@ callbacks), run in one task group with one shared ``httpx.AsyncClient``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import re
 from collections import deque
@@ -21,12 +20,13 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 
-from flux_pipeline.simulator import callbacks, references
+from flux_pipeline.simulator import callbacks, memory, references
 from flux_pipeline.simulator.clock import Clock, ManualClock, system_clock
 from flux_pipeline.simulator.config import SimConfig
 from flux_pipeline.simulator.faults import FaultInjector
 from flux_pipeline.simulator.images import ImageCache
 from flux_pipeline.simulator.limits import Credits, RateLimiter, retry_after_seconds
+from flux_pipeline.simulator.persist import SAVE_INTERVAL, StateFile, input_digest
 from flux_pipeline.simulator.stats import Stats
 from flux_pipeline.simulator.tasks import (
     CONTENT_VIOLATION,
@@ -67,7 +67,12 @@ def _block_pattern(words: tuple[str, ...]) -> re.Pattern[str] | None:
 
 
 class Simulator:
-    def __init__(self, config: SimConfig, clock: Clock | None = None) -> None:
+    """``state``: where tasks, credits and counters are kept across restarts (loaded here,
+    saved every ``SAVE_INTERVAL`` seconds while running and when it stops)."""
+
+    def __init__(
+        self, config: SimConfig, clock: Clock | None = None, state: StateFile | None = None
+    ) -> None:
         self.config = config
         self.clock: Clock = clock or system_clock
         self.stats = Stats()
@@ -85,12 +90,32 @@ class Simulator:
         self._keys = frozenset(config.api_keys)
         self._blocked = _block_pattern(config.block_words)
         self._unreachable = frozenset(h.lower().strip("[]") for h in config.unreachable_hosts)
-        self._inputs: set[bytes] = set()
+        self.inputs: set[bytes] = set()
         self._jobs: deque[Job] = deque()
         self._wake: asyncio.Event | None = None
         self._wake_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self.client: httpx.AsyncClient | None = None
+        self.state = state
+        self.port: int | None = None  # the port served on, once known (``serving``)
+        self.ports: set[int] = set()  # every port served on, this run and earlier ones
+        self._quiet_until = -math.inf  # tasks done by then finished while it was stopped
+        if state is not None and state.saved is not None:
+            memory.restore(self, state.saved)
+            self._quiet_until = self.clock()
+
+    def serving(self, base_url: str) -> None:
+        """The server's address: recorded, and the result URLs of tasks made on an earlier
+        port move to it (their old URLs stay valid as references: ``memory.old_result``)."""
+        port = httpx.URL(base_url).port
+        if port is None:
+            return
+        self.port = port
+        self.ports.add(port)
+        base = base_url.rstrip("/")
+        for task in self.store.tasks.values():
+            if task.base_url != base and httpx.URL(task.base_url).port in self.ports:
+                task.base_url = base
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -133,7 +158,9 @@ class Simulator:
         )
         self._judge(task)
         store.add(task)
-        self._note_input(request)
+        self._note_input(task)
+        if self.state is not None:
+            self.state.note_new(task)
         if self._jobs or task.started < self._wake_at:
             self._poke()
         return task.task_id
@@ -144,21 +171,35 @@ class Simulator:
         if self._blocked is not None and self._blocked.search(request.prompt):
             task.fail = CONTENT_VIOLATION
             return
-        pre = references.precheck(request.image_urls, self._unreachable)
-        if pre.problem:
-            task.fail = (INVALID_IMAGE_URL, "Cannot access provided image URL")
-            task.problem = pre.problem
-        elif pre.to_fetch:
-            task.checks_pending = 1
-            self._jobs.append(lambda: self._fetch_references(task, pre.to_fetch))
+        self.judge_references(task)
 
-    def _note_input(self, request: CreateRequest) -> None:
+    def judge_references(self, task: Task, urls: tuple[str, ...] | None = None) -> None:
+        """Judge reference images (all of the task's by default): now when possible, else by
+        a scheduled fetch."""
+        urls = task.request.image_urls if urls is None else urls
+        pre = references.precheck(urls, self._unreachable)
+        problem, to_fetch = pre.problem, []
+        for url in pre.to_fetch if not problem else ():
+            judged = memory.old_result(self, url)
+            if judged is False:
+                to_fetch.append(url)
+            elif judged is not None:
+                problem = str(judged)
+                break
+        if problem:
+            task.fail = (INVALID_IMAGE_URL, "Cannot access provided image URL")
+            task.problem = problem
+        elif to_fetch:
+            task.checks_pending = 1
+            self._jobs.append(lambda: self._fetch_references(task, tuple(to_fetch)))
+
+    def _note_input(self, task: Task) -> None:
         self.stats.creates += 1
-        digest = hashlib.blake2b(request.input_key.encode(), digest_size=16).digest()
-        if digest in self._inputs:
+        task.digest = input_digest(task.request.input)
+        if task.digest in self.inputs:
             self.stats.duplicate_creates += 1
         else:
-            self._inputs.add(digest)
+            self.inputs.add(task.digest)
 
     def task_for(self, api_key: str | None, task_id: str) -> Task:
         task = self.store.tasks.get(task_id)
@@ -194,7 +235,7 @@ class Simulator:
             "slowed": s.slowed,
             "truncated": s.truncated,
             "creates": s.creates,
-            "distinct_inputs": len(self._inputs),
+            "distinct_inputs": len(self.inputs),
             "duplicate_creates": s.duplicate_creates,
             "max_concurrent_seen": self.store.max_unfinished,
             "unfinished": self.store.total_unfinished,
@@ -227,10 +268,14 @@ class Simulator:
     # -- background -------------------------------------------------------------------------
 
     def _on_finish(self, task: Task) -> None:
+        if self.state is not None:
+            self.state.note_changed(task)
         url = task.request.callback_url
         if url is None:
             return
-        if not references.is_loopback(httpx.URL(url).host):
+        if task.complete_time <= self._quiet_until or not references.is_loopback(
+            httpx.URL(url).host
+        ):  # finished while the simulator was stopped: its callback is lost, as upstream
             self.stats.callbacks_skipped += 1
             return
         payload = {
@@ -263,6 +308,8 @@ class Simulator:
             if problem:
                 break
         self.store.check_done(task, problem, self.clock())
+        if self.state is not None:
+            self.state.note_changed(task)
 
     def settle(self) -> None:
         """Run due side effects now (used after advancing a manual clock)."""
@@ -295,16 +342,35 @@ class Simulator:
             ):
                 self.client = client
                 tg.start_soon(self._background, tg)
+                if self.state is not None:
+                    tg.start_soon(self._autosave, self.state)
                 try:
                     yield self
                 finally:
                     tg.cancel_scope.cancel()
         finally:
+            self.save()
             if unsubscribe:
                 unsubscribe()
             self.client = None
             self._wake = None
             self._loop = None
+
+    def save(self) -> None:
+        """Write what changed since the last save (nothing without a state file)."""
+        if self.state is not None:
+            self.store.settle(self.clock())
+            self.state.write(self.state.take(memory.meta(self)))
+
+    async def _autosave(self, state: StateFile) -> None:
+        seen = -1
+        while True:
+            await anyio.sleep(SAVE_INTERVAL)
+            requests = sum(self.stats.requests.values())
+            if state.dirty or requests != seen:
+                seen = requests
+                self.store.settle(self.clock())
+                await anyio.to_thread.run_sync(state.write, state.take(memory.meta(self)))
 
     async def _background(self, tg: TaskGroup) -> None:
         limiter = anyio.CapacityLimiter(MAX_JOBS)

@@ -24,6 +24,7 @@ from flux_pipeline.simulator.app import create_app, simulator_of
 from flux_pipeline.simulator.clock import Clock, ManualClock
 from flux_pipeline.simulator.config import SimConfig
 from flux_pipeline.simulator.core import Simulator
+from flux_pipeline.simulator.persist import StateFile
 from flux_pipeline.simulator.references import is_loopback
 
 _DELIBERATE = "ASGI callable returned without completing response."
@@ -70,6 +71,21 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def bind_remembered(
+    host: str, port: int, state: StateFile | None
+) -> tuple[socket.socket, int | None]:
+    """``bind(host, port)``; with ``port`` 0 and a saved state, the port it served before
+    (its result URLs point there) when that is free. Returns the socket and, when the saved
+    port was taken, that port (the caller says so: docs/simulator.md)."""
+    saved = state.saved.port if state is not None and state.saved is not None else None
+    if port != 0 or saved is None:
+        return bind(host, port), None
+    try:
+        return bind(host, saved), None
+    except OSError:
+        return bind(host, 0), saved
 
 
 def base_url_of(sock: socket.socket) -> str:
@@ -123,10 +139,12 @@ class SimulatorThread:
         port: int = 0,
         clock: Clock | None = None,
         startup_timeout: float = 10.0,
+        state: StateFile | None = None,
     ) -> None:
         check_loopback(host)
         self.config = config or SimConfig()
-        self.app = create_app(self.config, clock)
+        self.state = state
+        self.app = create_app(self.config, clock, state)
         self.simulator: Simulator = simulator_of(self.app)
         self._host, self._port = host, port
         self._timeout = startup_timeout
@@ -135,6 +153,7 @@ class SimulatorThread:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self.base_url = ""
+        self.moved_from: int | None = None  # the saved port, when it was taken
 
     def __repr__(self) -> str:
         return f"SimulatorThread(base_url={self.base_url!r})"
@@ -146,8 +165,9 @@ class SimulatorThread:
     def start(self) -> SimulatorThread:
         if self._thread is not None:
             raise RuntimeError("already started")
-        sock = bind(self._host, self._port)
+        sock, self.moved_from = bind_remembered(self._host, self._port, self.state)
         self.base_url = base_url_of(sock)
+        self.simulator.serving(self.base_url)
         self._server = _Server(uvicorn_config(self.app), self._ready.set)
         self._thread = threading.Thread(
             target=self._run, args=(self._server, sock), name="flux-simulator", daemon=True
@@ -176,6 +196,8 @@ class SimulatorThread:
                 raise RuntimeError("the simulator thread did not stop")
         self._thread = None
         self._server = None
+        if self.state is not None:
+            self.state.close()
 
     def __enter__(self) -> SimulatorThread:
         return self.start()

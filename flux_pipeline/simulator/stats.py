@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 @dataclass(kw_only=True)
@@ -29,3 +30,31 @@ class Stats:
             self.rate_limited += 1
         elif code >= 500:
             self.server_errors += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            f.name: dict(v) if isinstance(v := getattr(self, f.name), Counter) else v
+            for f in fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> Stats:
+        """Counters as ``as_dict`` wrote them; ValueError for anything else."""
+        stats = cls()
+        for f in fields(cls):
+            value = saved.get(f.name, getattr(stats, f.name))
+            current = getattr(stats, f.name)
+            if isinstance(current, Counter):
+                if not isinstance(value, dict) or not all(_count(v) for v in value.values()):
+                    raise ValueError(f"stats.{f.name}: expected counts")
+                keys = [int(k) if f.name == "responses" else str(k) for k in value]
+                setattr(stats, f.name, Counter(dict(zip(keys, value.values(), strict=True))))
+            elif _count(value):
+                setattr(stats, f.name, value)
+            else:
+                raise ValueError(f"stats.{f.name}: expected a count, found {value!r:.40}")
+        return stats
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

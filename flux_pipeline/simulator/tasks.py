@@ -48,6 +48,7 @@ class Task:
     overdue: bool = False  # its time came while reference checks were still running
     completed: float | None = None  # set when its completion side effects have run
     problem: str | None = None  # debug detail behind a failure
+    digest: bytes = b""  # of the canonical input (duplicate creates; kept across restarts)
 
     def state(self, now: float) -> str:
         if self.completed is not None or (self.checks_pending == 0 and now >= self.due):
@@ -147,6 +148,20 @@ class TaskStore:
         heapq.heappush(self._heap, (task.started, seq, _START, task))
         heapq.heappush(self._heap, (task.due, seq, _COMPLETE, task))
         self.max_unfinished = max(self.max_unfinished, self.total_unfinished)
+
+    def restore(self, task: Task) -> None:
+        """A task from a saved state: a finished one only counts; the others are added as
+        new ones (events already due are settled by the next ``settle``)."""
+        if task.completed is None:
+            self.add(task)
+            return
+        self.tasks[task.task_id] = task
+        self.counts[FAILED if task.fail else SUCCESS] += 1
+        self._load.setdefault(task.api_key, _KeyLoad())
+
+    def reseed_ids(self, seed: str) -> None:
+        """After a restart: ids never repeat those handed out before, even unsaved ones."""
+        self._ids = random.Random(seed)
 
     def seconds_until_slot(self, api_key: str, now: float) -> float:
         """How long until one of this key's unfinished tasks is expected to finish."""
