@@ -120,6 +120,8 @@ async def simulated_endpoint(
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(sim.stop)
+        if state.failure is not None:
+            echo(f"flux-pipeline: the simulator state is out of date: {state.failure}")
 
 
 def _parse_listen(listen: str) -> tuple[str, int]:

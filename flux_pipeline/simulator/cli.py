@@ -1,7 +1,9 @@
 """`flux-pipeline sim`: serve the API simulator on a loopback port.
 
 Prints one line, ``flux-pipeline simulator listening on http://HOST:PORT``, once it accepts
-connections, then serves until SIGINT/SIGTERM and exits 0.
+connections, then serves until SIGINT/SIGTERM and exits 0. With ``--state PATH`` its tasks,
+credits and counters outlive it (``persist.py``); a malformed file is refused (exit 2, the file
+left as it is).
 """
 
 from __future__ import annotations
@@ -9,15 +11,17 @@ from __future__ import annotations
 import math
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
 
-from flux_pipeline.simulator.app import create_app
-from flux_pipeline.simulator.clock import ManualClock
+from flux_pipeline.simulator.app import create_app, simulator_of
+from flux_pipeline.simulator.clock import MANUAL_EPOCH, ManualClock
 from flux_pipeline.simulator.config import FIFTEEN_DAYS, Faults, SimConfig
-from flux_pipeline.simulator.server import base_url_of, bind, check_loopback, serve
+from flux_pipeline.simulator.persist import StateError, StateFile
+from flux_pipeline.simulator.server import base_url_of, bind_remembered, check_loopback, serve
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -107,6 +111,13 @@ _rate = FiniteFloatRange(0.0, 1.0)
 )
 @click.option("--seed", default=0, type=int, help="Seed of durations, ids and faults.")
 @click.option("--manual-clock", is_flag=True, help="Time moves only via POST /_sim/clock.")
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Keep tasks, credits and counters in this file across restarts (with --port 0: "
+    "the port served before, when free).",
+)
 @click.option("--error-rate", default=0.0, type=_rate, help="Share of API requests answered 5xx.")
 @click.option("--drop-rate", default=0.0, type=_rate, help="Share of API connections dropped.")
 @click.option("--drop-after", is_flag=True, help="Drop only after processing (ambiguous creates).")
@@ -164,6 +175,7 @@ def sim(
     image_size: int,
     seed: int,
     manual_clock: bool,
+    state_path: Path | None,
     error_rate: float,
     drop_rate: float,
     drop_after: bool,
@@ -211,13 +223,30 @@ def sim(
             faults=faults,
             seed=seed,
         )
-        sock = bind(host, port)
+        state = StateFile.open(state_path) if state_path is not None else None
+    except StateError as exc:
+        raise click.ClickException(f"simulator state not loaded: {exc}") from None
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    app = create_app(config, ManualClock() if manual_clock else None)
+    saved = state.saved if state is not None else None
+    try:
+        sock, moved_from = bind_remembered(host, port, state)
+    except OSError as exc:
+        if state is not None:
+            state.close()
+        raise click.ClickException(str(exc)) from exc
+    clock = ManualClock(max(MANUAL_EPOCH, saved.now if saved else 0.0)) if manual_clock else None
+    app = create_app(config, clock, state)
     base_url = base_url_of(sock)
+    simulator_of(app).serving(base_url)
 
     def announce() -> None:
+        if moved_from is not None:
+            click.echo(
+                f"flux-pipeline sim: port {moved_from} (served before) is taken: earlier result"
+                " URLs still work as references, but downloads from them fail",
+                err=True,
+            )
         click.echo(f"flux-pipeline simulator listening on {base_url}")
         sys.stdout.flush()
 
@@ -229,6 +258,10 @@ def sim(
         serve(app, sock, on_started=announce)
     finally:
         sock.close()
+        if state is not None:
+            state.close()
+            if state.failure is not None:
+                click.echo(f"flux-pipeline sim: {state.failure}", err=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

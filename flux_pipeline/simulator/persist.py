@@ -34,23 +34,23 @@ VERSION = 1
 SAVE_INTERVAL = 2.0  # seconds between two saves of a running simulator, at most
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE tasks (task_id TEXT PRIMARY KEY, api_key TEXT NOT NULL, base_url TEXT NOT"
-    " NULL, created REAL NOT NULL, started REAL NOT NULL, due REAL NOT NULL, completed REAL,"
-    " fail_code TEXT, fail_msg TEXT, problem TEXT, checking INTEGER NOT NULL, digest BLOB NOT"
-    " NULL, request TEXT NOT NULL)",
+    "CREATE TABLE tasks (row INTEGER PRIMARY KEY, task_id TEXT NOT NULL, api_key TEXT NOT"
+    " NULL, base_url TEXT NOT NULL, created REAL NOT NULL, started REAL NOT NULL, due REAL NOT"
+    " NULL, completed REAL, fail_code TEXT, fail_msg TEXT, problem TEXT, checking INTEGER NOT"
+    " NULL, digest BLOB NOT NULL, request TEXT NOT NULL)",
 )
 _SELECT = (
     "SELECT task_id, api_key, base_url, created, started, due, completed, fail_code, fail_msg,"
-    " problem, checking, digest, request FROM tasks ORDER BY rowid"
+    " problem, checking, digest, request, row FROM tasks ORDER BY row"
 )
 _INSERT = (
     "INSERT OR REPLACE INTO tasks (task_id, api_key, base_url, created, started, due,"
-    " completed, fail_code, fail_msg, problem, checking, digest, request)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " completed, fail_code, fail_msg, problem, checking, digest, request, row)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE = (
     "UPDATE tasks SET due = ?, completed = ?, fail_code = ?, fail_msg = ?, problem = ?,"
-    " checking = ? WHERE task_id = ?"
+    " checking = ? WHERE row = ?"
 )
 _INLINE_KEPT = 256  # a data: URI longer than this is kept as a marker (it was judged at create)
 
@@ -100,13 +100,14 @@ def _new_row(task: Task) -> tuple[Any, ...]:
         1 if task.checks_pending else 0,
         task.digest,
         request,
+        task.row,
     )
 
 
 def _update_row(task: Task) -> tuple[Any, ...]:
     fail_code, fail_msg = task.fail or (None, None)
     checking = 1 if task.checks_pending else 0
-    return (task.due, task.completed, fail_code, fail_msg, task.problem, checking, task.task_id)
+    return (task.due, task.completed, fail_code, fail_msg, task.problem, checking, task.row)
 
 
 @dataclass(kw_only=True)
@@ -146,13 +147,17 @@ def _opt_str(value: object, what: str) -> str | None:
 def _task(row: tuple[Any, ...]) -> Task:
     task_id = _str(row[0], "a task's id")
     where = f"task {task_id[:40]!r}"
-    created, started, due = (_num(row[i], f"{where}: times") for i in (3, 4, 5))
+    created = _num(row[3], f"{where}: created")
+    started = _num(row[4], f"{where}: started")
+    due = _num(row[5], f"{where}: due")
     if not created <= started <= due:
         raise StateError(f"{where}: times out of order")
     fail_code = _opt_str(row[7], f"{where}: fail_code")
     fail_msg = _opt_str(row[8], f"{where}: fail_msg")
     if (fail_code is None) != (fail_msg is None):
         raise StateError(f"{where}: fail_code and fail_msg go together")
+    if not isinstance(row[13], int) or row[13] < 1:
+        raise StateError(f"{where}: malformed row number")
     if row[10] not in (0, 1) or not isinstance(row[11], bytes) or len(row[11]) != 16:
         raise StateError(f"{where}: malformed checking flag or digest")
     try:
@@ -172,6 +177,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         completed=_opt_num(row[6], f"{where}: completed"),
         problem=_opt_str(row[9], f"{where}: problem"),
         digest=row[11],
+        row=row[13],
     )
 
 
@@ -223,6 +229,8 @@ def _read(db: sqlite3.Connection) -> Saved | None:
         raise StateError("its meta record is missing")
     saved = _meta(rows[0][0])
     saved.tasks = [_task(row) for row in db.execute(_SELECT)]
+    if len({task.task_id for task in saved.tasks}) != len(saved.tasks):
+        raise StateError("a taskId is listed twice")
     return saved
 
 
@@ -234,9 +242,11 @@ class StateFile:
         self.path = path
         self.saved = saved
         self.problem: str | None = None  # why a malformed file was set aside (``open``)
+        self.failure: str | None = None  # the first save that failed, if one did
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._new: dict[str, Task] = {}
+        self._rows = max((t.row for t in saved.tasks), default=0) if saved else 0
         self._changed: dict[str, Task] = {}
 
     def __repr__(self) -> str:
@@ -283,17 +293,17 @@ class StateFile:
 
     def _connect(self) -> None:
         try:
-            db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+            db = sqlite3.connect(
+                self.path, timeout=5, check_same_thread=False, isolation_level=None
+            )
             db.execute("PRAGMA trusted_schema = OFF")
-            if not db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall():
-                with db:
-                    for statement in _SCHEMA:
-                        db.execute(statement)
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot be written ({exc})") from None
         self._db = db
 
     def note_new(self, task: Task) -> None:
+        self._rows += 1
+        task.row = self._rows
         self._new[task.task_id] = task
 
     def note_changed(self, task: Task) -> None:
@@ -324,10 +334,22 @@ class StateFile:
             db = self._db
             if db is None:
                 return
-            with db:
-                db.executemany(_INSERT, new)
-                db.executemany(_UPDATE, changed)
-                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('state', ?)", (meta,))
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:  # the tables come with the first save: a file is empty or complete
+                    for statement in _SCHEMA:
+                        db.execute(statement.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"))
+                    db.executemany(_INSERT, new)
+                    db.executemany(_UPDATE, changed)
+                    db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('state', ?)", (meta,)
+                    )
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:  # a full disk, say: the run goes on, the file is stale
+                self.failure = self.failure or f"{self.path}: not saved ({exc})"
 
     def close(self) -> None:
         with self._lock:

@@ -49,6 +49,7 @@ class Task:
     completed: float | None = None  # set when its completion side effects have run
     problem: str | None = None  # debug detail behind a failure
     digest: bytes = b""  # of the canonical input (duplicate creates; kept across restarts)
+    row: int = 0  # its row in a state file (``persist.py``), 0 when not kept
 
     def state(self, now: float) -> str:
         if self.completed is not None or (self.checks_pending == 0 and now >= self.due):
