@@ -285,7 +285,10 @@ class StateFile:
             if not afresh:
                 raise
             problem, saved = str(exc), None
-            os.replace(path, path.with_name(path.name + ".bad"))
+            try:
+                os.replace(path, path.with_name(path.name + ".bad"))
+            except OSError as err:
+                raise StateError(f"{path}: cannot be set aside ({err})") from None
         state = cls(path, saved)
         state.problem = problem
         state._connect()

@@ -255,3 +255,37 @@ def test_a_state_of_100000_tasks_stays_small_and_saves_what_changed(tmp_path: Pa
     restored = Simulator(config, ManualClock(clock()), StateFile(path, saved))
     assert restored.snapshot()["tasks_by_state"]["success"] == 100_000
     assert math.isclose(restored.snapshot()["credits_spent"], 500_000)
+
+
+def test_time_goes_on_while_stopped_tasks_finish_and_results_expire(tmp_path: Path) -> None:
+    path = tmp_path / "sim.db"
+    clock = ManualClock()
+    config = SimConfig(task_seconds=10, task_spread=0)
+    state = StateFile.open(path)
+    sim = Simulator(config, clock, state)
+    callback = {"request_type": "callback", "callback_url": "http://127.0.0.1:9/cb"}
+    first = sim.create("sim-key", parse_create({"input": {"prompt": "a"}}), "http://h:1")
+    clock.advance(20)
+    sim.settle()
+    second = sim.create(
+        "sim-key", parse_create({"input": {"prompt": "b"}, **callback}), "http://h:1"
+    )
+    sim.save()
+    state.close()
+    assert sim.status("sim-key", second)["state"] in ("pending", "processing")
+
+    def restarted(after: float) -> Simulator:
+        return Simulator(config, ManualClock(clock() + after), StateFile.open(path))
+
+    later = restarted(60)  # the second task's time passed while stopped
+    later.settle()
+    assert later.status("sim-key", second)["state"] == "success"
+    assert (
+        later.status("sim-key", second)["completeTime"]
+        == sim.status("sim-key", second)["createTime"] + 10_000
+    )
+    assert later.stats.callbacks_skipped == 1  # it fell due while no one could be called
+    assert later.result_available(later.task_for(None, first), 0)
+    expired = restarted(15 * 24 * 3600)  # 15 days of wall time: the first result is gone
+    assert not expired.result_available(expired.task_for(None, first), 0)
+    assert expired.result_available(expired.task_for(None, second), 0)
