@@ -105,17 +105,8 @@ class Simulator:
             self._quiet_until = self.clock()
 
     def serving(self, base_url: str) -> None:
-        """The server's address: recorded, and the result URLs of tasks made on an earlier
-        port move to it (their old URLs stay valid as references: ``memory.old_result``)."""
-        port = httpx.URL(base_url).port
-        if port is None:
-            return
-        self.port = port
-        self.ports.add(port)
-        base = base_url.rstrip("/")
-        for task in self.store.tasks.values():
-            if task.base_url != base and httpx.URL(task.base_url).port in self.ports:
-                task.base_url = base
+        """Where the server listens: recorded (``memory.serving``)."""
+        memory.serving(self, base_url)
 
     # -- requests ---------------------------------------------------------------------------
 

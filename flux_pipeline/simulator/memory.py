@@ -1,6 +1,7 @@
 """What a restarted simulator remembers, and how it is put back (docs/simulator.md).
 
-``restore`` rebuilds the tasks, credits and counters of a saved state; ``meta`` is what a save
+``restore`` rebuilds the tasks, credits and counters of a saved state; ``serving`` records the
+port served and moves the result URLs of earlier tasks to it; ``meta`` is what a save
 records beside the tasks; ``old_result`` judges a reference URL that points at one of this
 simulator's own results on a port it served before (the saved port was taken at restart): such
 an image is ours, so it is judged from the task record, never fetched from whoever holds that
@@ -13,6 +14,8 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+import httpx
 
 from flux_pipeline.simulator.images import FORMAT_OF_EXTENSION
 from flux_pipeline.simulator.references import is_loopback
@@ -42,6 +45,24 @@ def restore(sim: Simulator, saved: Saved) -> None:
     if sim.credits.balance is not None:
         sim.credits.balance = max(0.0, sim.credits.balance - saved.spent)
     sim.store.reseed_ids(f"{sim.config.seed}:{saved.now!r}:{len(saved.tasks)}")
+
+
+def serving(sim: Simulator, base_url: str) -> None:
+    """The server's address: its port is recorded, and the result URLs of tasks made on an
+    earlier port move to it (their old URLs stay valid as references: ``old_result``)."""
+    port = httpx.URL(base_url).port
+    if port is None:
+        return
+    sim.port = port
+    sim.ports.add(port)
+    base, earlier = base_url.rstrip("/"), dict[str, bool]()
+    for task in sim.store.tasks.values():
+        if task.base_url != base:
+            moves = earlier.get(task.base_url)
+            if moves is None:
+                moves = earlier[task.base_url] = httpx.URL(task.base_url).port in sim.ports
+            if moves:
+                task.base_url = base
 
 
 def meta(sim: Simulator) -> dict[str, Any]:
