@@ -162,8 +162,8 @@ def _task(row: tuple[Any, ...]) -> Task:
         raise StateError(f"{where}: malformed checking flag or digest")
     try:
         request = parse_create(json.loads(_str(row[12], f"{where}: request")))
-    except (ValueError, InvalidRequest) as exc:
-        raise StateError(f"{where}: request: {exc}") from None
+    except (ValueError, InvalidRequest, RecursionError) as exc:
+        raise StateError(f"{where}: request: {type(exc).__name__}: {exc}"[:200]) from None
     return Task(
         task_id=task_id,
         api_key=_str(row[1], f"{where}: api_key"),
@@ -184,7 +184,7 @@ def _task(row: tuple[Any, ...]) -> Task:
 def _meta(value: str) -> Saved:
     try:
         meta = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise StateError("its meta record is not JSON") from None
     if not isinstance(meta, dict) or meta.get("version") != VERSION:
         raise StateError(f"not a version {VERSION} simulator state")
@@ -235,8 +235,9 @@ def _read(db: sqlite3.Connection) -> Saved | None:
 
 
 class StateFile:
-    """One simulator's state file: ``load`` it, then ``open`` it to write; ``save`` writes
-    what changed (``note_new``/``note_changed``) and the counters, in one transaction."""
+    """One simulator's state file: ``load`` reads it, ``open`` loads it and opens it to
+    write. ``take`` collects what changed (``note_new``/``note_changed``) and the counters;
+    ``write`` writes that in one transaction."""
 
     def __init__(self, path: Path, saved: Saved | None = None) -> None:
         self.path = path
@@ -259,9 +260,8 @@ class StateFile:
             return None
         if not path.is_file():
             raise StateError(f"{path} is not a file")
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-        try:
-            db = sqlite3.connect(uri, uri=True, timeout=5)
+        try:  # not read-only: a save cut short by a kill leaves a journal to roll back
+            db = sqlite3.connect(path, timeout=5)
         except sqlite3.Error as exc:
             raise StateError(f"{path}: {exc}") from None
         try:

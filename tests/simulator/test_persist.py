@@ -151,6 +151,14 @@ def _bad_request(path: Path) -> None:
     _sqlite(path, """UPDATE tasks SET request = '{"input": {"prompt": ""}}'""")
 
 
+def _deep_request(path: Path) -> None:
+    _saved_state(path)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE tasks SET request = ?", ("[" * 100_000 + "]" * 100_000,))
+    db.close()
+
+
 def _bad_stats(path: Path) -> None:
     _saved_state(path)
     db = sqlite3.connect(path)
@@ -168,7 +176,16 @@ def _truncated(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:1500])
 
 
-MALFORMED = [_garbage, _json, _other_tables, _trigger, _bad_time, _bad_request, _bad_stats]
+MALFORMED = [
+    _garbage,
+    _json,
+    _other_tables,
+    _trigger,
+    _bad_time,
+    _bad_request,
+    _deep_request,
+    _bad_stats,
+]
 
 
 @pytest.mark.parametrize("make", [*MALFORMED, _truncated], ids=lambda f: f.__name__.strip("_"))
