@@ -4,20 +4,22 @@ Every command returns an exit code, an ``errors.ExitCode`` (docs/exit-codes.md):
 tasks have no images, 2 invalid usage/manifest/configuration/key, 3 stopped early but resumable,
 70 a bug. Errors from the library arrive
 as ``FluxPipelineError`` and are printed as one line each; nothing else prints a traceback
-unless ``FLUX_PIPELINE_DEBUG=1``.
+unless ``FLUX_PIPELINE_DEBUG=1``. Standard output and error are redacted last
+(``redact.RedactingStream``): the API key and callback secret never print (docs/secrets.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 import click
 
-from flux_pipeline import __version__
+from flux_pipeline import __version__, redact
 from flux_pipeline.errors import ExitCode, FluxPipelineError, ManifestError
 
 
@@ -61,7 +63,26 @@ def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
-    """Invoke the CLI and map every outcome to an exit code (used by ``main`` and tests)."""
+    """Invoke the CLI and map every outcome to an exit code (used by ``main`` and tests).
+    Whatever it prints is redacted of every secret known (the key in the environment, and
+    what a run registers)."""
+    with redact.scope(), _redacted_output():
+        redact.register(os.environ.get("APIXO_API_KEY", "").strip())
+        return _run_cli(argv)
+
+
+@contextlib.contextmanager
+def _redacted_output() -> Iterator[None]:
+    saved = sys.stdout, sys.stderr
+    sys.stdout = redact.RedactingStream(sys.stdout)
+    sys.stderr = redact.RedactingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _run_cli(argv: Sequence[str] | None) -> int:
     try:
         try:
             result = cli.main(args=argv, prog_name="flux-pipeline", standalone_mode=False)

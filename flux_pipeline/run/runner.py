@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import httpx
 
+from flux_pipeline import redact
 from flux_pipeline.errors import UsageError
 from flux_pipeline.layout import default_out_dir, default_state_path
 from flux_pipeline.plan.expand import Plan, load_plan
@@ -147,6 +148,7 @@ def _callbacks(options: RunOptions, relay: CallbackRelay) -> _Callbacks | None:
     if options.request_type != "callback":
         return None
     receiver = CallbackReceiver(relay)
+    redact.register(receiver.secret)  # e.g. echoed in a refused callback URL (docs/secrets.md)
     if workflow_commands.enabled():  # masked before anything could print it
         workflow_commands.emit([workflow_commands.add_mask(receiver.secret)])
     host, port = _parse_listen(options.listen)
