@@ -215,7 +215,12 @@ def test_a_public_url_typo_puts_the_callback_secret_in_no_report(tmp_path: Path)
 
     with quick_sim(KEY) as sim, HostileProxy(sim.base_url, rule) as proxy:
         result = run_cli(
-            tmp_path, proxy.base_url, "--request-type", "callback", "--public-url", "http://127.0.0.1:9/typo"
+            tmp_path,
+            proxy.base_url,
+            "--request-type",
+            "callback",
+            "--public-url",
+            "http://127.0.0.1:9/typo",
         )
     text = result.stdout + result.stderr
     assert result.returncode == 1, text
