@@ -42,6 +42,14 @@ def _register() -> None:
 _register()
 
 
+def _one_line(text: str) -> str:
+    """An error's text as one printed line: control characters (a newline an API put in a
+    message could forge a log line) escaped, at most 2,000 characters."""
+    from flux_pipeline.run.caps import one_line
+
+    return one_line(text, 2000)
+
+
 def _err(line: str) -> None:
     click.echo(line, err=True)
 
@@ -102,7 +110,7 @@ def _run_cli(argv: Sequence[str] | None) -> int:
         _err(f"flux-pipeline: {len(exc.diagnostics)} error(s) in manifest")
         return exc.exit_code
     except FluxPipelineError as exc:
-        _err(f"flux-pipeline: error: {exc}")
+        _err(f"flux-pipeline: error: {_one_line(str(exc))}")
         return exc.exit_code
     except KeyboardInterrupt:
         _err("flux-pipeline: interrupted")
@@ -110,7 +118,7 @@ def _run_cli(argv: Sequence[str] | None) -> int:
     except Exception as exc:
         if os.environ.get("FLUX_PIPELINE_DEBUG") == "1":
             traceback.print_exc()
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        first = _one_line(str(exc).splitlines()[0]) if str(exc) else ""
         _err(
             f"flux-pipeline: internal error: {type(exc).__name__}: {first} "
             "(set FLUX_PIPELINE_DEBUG=1 for a traceback)"
