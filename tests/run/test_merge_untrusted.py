@@ -13,11 +13,12 @@ from typing import Any
 import anyio
 import pytest
 
+from flux_pipeline import redact
 from flux_pipeline.cli import run_cli
 from flux_pipeline.plan.expand import load_plan
 from flux_pipeline.report.entry import OutputEntry, TaskEntry
-from flux_pipeline.run.store import Store
-from flux_pipeline.states import OutputRecord, TaskState
+from flux_pipeline.run.store import Store, import_records
+from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
 MANIFEST = """\
 version: 1
@@ -30,6 +31,12 @@ steps:
 """
 
 Report = dict[str, Any]
+
+
+def _manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "m.yaml"
+    path.write_text(MANIFEST)
+    return path
 
 
 def _report(tmp_path: Path) -> Report:
@@ -181,3 +188,27 @@ def test_a_malformed_state_db_is_one_line_and_exit_2(
     DATABASES[variant](source)
     code, err = _merge(tmp_path, tmp_path / "shard", capsys)
     _assert_refused(code, err, source, tmp_path)
+
+
+def test_a_source_holding_a_secret_is_merged_redacted(tmp_path: Path) -> None:
+    """A shard DB written by an older version, with the key in a failMsg and a result URL:
+    the merged DB holds neither (run/store_import.py redacts what it writes)."""
+    plan = load_plan(_manifest(tmp_path))
+    spec = plan.tasks[0]
+    secret = "sk/AbCd+EfGh/1234=="
+    record = TaskRecord(
+        key=spec.key, readable_id=spec.readable_id, step=spec.step, parent_key=None,
+        parent_output_index=None, state=TaskState.FAILED, task_id="t1",
+        request_json=spec.request_json, output=spec.output, output_format="png",
+        result_urls=(f"https://x/1.png?k={secret}",), fail_code="E",
+        fail_msg=f"bad key {secret}", attempts=1, api_create_time=None,
+        api_complete_time=None, cost_time=None, first_submitted_at=None, submitted_at=None,
+        finished_at=None, downloaded_at=None, updated_at=1.0,
+    )  # fmt: skip
+    merged = tmp_path / "merged.sqlite3"
+    with redact.scope():
+        redact.register(secret)
+        import_records(merged, [record])
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("merged.sqlite3*"))
+    assert secret.encode() not in data
+    assert b"bad key [redacted]" in data
