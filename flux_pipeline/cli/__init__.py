@@ -4,20 +4,22 @@ Every command returns an exit code, an ``errors.ExitCode`` (docs/exit-codes.md):
 tasks have no images, 2 invalid usage/manifest/configuration/key, 3 stopped early but resumable,
 70 a bug. Errors from the library arrive
 as ``FluxPipelineError`` and are printed as one line each; nothing else prints a traceback
-unless ``FLUX_PIPELINE_DEBUG=1``.
+unless ``FLUX_PIPELINE_DEBUG=1``. Standard output and error are redacted last
+(``redact.RedactingStream``): the API key and callback secret never print (docs/secrets.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 import click
 
-from flux_pipeline import __version__
+from flux_pipeline import __version__, redact
 from flux_pipeline.errors import ExitCode, FluxPipelineError, ManifestError
 
 
@@ -38,6 +40,14 @@ def _register() -> None:
 
 
 _register()
+
+
+def _one_line(text: str) -> str:
+    """An error's text as one printed line: control characters (a newline an API put in a
+    message could forge a log line) escaped, at most 2,000 characters."""
+    from flux_pipeline.run.caps import one_line
+
+    return one_line(text, 2000)
 
 
 def _err(line: str) -> None:
@@ -61,7 +71,26 @@ def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
-    """Invoke the CLI and map every outcome to an exit code (used by ``main`` and tests)."""
+    """Invoke the CLI and map every outcome to an exit code (used by ``main`` and tests).
+    Whatever it prints is redacted of every secret known (the key in the environment, and
+    what a run registers)."""
+    with redact.scope(), _redacted_output():
+        redact.register(os.environ.get("APIXO_API_KEY", "").strip())
+        return _run_cli(argv)
+
+
+@contextlib.contextmanager
+def _redacted_output() -> Iterator[None]:
+    saved = sys.stdout, sys.stderr
+    sys.stdout = redact.RedactingStream(sys.stdout)
+    sys.stderr = redact.RedactingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _run_cli(argv: Sequence[str] | None) -> int:
     try:
         try:
             result = cli.main(args=argv, prog_name="flux-pipeline", standalone_mode=False)
@@ -81,7 +110,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         _err(f"flux-pipeline: {len(exc.diagnostics)} error(s) in manifest")
         return exc.exit_code
     except FluxPipelineError as exc:
-        _err(f"flux-pipeline: error: {exc}")
+        _err(f"flux-pipeline: error: {_one_line(str(exc))}")
         return exc.exit_code
     except KeyboardInterrupt:
         _err("flux-pipeline: interrupted")
@@ -89,7 +118,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("FLUX_PIPELINE_DEBUG") == "1":
             traceback.print_exc()
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        first = _one_line(str(exc).splitlines()[0]) if str(exc) else ""
         _err(
             f"flux-pipeline: internal error: {type(exc).__name__}: {first} "
             "(set FLUX_PIPELINE_DEBUG=1 for a traceback)"

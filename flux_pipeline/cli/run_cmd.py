@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from flux_pipeline.run.runner import Endpoint, RunResult
 
 
+LINE_CHARS = 2000  # a printed error, at most (longer is cut, ending in "...")
+
+
 def _echo(line: str) -> None:
     click.echo(line, err=True)
 
@@ -26,13 +29,14 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
     """The run's last lines: the verdict and the buckets (as report.md and ``status`` count
     them), the tasks created (billed: taskIds the API returned), and held ambiguous tasks."""
     from flux_pipeline.outcome import ambiguous_message, verdict
+    from flux_pipeline.run.caps import one_line  # API text: one line each, escaped
 
     text = f"flux-pipeline: {verdict(outcome.exit_code)}: {outcome.buckets.summary()}"
     text += f"; {outcome.created} task(s) created (billed) in {outcome.elapsed:.1f}s"
     if outcome.stop_reason:
-        text += f"\nflux-pipeline: stop reason: {outcome.stop_reason}"
+        text += f"\nflux-pipeline: stop reason: {one_line(outcome.stop_reason, LINE_CHARS)}"
     if outcome.error:
-        text += f"\nflux-pipeline: last error: {outcome.error}"
+        text += f"\nflux-pipeline: last error: {one_line(outcome.error, LINE_CHARS)}"
     if outcome.ambiguous:
         text += f"\nflux-pipeline: {ambiguous_message(outcome.ambiguous)}"
     text += (

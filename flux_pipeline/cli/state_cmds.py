@@ -13,6 +13,7 @@ from flux_pipeline.cli.options import out_option, state_option
 from flux_pipeline.errors import ExitCode, UsageError
 from flux_pipeline.outcome import ambiguous_message, exit_code_for, verdict
 from flux_pipeline.report.reportfile import buckets_json
+from flux_pipeline.run.caps import one_line
 from flux_pipeline.run.lease import hold_lease
 from flux_pipeline.run.merge import buckets_of
 from flux_pipeline.run.store import Store, read_records
@@ -99,10 +100,10 @@ def status(
     if last_run:
         click.echo(
             f"last run: exit {last_run.get('exit_code')}, "
-            f"stop reason: {last_run.get('stop_reason') or '-'}"
+            f"stop reason: {one_line(str(last_run.get('stop_reason') or '-'), 2000)}"
         )
     if last_error:
-        click.echo(f"last error: {last_error}")
+        click.echo(f"last error: {one_line(str(last_error), 2000)}")
     return ExitCode.OK
 
 

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from flux_pipeline import redact
 from flux_pipeline.errors import UsageError
 from flux_pipeline.media import write_atomic
 from flux_pipeline.plan.expand import Plan
@@ -104,22 +105,21 @@ def write_reports(
     md_path = out_dir / "report.md"
     html_path = out_dir / "index.html"
     junit_path = out_dir / "junit.xml"
-    write_atomic(json_path, report_json_pieces(plan, entries, run))
-    markdown = report_markdown(plan, entries, run)
+    # every file through redact last: nothing secret is written, whatever a field holds
+    write_atomic(json_path, redact.scrub_pieces(report_json_pieces(plan, entries, run)))
+    markdown = redact.scrub(report_markdown(plan, entries, run))
     write_atomic(md_path, markdown)
     pages = gallery.render_pages(
         name=plan.name, entries=entries, step_order=plan.step_ids, out_dir=out_dir
     )
     for number, page in enumerate(pages, start=1):
-        write_atomic(out_dir / gallery.page_name(number), page)
+        write_atomic(out_dir / gallery.page_name(number), redact.scrub(page))
     for stale in gallery.stale_pages(out_dir, len(pages)):
         stale.unlink(missing_ok=True)
-    write_atomic(
-        junit_path,
-        junit.junit_xml(
-            name=plan.name, entries=entries, step_order=plan.step_ids, elapsed=run.elapsed
-        ),
+    xml = junit.junit_xml(
+        name=plan.name, entries=entries, step_order=plan.step_ids, elapsed=run.elapsed
     )
+    write_atomic(junit_path, redact.scrub(xml))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         append_step_summary(Path(summary), markdown)
@@ -140,7 +140,7 @@ def append_step_summary(path: Path, markdown: str, *, limit: int = STEP_SUMMARY_
     except FileNotFoundError:
         used = 0
     room = limit - used
-    data = markdown.encode()
+    data = redact.scrub(markdown).encode()
     if len(data) > room:
         note = TRUNCATED_NOTE.encode()
         if room < len(note):

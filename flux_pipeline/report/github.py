@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from flux_pipeline import redact
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report.entry import TaskEntry
 from flux_pipeline.states import TaskRecord, failure_code
@@ -35,17 +36,22 @@ def escape_property(text: str) -> str:
 
 
 def command(name: str, message: str, properties: Mapping[str, object] | None = None) -> str:
-    """One workflow command line (no newline); ``None`` properties are left out."""
+    """One workflow command line (no newline); ``None`` properties are left out. Secrets are
+    redacted from the message and the values before escaping (``redact``)."""
     props = ",".join(
-        f"{key}={escape_property(str(value))}"
+        f"{key}={escape_property(redact.scrub(str(value)))}"
         for key, value in (properties or {}).items()
         if value is not None
     )
-    return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
+    return f"::{name}{' ' + props if props else ''}::{escape_data(redact.scrub(message))}"
+
+
+MASK_PREFIX = "::add-mask::"
 
 
 def add_mask(secret: str) -> str:
-    return command("add-mask", secret)
+    """The one line meant to name a secret: GitHub hides it in the log from then on."""
+    return MASK_PREFIX + escape_data(secret)
 
 
 def enabled(env: Mapping[str, str] | None = None) -> bool:
@@ -97,11 +103,21 @@ def failure_annotations(
 
 
 def emit(lines: Iterable[str], write: Callable[[str], object] | None = None) -> None:
-    """Write command lines to standard output (where the runner reads them), flushed."""
+    """Write command lines to standard output (where the runner reads them), flushed; every
+    line but an ``::add-mask::`` redacted last (``redact``)."""
+
+    def clean(line: str) -> str:
+        return line if line.startswith(MASK_PREFIX) else redact.scrub(line)
+
     if write is not None:
         for line in lines:
-            write(line)
+            write(clean(line))
         return
     for line in lines:
-        sys.stdout.write(line + "\n")
+        if line.startswith(MASK_PREFIX):  # past a RedactingStream, which would hide it
+            out = redact.unredacted(sys.stdout)
+            out.write(line + "\n")
+            out.flush()
+        else:
+            sys.stdout.write(clean(line) + "\n")
     sys.stdout.flush()

@@ -88,7 +88,8 @@ def _optional(data: Mapping[str, Any], name: str, kind: type) -> Any:
     if value is None:
         return None
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ProtocolError(f"field {name!r} should be {kind.__name__}, got {value!r:.80}")
+        shown = one_line(repr(value), 80)
+        raise ProtocolError(f"field {name!r} should be {kind.__name__}, got {shown}")
     return value
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from flux_pipeline import redact
+
 MAX_ANSWER_BYTES = 1024 * 1024  # an API answer body, after Content-Encoding is undone
 MAX_JSON_DEPTH = 64  # nested arrays/objects in an answer (and in its resultJson string)
 MAX_RESULT_URLS = 100  # result URLs of one task
@@ -115,10 +117,13 @@ def _escape(char: str) -> str:
 
 
 def one_line(text: str, limit: int = MAX_TEXT_CHARS) -> str:
-    """``text`` as one printable line of at most ``limit`` characters: control characters
+    """``text`` as one printable line of at most ``limit`` characters: secrets redacted
+    first (``redact``: before a cut could leave part of one), control characters
     (newlines, escape sequences), invisible format characters and lone surrogates escaped
     as ``\\n``/``\\xNN``/``\\uNNNN``; a longer text cut (never inside an escape), ending
     in "..."."""
+    # the part that can show, and room for any encoded secret starting in it
+    text = redact.scrub(text[: 16 * limit + 1024])
     pieces = [_escape(c) for c in text[: limit + 1]]
     if len(text) <= limit and sum(map(len, pieces)) <= limit:
         return "".join(pieces)

@@ -20,6 +20,7 @@ The API key lives only in the ``Authorization`` header; no message is built from
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import httpx
 
+from flux_pipeline import redact
 from flux_pipeline.errors import (
     AmbiguousCreateError,
     ApiError,
@@ -111,7 +113,7 @@ class ClientConfig:
 
 
 # shorter keys (test keys like "k") would match ordinary text and corrupt every answer
-MIN_REDACTED_KEY = 8
+MIN_REDACTED_KEY = redact.MIN_SECRET_CHARS
 
 
 class FluxClient:
@@ -129,8 +131,8 @@ class FluxClient:
     ) -> None:
         if not api_key:
             raise ValueError("api_key is empty")
-        self._secret = api_key
         self._secret_bytes = api_key.encode()
+        redact.register(api_key)  # every output of this process redacts it (docs/secrets.md)
         self.config = config or ClientConfig()
         self._budget = budget
         self._sleep = sleep
@@ -204,20 +206,22 @@ class FluxClient:
             return await self._status_once(task_id)
 
         try:
-            return await self._retrying(attempt)
+            status = await self._retrying(attempt)
         except ApiError as exc:
             self._fill(exc, "GET", STATUS_PATH, task_id)
             raise
+        return _redacted(status)
 
     def _fill(self, exc: ApiError, method: str, path: str, task_id: str | None) -> None:
-        """Context on every error, and never let a server that echoes the key make us
-        print it."""
+        """Context on every error, and never let a server that echoes a secret (in any
+        encoding: ``redact``) make us print it."""
         exc.method = exc.method or method
         exc.path = exc.path or path
         exc.task_id = exc.task_id or task_id
-        if self._secret in exc.message:
-            exc.message = exc.message.replace(self._secret, "[redacted]")
-            exc.args = (exc.message,)
+        message = redact.scrub(exc.message)
+        if message != exc.message:
+            exc.message = message
+            exc.args = (message,)
 
     async def _create_once(self, body: dict[str, Any], before_send: BeforeSend | None) -> str:
         ctx: dict[str, Any] = {"method": "POST", "path": CREATE_PATH}
@@ -326,3 +330,15 @@ class FluxClient:
         if isinstance(content, bytes) and len(self._secret_bytes) >= MIN_REDACTED_KEY:
             content = content.replace(self._secret_bytes, b"[redacted]")
         return Answer.of(response.status_code, response.headers, content)
+
+
+def _redacted(status: TaskStatus) -> TaskStatus:
+    """A status with every secret redacted from what the API wrote (its taskId excepted: it
+    is what we asked about, compared exactly)."""
+    scrub = redact.scrub
+    urls = tuple(scrub(url) for url in status.result_urls)
+    code = None if status.fail_code is None else scrub(status.fail_code)
+    msg = None if status.fail_msg is None else scrub(status.fail_msg)
+    if (urls, code, msg) == (status.result_urls, status.fail_code, status.fail_msg):
+        return status
+    return dataclasses.replace(status, result_urls=urls, fail_code=code, fail_msg=msg)

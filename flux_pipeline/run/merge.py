@@ -39,6 +39,7 @@ from flux_pipeline.report.entry import TaskEntry
 from flux_pipeline.report.files import RunInfo, task_entries, write_reports
 from flux_pipeline.report.reportfile import load_report
 from flux_pipeline.run.lease import hold_lease
+from flux_pipeline.run.merge_inputs import check_records
 from flux_pipeline.run.store import Store, import_records
 from flux_pipeline.run.verify import Verifier
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
@@ -283,9 +284,12 @@ async def _merge(
     batches: list[dict[str, TaskRecord]] = []
     shards: set[str] = set()
     if state_path.exists():
-        batches.append((await _read_db(state_path, plan.name))[0])
+        own = (await _read_db(state_path, plan.name))[0]
+        check_records(state_path, own.values(), out_dir)
+        batches.append(own)
     for database in found.databases:
         records, shard = await _read_db(database, plan.name)
+        check_records(database, records.values(), out_dir)  # untrusted: checked before use
         batches.append(records)
         if shard:
             shards.add(shard)
@@ -293,6 +297,7 @@ async def _merge(
     ignored = 0
     for report in found.reports:
         from_report, skipped = records_from_report(plan, report)
+        check_records(report, from_report.values(), out_dir)
         ignored += skipped
         merged.update({k: r for k, r in from_report.items() if k not in merged})
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import httpx
 
+from flux_pipeline import redact
 from flux_pipeline.errors import UsageError
 from flux_pipeline.layout import default_out_dir, default_state_path, simulator_state_path
 from flux_pipeline.plan.expand import Plan, load_plan
@@ -170,15 +171,18 @@ class _Callbacks:
     url: str
 
 
-def _callbacks(options: RunOptions, relay: CallbackRelay) -> _Callbacks | None:
+def _callbacks(
+    options: RunOptions, relay: CallbackRelay, echo: Callable[[str], None]
+) -> _Callbacks | None:
     """Callback mode: the receiver, served where the API can reach it."""
     if options.request_type != "callback":
         return None
-    receiver = CallbackReceiver(relay)
+    receiver = CallbackReceiver(relay, log=echo)
+    redact.register(receiver.secret)  # e.g. echoed in a refused callback URL (docs/secrets.md)
     if workflow_commands.enabled():  # masked before anything could print it
         workflow_commands.emit([workflow_commands.add_mask(receiver.secret)])
     host, port = _parse_listen(options.listen)
-    server = BackgroundServer(receiver.app, bind(host, port))
+    server = BackgroundServer(receiver.app, bind(host, port), before_stop=receiver.close)
     public = (options.public_url or server.url).rstrip("/")
     return _Callbacks(server=server, url=public + receiver.path)
 
@@ -239,7 +243,7 @@ async def _execute(
     started_wall = time.time()
     store = await Store.open(state_path)
     relay = CallbackRelay()
-    callbacks = _callbacks(options, relay)
+    callbacks = _callbacks(options, relay, echo)
     settings = EngineSettings(
         out_dir=out_dir,
         max_active=options.max_active,

@@ -23,6 +23,7 @@ import aiosqlite
 import anyio
 from anyio.abc import TaskGroup
 
+from flux_pipeline import redact
 from flux_pipeline.errors import StateError
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.store_import import import_records
@@ -59,6 +60,14 @@ __all__ = [
     "prepare",
     "read_records",
 ]
+
+
+def _redacted(params: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``params`` with secrets redacted from its strings; as it is when no secret is known."""
+    redactor = redact.active()
+    if not redactor:
+        return params
+    return tuple(redactor.text(p) if isinstance(p, str) else p for p in params)
 
 
 class Store:
@@ -137,7 +146,9 @@ class Store:
         what: str = "a write",
         critical: bool = False,
     ) -> Write:
-        """Queue a write; never raises (a write not stored is recorded by the writer)."""
+        """Queue a write; never raises (a write not stored is recorded by the writer). Every
+        string in it is redacted first (``redact``: nothing secret is stored)."""
+        params = _redacted(params)
         return self._w.add(Write(sql, params, key=key, what=what, critical=critical))
 
     async def write(self, sql: str, params: tuple[Any, ...], **kw: Any) -> None:
@@ -280,10 +291,11 @@ class Store:
     async def begin_run(
         self, *, manifest: str, manifest_sha256: str, settings: dict[str, Any], planned: int
     ) -> int:
+        settings_json = json.dumps(settings, sort_keys=True)
         cursor = await self._db.execute(
             "INSERT INTO runs (manifest, manifest_sha256, settings_json, planned, started_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            (manifest, manifest_sha256, json.dumps(settings, sort_keys=True), planned, time.time()),
+            _redacted((manifest, manifest_sha256, settings_json, planned, time.time())),
         )
         run_id = cursor.lastrowid
         assert run_id is not None
@@ -297,7 +309,7 @@ class Store:
             await self._db.execute(
                 "UPDATE runs SET finished_at = ?, exit_code = ?, stop_reason = ?, last_error = ?"
                 " WHERE id = ?",
-                (time.time(), exit_code, stop_reason, last_error, run_id),
+                _redacted((time.time(), exit_code, stop_reason, last_error, run_id)),
             )
         except sqlite3.Error as exc:  # e.g. the disk is full: the tasks matter, not this row
             self._w.failures.append(f"{self.path}: could not store the run's ending: {exc}")

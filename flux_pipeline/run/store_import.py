@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from flux_pipeline import redact
 from flux_pipeline.errors import StateError
 from flux_pipeline.run.store_schema import TASK_FIELDS, prepare, rollback
 from flux_pipeline.states import TaskRecord
@@ -17,10 +18,11 @@ from flux_pipeline.states import TaskRecord
 def _column(record: TaskRecord, name: str) -> Any:
     value = getattr(record, name)
     if name == "result_urls":
-        return json.dumps(list(value)) if value else None
-    if name == "state":
+        value = json.dumps(list(value)) if value else None
+    elif name == "state":
         return value.value
-    return value
+    # nothing secret is stored (docs/secrets.md): a source may come from an older version
+    return redact.scrub(value) if isinstance(value, str) else value
 
 
 def import_records(path: Path, records: Iterable[TaskRecord]) -> int:
@@ -43,7 +45,7 @@ def import_records(path: Path, records: Iterable[TaskRecord]) -> int:
                 "INSERT INTO outputs (key, idx, path, url, bytes, sha256)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (r.key, o.index, o.path, o.url, o.bytes, o.sha256)
+                    (r.key, o.index, o.path, redact.scrub(o.url), o.bytes, o.sha256)
                     for r in records
                     for o in r.outputs
                 ],

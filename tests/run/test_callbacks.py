@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 
+from flux_pipeline.run import receiver as receiver_module
 from flux_pipeline.run.receiver import MAX_CALLBACK_BYTES, CallbackReceiver
 from flux_pipeline.run.runner import RunResult
 from flux_pipeline.simulator import ManualClock, SimConfig, SimulatorThread
@@ -298,3 +299,65 @@ async def test_receiver_ignores_unknown_tasks_and_other_methods(
     assert rec.counts["accepted"] == 0
     assert (await client.get(rec.path)).status_code == 405
     assert hook.calls == ["task_unknown"]
+
+
+async def _stalled_body() -> AsyncIterator[bytes]:
+    """A body that starts and never ends (the client neither sends the rest nor leaves)."""
+    yield b'{"data": '
+    await anyio.Event().wait()
+
+
+@pytest.mark.anyio
+async def test_receiver_refuses_a_body_slower_than_its_read_limit(
+    receiver: tuple[CallbackReceiver, Hook, httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec, hook, client = receiver
+    monkeypatch.setattr(receiver_module, "CALLBACK_READ_SECONDS", 0.2)
+    answer = await client.post(rec.path, content=_stalled_body())
+    assert answer.status_code == 408
+    assert rec.counts["slow"] == 1
+    assert hook.calls == []
+
+
+@pytest.mark.anyio
+async def test_receiver_close_refuses_bodies_still_being_read(
+    receiver: tuple[CallbackReceiver, Hook, httpx.AsyncClient],
+) -> None:
+    """The run ending: a body that never ends is refused at once, not waited for."""
+    rec, hook, client = receiver
+    codes: list[int] = []
+    assert hook.calls == []
+
+    async def post() -> None:
+        codes.append((await client.post(rec.path, content=_stalled_body())).status_code)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(post)
+
+        async def reading() -> bool:
+            return bool(rec._reading)
+
+        await await_for(reading, within=5, what="the body being read")
+        rec.close()
+    assert codes == [503]
+    assert rec.counts["unfinished"] == 1
+    assert hook.calls == []
+
+
+@pytest.mark.anyio
+async def test_receiver_logs_refusals_as_counted_lines_at_powers_of_two() -> None:
+    """One line per kind at its 1st, 2nd, 4th, 8th... refusal: a flood of forgeries costs a
+    few lines; control characters of the reason are escaped (one line each)."""
+    lines: list[str] = []
+    rec = CallbackReceiver(Hook(set()), secret="s3cret-for-tests", log=lines.append)
+    transport = httpx.ASGITransport(app=rec.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
+        for _ in range(9):
+            assert (await client.post(rec.path, content=b"{garbage")).status_code == 400
+        deep = b"[" * 1000 + b"]" * 1000
+        assert (await client.post(rec.path, content=deep)).status_code == 400
+    assert rec.counts["malformed"] == 10
+    assert [line.rsplit("; ", 1)[1] for line in lines] == [
+        f"{n} malformed so far" for n in (1, 2, 4, 8)
+    ]
+    assert all("\n" not in line and line.startswith("flux-pipeline: ") for line in lines)
