@@ -128,7 +128,14 @@ def run(
 ) -> int:
     """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
     from flux_pipeline.run.progress import progress_for
-    from flux_pipeline.run.runner import RunOptions, endpoint_from_env, execute, simulated_endpoint
+    from flux_pipeline.run.runner import (
+        RunOptions,
+        endpoint_from_env,
+        execute,
+        prepare,
+        simulated_endpoint,
+    )
+    from flux_pipeline.run.stops import interrupts_raise
 
     options = RunOptions(
         manifest=manifest,
@@ -148,21 +155,29 @@ def run(
         argv=tuple(sys.argv[1:]),
         shard=shard,
     )
-    display = progress_for()
+    with interrupts_raise() as reinstall:
+        # every setting, the environment and the manifest first: nothing has started yet
+        # (no simulator, no progress display, no state DB) when one of them is refused
+        endpoint = None if simulate else endpoint_from_env(os.environ)
+        prepared = prepare(options)
+        display = progress_for()
 
-    async def main(endpoint: Endpoint) -> RunResult:
-        return await execute(options, endpoint=endpoint, progress=display, echo=_echo)
+        async def main(endpoint: Endpoint) -> RunResult:
+            return await execute(
+                options, endpoint=endpoint, progress=display, echo=display.echo, prepared=prepared
+            )
 
-    try:
-        if simulate:
-            with simulated_endpoint(sim_task_seconds) as endpoint:
-                _echo(f"flux-pipeline: simulating the API at {endpoint.base_url}")
+        try:
+            if endpoint is None:
+                with simulated_endpoint(sim_task_seconds) as simulated:
+                    display.echo(f"flux-pipeline: simulating the API at {simulated.base_url}")
+                    result = anyio.run(main, simulated)
+            else:
                 result = anyio.run(main, endpoint)
-        else:
-            result = anyio.run(main, endpoint_from_env(os.environ))
-    finally:
-        display.close()
-    _echo(_summary(result.outcome, str(result.out_dir)))
+        finally:
+            reinstall()  # the event loop put the default handlers back
+            display.close()
+        _echo(_summary(result.outcome, str(result.out_dir)))
     return result.outcome.exit_code
 
 
