@@ -28,6 +28,7 @@ from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.store_import import import_records
 from flux_pipeline.run.store_schema import (
     MIGRATIONS,
+    OPEN_LOCK_WAIT_MS,
     RUN_FIELDS,
     SQL_DOWNLOADED,
     SQL_EXPIRED,
@@ -41,11 +42,13 @@ from flux_pipeline.run.store_schema import (
     SQL_SUCCEEDED,
     SQL_UNSENT,
     TASK_COLUMNS,
+    WRITER_LOCK_WAIT_MS,
     migrate,
     output_from_row,
     output_row,
     prepare,
     record_from_row,
+    sqlite_problem,
 )
 from flux_pipeline.run.store_writer import Write, Writer
 from flux_pipeline.states import OutputRecord, TaskRecord
@@ -79,12 +82,17 @@ class Store:
         await anyio.to_thread.run_sync(prepare, path)
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot open the state DB: {exc}") from exc
+        try:
             await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute(f"PRAGMA busy_timeout={OPEN_LOCK_WAIT_MS}")
             writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             writer.execute("PRAGMA synchronous=NORMAL")
-            writer.execute("PRAGMA busy_timeout=5000")
+            writer.execute(f"PRAGMA busy_timeout={WRITER_LOCK_WAIT_MS}")
         except sqlite3.Error as exc:
+            with anyio.CancelScope(shield=True):
+                await db.close()  # its worker thread would keep the process alive
             raise StateError(f"{path}: cannot open the state DB: {exc}") from exc
         return cls(db, writer, path)
 
@@ -280,11 +288,14 @@ class Store:
     async def begin_run(
         self, *, manifest: str, manifest_sha256: str, settings: dict[str, Any], planned: int
     ) -> int:
-        cursor = await self._db.execute(
-            "INSERT INTO runs (manifest, manifest_sha256, settings_json, planned, started_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (manifest, manifest_sha256, json.dumps(settings, sort_keys=True), planned, time.time()),
-        )
+        try:
+            cursor = await self._db.execute(
+                "INSERT INTO runs (manifest, manifest_sha256, settings_json, planned, started_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (manifest, manifest_sha256, json.dumps(settings), planned, time.time()),
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot start the run: {sqlite_problem(exc)}") from exc
         run_id = cursor.lastrowid
         assert run_id is not None
         return run_id
