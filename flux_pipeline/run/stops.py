@@ -59,14 +59,27 @@ class Stops:
             self._target.request_stop(reason)
 
     async def watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
-            task_status.started()
-            async for signum in signals:
-                self.received(signal.Signals(signum).name)
+        try:
+            with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+                task_status.started()
+                async for signum in signals:
+                    self.received(signal.Signals(signum).name)
+        finally:
+            # closing the receiver put SIGTERM and SIGHUP back to their default (exit 143)
+            if _raising:
+                _install()
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+_raising = False  # inside ``interrupts_raise``
+
+
+def _install() -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
 
 
 @contextlib.contextmanager
@@ -74,18 +87,16 @@ def interrupts_raise() -> Iterator[Callable[[], None]]:
     """SIGTERM and SIGHUP raise ``KeyboardInterrupt`` (like SIGINT) for the block; yields a
     function that installs the handlers again (the event loop resets them to the default
     when its signal receiver closes)."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
-
-    def install() -> None:
-        for sig in previous:
-            signal.signal(sig, _raise_interrupt)
-
+    global _raising
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None  # only the main thread may set handlers (in-process test calls)
         return
-    install()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    _install()
+    _raising = True
     try:
-        yield install
+        yield _install
     finally:
+        _raising = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
