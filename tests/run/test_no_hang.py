@@ -108,7 +108,8 @@ def test_a_refused_run_exits_at_once_with_one_line(
     assert ended.code == code, ended.lines
     assert len(ended.errors()) == 1, ended.lines
     assert re.search(line, ended.errors()[0]), ended.lines
-    assert "key\r" not in ended.stdout + ended.stderr and "X-Injected" not in ended.stderr
+    assert "key\r" not in ended.stdout + ended.stderr
+    assert "X-Injected" not in ended.stderr
     assert not (tmp_path / "out" / "report.json").exists()
 
 

@@ -67,7 +67,7 @@ def bounded(
             timeout=within,
             check=False,
             stdin=subprocess.DEVNULL,
-            preexec_fn=preexec_fn,  # noqa: PLW1509 (sets a resource limit only)
+            preexec_fn=preexec_fn,
             cwd=cwd,
         )
     except subprocess.TimeoutExpired as exc:
