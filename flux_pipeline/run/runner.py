@@ -193,6 +193,7 @@ async def execute(
     outputs must be writable (``run/preflight.py``) and no other run may hold this state DB
     or output directory (``run/lease.py``, exit 2 naming the holder)."""
     stops = Stops(echo)
+    error: Exception | None = None
     async with anyio.create_task_group() as watchers:
         if options.handle_signals:
             await watchers.start(stops.watch)
@@ -202,8 +203,12 @@ async def execute(
             command = lease_command(options.argv, f"flux-pipeline run {options.manifest}")
             with hold_lease(ready.state_path, ready.out_dir, command=command):
                 result = await _execute(options, ready, endpoint, progress, echo, stops)
+        except Exception as exc:  # raised below as it is, not inside the group's own group
+            error = exc
         finally:
             watchers.cancel_scope.cancel()
+    if error is not None:
+        raise error
     if stops.late and result.outcome.exit_code != ExitCode.RESUMABLE:
         # the reports are written and say how the run ended; the process was interrupted
         result.outcome.exit_code = ExitCode.RESUMABLE

@@ -150,3 +150,15 @@ def test_a_state_db_of_another_manifest_is_refused_unless_named(tmp_path: Path) 
     assert "manifest 'first', not 'second'" in refused.lines[0], refused.lines
     assert created_after_refusal == 1
     assert named.code == 0, named.lines
+
+
+@pytest.mark.anyio
+async def test_execute_raises_a_refusal_as_it_is(tmp_path: Path) -> None:
+    """``runner.execute`` raises the error itself, not the group of its signal watcher."""
+    from flux_pipeline.errors import UsageError
+    from flux_pipeline.run.runner import Endpoint, RunOptions, execute
+
+    manifest = write_manifest(tmp_path, roots_manifest("plain", 1))
+    options = RunOptions(manifest=manifest, request_type="callback", listen="garbage")
+    with pytest.raises(UsageError, match="--listen must be HOST:PORT"):
+        await execute(options, endpoint=Endpoint(base_url="http://127.0.0.1:9", api_key="k"))
