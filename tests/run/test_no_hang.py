@@ -162,3 +162,35 @@ async def test_execute_raises_a_refusal_as_it_is(tmp_path: Path) -> None:
     options = RunOptions(manifest=manifest, request_type="callback", listen="garbage")
     with pytest.raises(UsageError, match="--listen must be HOST:PORT"):
         await execute(options, endpoint=Endpoint(base_url="http://127.0.0.1:9", api_key="k"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_a_public_url_that_reaches_the_receiver_passes_its_probe(tmp_path: Path) -> None:
+    """``--listen 0.0.0.0:PORT --public-url http://127.0.0.1:PORT``: probed through the
+    public URL, it answers; the callback run finishes."""
+    manifest = write_manifest(tmp_path, roots_manifest("probed", 2))
+    port = _free_port()
+    ended = bounded(
+        cli_argv(
+            "run",
+            str(manifest),
+            "--out",
+            str(tmp_path / "out"),
+            *SIM,
+            "--request-type",
+            "callback",
+            "--listen",
+            f"0.0.0.0:{port}",
+            "--public-url",
+            f"http://localhost:{port}",
+        )
+    )
+    assert ended.code == 0, ended.lines
