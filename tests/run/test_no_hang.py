@@ -190,7 +190,7 @@ def test_a_public_url_that_reaches_the_receiver_passes_its_probe(tmp_path: Path)
             "--listen",
             f"0.0.0.0:{port}",
             "--public-url",
-            f"http://localhost:{port}",
+            f"http://127.0.0.1:{port}",
         )
     )
     assert ended.code == 0, ended.lines
