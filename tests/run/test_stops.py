@@ -43,3 +43,30 @@ def test_a_signal_after_the_engine_ended_only_marks_the_run_late() -> None:
     stops.received("SIGHUP")
     assert engine.stops == []
     assert stops.late
+
+
+def test_sigterm_outside_the_event_loop_raises_like_sigint() -> None:
+    """While the manifest is read (no event loop yet) SIGTERM is a ``KeyboardInterrupt``
+    (the CLI exits 3, never 143); the handlers are put back after the block."""
+    import os
+    import signal
+    import threading
+
+    import pytest
+
+    from flux_pipeline.run.stops import interrupts_raise
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can only be set in the main thread")
+    before = signal.getsignal(signal.SIGTERM)
+    reached: list[int] = []
+
+    def terminated() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1_000_000):  # the handler runs between two bytecodes, at once
+            reached.append(1)
+
+    with interrupts_raise(), pytest.raises(KeyboardInterrupt):
+        terminated()
+    assert len(reached) < 1_000_000
+    assert signal.getsignal(signal.SIGTERM) is before
