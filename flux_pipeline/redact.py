@@ -171,6 +171,15 @@ def scrub_value(value: Any) -> Any:
     return _current.value(value)
 
 
+def scrub_params(params: tuple[Any, ...]) -> tuple[Any, ...]:
+    """SQL parameters with secrets redacted from their strings; as they are when no secret
+    is registered (the common case costs one truth test)."""
+    redactor = _current
+    if not redactor:
+        return params
+    return tuple(redactor.text(p) if isinstance(p, str) else p for p in params)
+
+
 def scrub_pieces(pieces: Iterable[str]) -> Iterator[str]:
     """A streamed text redacted piece by piece (a secret never spans two pieces of ours:
     pieces break between values)."""

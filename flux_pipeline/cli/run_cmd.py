@@ -132,7 +132,8 @@ def run(
 ) -> int:
     """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
     from flux_pipeline.run.progress import progress_for
-    from flux_pipeline.run.runner import RunOptions, endpoint_from_env, execute
+    from flux_pipeline.run.runner import RunOptions, endpoint_from_env, execute, prepare
+    from flux_pipeline.run.stops import interrupts_raise
 
     options = RunOptions(
         manifest=manifest,
@@ -152,16 +153,24 @@ def run(
         argv=tuple(sys.argv[1:]),
         shard=shard,
     )
-    display = progress_for()
+    with interrupts_raise() as reinstall:
+        # every setting, the environment and the manifest first: nothing has started yet
+        # (no simulator, no progress display, no state DB) when one of them is refused
+        endpoint = None if simulate else endpoint_from_env(os.environ)
+        prepared = prepare(options)
+        display = progress_for()
 
-    async def main(endpoint: Endpoint | None) -> RunResult:
-        return await execute(options, endpoint=endpoint, progress=display, echo=_echo)
+        async def main(endpoint: Endpoint | None) -> RunResult:
+            return await execute(
+                options, endpoint=endpoint, progress=display, echo=display.echo, prepared=prepared
+            )
 
-    try:  # --simulate: execute starts the simulator, once it holds the state DB's lease
-        result = anyio.run(main, None if simulate else endpoint_from_env(os.environ))
-    finally:
-        display.close()
-    _echo(_summary(result.outcome, str(result.out_dir)))
+        try:  # --simulate (endpoint None): execute starts the simulator under the state lease
+            result = anyio.run(main, endpoint)
+        finally:
+            reinstall()  # the event loop put the default handlers back
+            display.close()
+        _echo(_summary(result.outcome, str(result.out_dir)))
     return result.outcome.exit_code
 
 

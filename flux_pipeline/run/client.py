@@ -63,6 +63,11 @@ CREATE_READ_TIMEOUT = 60.0
 # idle timeouts (uvicorn, Node.js, Apache: 5 s; load balancers: 60 s; nginx: 75 s). At the
 # request rates that matter a connection is reused long before (docs/api-contract.md).
 KEEPALIVE_EXPIRY = 4.0
+# A status call's whole exchange (send, answer, body) ends within this, however the server
+# paces its bytes: httpx's read timeout is per read, so a server sending one byte every few
+# seconds would hold the call open for ever. Past it the call counts as a timeout (retried).
+# Creates have none: giving up on a create makes it ambiguous (docs/api-contract.md).
+STATUS_DEADLINE = 60.0
 
 
 class _HookError(Exception):
@@ -91,6 +96,7 @@ class ClientConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     user_agent: str = "flux-pipeline"
     create_read_timeout: float = CREATE_READ_TIMEOUT  # a create's read timeout, at least
+    status_deadline: float = STATUS_DEADLINE  # a status call's whole exchange, at most
 
     @property
     def create_timeout(self) -> httpx.Timeout:
@@ -321,11 +327,20 @@ class FluxClient:
                     await before_send()
                 except Exception as exc:
                     raise _HookError(exc) from exc
-            response = await self._http.send(request, stream=True)
+            deadline = None if creating else self.config.status_deadline
             try:
-                content = await read_capped(response)
-            finally:
-                await response.aclose()
+                with anyio.fail_after(deadline):
+                    response = await self._http.send(request, stream=True)
+                    try:
+                        content = await read_capped(response)
+                    finally:
+                        await response.aclose()
+            except TimeoutError as exc:
+                if deadline is None:
+                    raise
+                raise httpx.ReadTimeout(
+                    f"no whole answer within {deadline:g}s", request=request
+                ) from exc
         # a server that echoes the key must not make us print it, even in part after a cut
         if isinstance(content, bytes) and len(self._secret_bytes) >= MIN_REDACTED_KEY:
             content = content.replace(self._secret_bytes, b"[redacted]")

@@ -21,12 +21,17 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx
 
 from flux_pipeline.errors import DownloadError, InvalidResultError, ResultExpiredError
 from flux_pipeline.media import TAIL_BYTES, image_ends_whole, replace_into, sniff_image
 
 MAX_RESULT_BYTES = 200 * 1024 * 1024
+# A download's whole exchange ends within this (a retryable ``DownloadError`` past it): the
+# client's read timeout is per read, so a server trickling a byte every few seconds would
+# hold a download open for ever. 200 MB (``MAX_RESULT_BYTES``) in 300 s is ~0.7 MB/s.
+DOWNLOAD_DEADLINE = 300.0
 INVALID_RESULT_URL = "INVALID_RESULT_URL"  # the fail code of a task whose result URL is unusable
 _CHUNK = 64 * 1024
 
@@ -66,7 +71,19 @@ def new_download_client(*, max_connections: int = 32, timeout: float = 60.0) -> 
     )
 
 
-async def download(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
+async def download(
+    http: httpx.AsyncClient, url: str, dest: Path, *, deadline: float = DOWNLOAD_DEADLINE
+) -> Downloaded:
+    """``_download`` within ``deadline`` seconds, however the server paces its bytes; past
+    it a retryable ``DownloadError`` (the temporary file is removed)."""
+    try:
+        with anyio.fail_after(deadline):
+            return await _download(http, url, dest)
+    except TimeoutError as exc:
+        raise DownloadError(f"download took longer than {deadline:g}s", url=url) from exc
+
+
+async def _download(http: httpx.AsyncClient, url: str, dest: Path) -> Downloaded:
     """Fetch ``url`` into ``dest`` atomically. Raises ``ResultExpiredError`` (403/404/410),
     ``InvalidResultError`` (not an image; ``InvalidResultUrlError``: not a URL we can fetch)
     or ``DownloadError`` (transient: retry)."""

@@ -176,6 +176,8 @@ class Engine:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                if self.stop_reason is not None:  # stopped before it ran (a signal)
+                    tg.start_soon(self._hard_stop)
                 self.downloader.attach(tg)
                 tg.start_soon(self.submitter.run, tg)
                 tg.start_soon(self.poller.run, tg)

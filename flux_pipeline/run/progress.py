@@ -1,7 +1,10 @@
 """Showing a run's progress: a live rich display on a terminal, one-line summaries otherwise.
 
 The engine reports ``Progress`` snapshots through a callback and never prints; this module
-is the only place that turns them into text.
+is the only place that turns them into text. Every line the run prints while a display may be
+live goes through its ``echo``: on a terminal rich prints it above the bar (a line written
+around rich would be glued to the bar's line). The bar starts at the first snapshot, so a
+run refused before its engine starts (a mistyped manifest, a bad setting) never shows one.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ class LineProgress:
             self._last = now
             print(f"flux-pipeline: {describe(p)}", file=self._stream, flush=True)
 
+    def echo(self, line: str) -> None:
+        print(line, file=self._stream, flush=True)
+
     def close(self) -> None:
         return None
 
@@ -57,7 +63,9 @@ class LiveProgress:
             transient=False,
         )
         self._task = self._bar.add_task("run", total=None, detail="")
-        self._bar.start()
+        self._console = console
+        self._started = False
+        self._closed = False
 
     def __call__(self, p: Progress) -> None:
         detail = (
@@ -65,9 +73,22 @@ class LiveProgress:
             f" · created {p.created} · 429s {p.rate_limits}"
         )
         self._bar.update(self._task, total=p.total, completed=p.done + p.failed, detail=detail)
+        if not self._started and not self._closed:
+            self._started = True
+            self._bar.start()
+
+    def echo(self, line: str) -> None:
+        """``line`` above the bar (or plainly, before it starts), never glued to it."""
+        if self._started and not self._closed:
+            self._bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self._console.file.write(line + "\n")
+            self._console.file.flush()
 
     def close(self) -> None:
-        self._bar.stop()
+        self._closed = True
+        if self._started:
+            self._bar.stop()
 
 
 def progress_for(stream: TextIO | None = None) -> LineProgress | LiveProgress:

@@ -7,13 +7,10 @@ engine so the engine never touches the environment, the terminal or signals.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
-import secrets
 import shlex
-import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,25 +19,38 @@ import anyio
 import httpx
 
 from flux_pipeline import redact
-from flux_pipeline.errors import UsageError
+from flux_pipeline.errors import ExitCode, UsageError
 from flux_pipeline.layout import default_out_dir, default_state_path, simulator_state_path
 from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.plan.resume import Policy
 from flux_pipeline.report import github as workflow_commands
-from flux_pipeline.report.files import RunInfo, keep_reports, report_is_current, write_reports
-from flux_pipeline.run.api import DEFAULT_BASE_URL, RequestType
+from flux_pipeline.report.files import RunInfo
+from flux_pipeline.run.api import RequestType
 from flux_pipeline.run.budget import TokenBucket
+from flux_pipeline.run.checks import (
+    Endpoint,
+    ProbedApp,
+    check_callback_urls,
+    check_owner,
+    check_step_summary,
+    endpoint_from_env,
+    parse_listen,
+    probe_public_url,
+    probeable,
+)
 from flux_pipeline.run.client import ClientConfig, FluxClient, RetryPolicy
 from flux_pipeline.run.downloads import new_download_client
 from flux_pipeline.run.engine import Engine, EngineSettings, Progress, RunOutcome, settings_summary
+from flux_pipeline.run.finish import finish_run
 from flux_pipeline.run.lease import hold_lease
 from flux_pipeline.run.preflight import check_writable
 from flux_pipeline.run.receiver import BackgroundServer, CallbackReceiver, bind
 from flux_pipeline.run.scheduler import TimingConfig
+from flux_pipeline.run.simulated import simulated_endpoint
+from flux_pipeline.run.stops import Stops
 from flux_pipeline.run.store import Store
-from flux_pipeline.states import FAILED_STATES
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+__all__ = ["Endpoint", "RunOptions", "RunResult", "endpoint_from_env", "execute", "prepare"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,71 +76,6 @@ class RunOptions:
     retry: RetryPolicy | None = None
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
     shard: tuple[int, int] | None = None  # (index, count), 1-based: run only that shard
-
-
-@dataclass(frozen=True, kw_only=True)
-class Endpoint:
-    base_url: str
-    api_key: str = field(repr=False)
-
-
-def endpoint_from_env(env: dict[str, str] | os._Environ[str]) -> Endpoint:
-    key = env.get("APIXO_API_KEY", "").strip()
-    if not key:
-        raise UsageError(
-            "APIXO_API_KEY is not set: export your API key, or use --simulate to run against "
-            "the built-in simulator"
-        )
-    base = env.get("APIXO_BASE_URL", "").strip() or DEFAULT_BASE_URL
-    if not base.startswith(("https://", "http://")):
-        raise UsageError(f"APIXO_BASE_URL must be an http(s) URL, got {base!r}")
-    return Endpoint(base_url=base.rstrip("/"), api_key=key)
-
-
-@contextlib.asynccontextmanager
-async def simulated_endpoint(
-    task_seconds: float, state_file: Path, echo: Callable[[str], None]
-) -> AsyncIterator[Endpoint]:
-    """The built-in simulator, remembering its tasks in ``state_file`` from one run to the
-    next (docs/simulator.md): same key, same port when free, same tasks and images."""
-    from flux_pipeline.simulator import SimConfig, SimulatorThread
-    from flux_pipeline.simulator.persist import StateError, StateFile
-
-    try:
-        state = StateFile.open(state_file, afresh=True)
-    except StateError as exc:
-        raise UsageError(f"the simulator state cannot be kept: {exc}") from None
-    if state.problem is not None:
-        echo(
-            f"flux-pipeline: malformed simulator state ({state.problem}), set aside as "
-            f"{state_file.name}.bad: the simulator starts afresh"
-        )
-    saved_keys = state.saved.api_keys if state.saved else ()
-    key = saved_keys[0] if saved_keys else "sim-" + secrets.token_hex(8)
-    config = SimConfig(api_keys=(key,), task_seconds=task_seconds, task_spread=task_seconds / 4)
-    sim = SimulatorThread(config, host="127.0.0.1", port=0, state=state)
-    await anyio.to_thread.run_sync(sim.start)
-    try:
-        if sim.moved_from is not None:
-            echo(
-                f"flux-pipeline: the simulator's earlier port {sim.moved_from} is taken: "
-                f"serving on {sim.port}; its earlier result URLs still work as references, "
-                "but downloads from them fail until that port is free"
-            )
-        yield Endpoint(base_url=sim.base_url, api_key=key)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(sim.stop)
-        if state.failure is not None:
-            echo(f"flux-pipeline: the simulator state is out of date: {state.failure}")
-
-
-def _parse_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"--listen must be HOST:PORT, got {listen!r}")
-    return host, int(port)
 
 
 def _resume_command(options: RunOptions) -> str:
@@ -170,21 +115,63 @@ class _Callbacks:
     server: BackgroundServer
     url: str
 
+    token: str | None = None  # the probe's, when the public URL is probed (run/checks.py)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """What a run is about, known before anything is opened: the plan and the paths."""
+
+    plan: Plan
+    out_dir: Path
+    state_path: Path
+
+
+def check_options(options: RunOptions) -> None:
+    """The settings that need no manifest (``UsageError``, exit 2): callback addresses, the
+    step summary file."""
+    if options.request_type == "callback":
+        check_callback_urls(options.listen, options.public_url)
+    check_step_summary(os.environ.get("GITHUB_STEP_SUMMARY"))
+
+
+def prepare(options: RunOptions) -> Prepared:
+    """Check the settings, plan the manifest, pick the paths. Nothing is opened yet: called
+    before the simulator starts and before the progress display shows anything."""
+    check_options(options)
+    plan = load_plan(options.manifest)
+    if options.shard is not None:
+        from flux_pipeline.plan.shard import select
+
+        plan = select(plan, *options.shard)
+    out_dir = options.out_dir or default_out_dir(plan.name)
+    state_path = options.state_path or default_state_path(out_dir, options.shard)
+    return Prepared(plan=plan, out_dir=out_dir, state_path=state_path)
+
 
 def _callbacks(
     options: RunOptions, relay: CallbackRelay, echo: Callable[[str], None]
 ) -> _Callbacks | None:
-    """Callback mode: the receiver, served where the API can reach it."""
+    """Callback mode: the receiver, bound where the API can reach it (listening at once, so
+    the probe's connection waits in the backlog until uvicorn serves it)."""
     if options.request_type != "callback":
         return None
     receiver = CallbackReceiver(relay, log=echo)
     redact.register(receiver.secret)  # e.g. echoed in a refused callback URL (docs/secrets.md)
     if workflow_commands.enabled():  # masked before anything could print it
         workflow_commands.emit([workflow_commands.add_mask(receiver.secret)])
-    host, port = _parse_listen(options.listen)
-    server = BackgroundServer(receiver.app, bind(host, port), before_stop=receiver.close)
+    host, port = parse_listen(options.listen)
+    try:
+        sock = bind(host, port)
+        sock.listen(128)
+    except OSError as exc:
+        problem = exc.strerror or exc
+        raise UsageError(f"--listen {options.listen}: cannot listen there: {problem}") from None
+    app = ProbedApp(receiver.app)
+    server = BackgroundServer(app, sock, before_stop=receiver.close)
     public = (options.public_url or server.url).rstrip("/")
-    return _Callbacks(server=server, url=public + receiver.path)
+    token = app.token if probeable(public, host) else None
+    return _Callbacks(server=server, url=public + receiver.path, token=token)
 
 
 async def execute(
@@ -193,90 +180,106 @@ async def execute(
     endpoint: Endpoint | None,
     progress: Callable[[Progress], None] | None = None,
     echo: Callable[[str], None] = print,
+    prepared: Prepared | None = None,
 ) -> RunResult:
     """Run a manifest to completion or to a resumable stop, then write the report. Before
-    the state DB is opened and anything is sent: the outputs must be writable
-    (``run/preflight.py``) and no other run may hold this state DB or output directory
-    (``run/lease.py``, exit 2 naming the holder). ``endpoint`` None: the built-in simulator
-    (``options.simulate``), started under the lease."""
-    plan = load_plan(options.manifest)
-    if options.shard is not None:
-        from flux_pipeline.plan.shard import select
+    the state DB is opened and anything is sent: the settings are checked (``prepare``), the
+    outputs must be writable (``run/preflight.py``) and no other run may hold this state DB
+    or output directory (``run/lease.py``, exit 2 naming the holder). ``endpoint`` None: the
+    built-in simulator (``options.simulate``), started under the lease."""
+    stops = Stops(echo)
+    error: Exception | None = None
+    async with anyio.create_task_group() as watchers:
+        if options.handle_signals:
+            await watchers.start(stops.watch)
+        try:
+            ready = prepared or prepare(options)
+            check_writable(ready.out_dir, ready.state_path)
+            command = lease_command(options.argv, f"flux-pipeline run {options.manifest}")
+            with hold_lease(ready.state_path, ready.out_dir, command=command):
+                result = await _leased(options, ready, endpoint, progress, echo, stops)
+        except Exception as exc:  # raised below as it is, not inside the group's own group
+            error = exc
+        finally:
+            watchers.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    if stops.late and result.outcome.exit_code != ExitCode.RESUMABLE:
+        # the reports are written and say how the run ended; the process was interrupted
+        result.outcome.exit_code = ExitCode.RESUMABLE
+        result.outcome.stop_reason = f"{stops.reason} while writing the reports"
+    return result
 
-        plan = select(plan, *options.shard)
-    out_dir = options.out_dir or default_out_dir(plan.name)
-    state_path = options.state_path or default_state_path(out_dir, options.shard)
-    check_writable(out_dir, state_path)
-    command = lease_command(options.argv, f"flux-pipeline run {options.manifest}")
-    with hold_lease(state_path, out_dir, command=command):
-        if endpoint is not None:
-            return await _execute(options, plan, out_dir, state_path, endpoint, progress, echo)
-        if not options.simulate:
-            raise UsageError("no API endpoint: set APIXO_API_KEY, or use --simulate")
-        # under the lease: the simulator's state beside the DB is this run's alone
-        sim_state = simulator_state_path(state_path)
-        async with simulated_endpoint(options.sim_task_seconds, sim_state, echo) as simulated:
-            echo(f"flux-pipeline: simulating the API at {simulated.base_url}")
-            return await _execute(options, plan, out_dir, state_path, simulated, progress, echo)
+
+async def _leased(
+    options: RunOptions,
+    ready: Prepared,
+    endpoint: Endpoint | None,
+    progress: Callable[[Progress], None] | None,
+    echo: Callable[[str], None],
+    stops: Stops,
+) -> RunResult:
+    """Under the lease: the simulator's state beside the DB is this run's alone."""
+    if endpoint is not None:
+        return await _execute(options, ready, endpoint, progress, echo, stops)
+    if not options.simulate:
+        raise UsageError("no API endpoint: set APIXO_API_KEY, or use --simulate")
+    sim_state = simulator_state_path(ready.state_path)
+    async with simulated_endpoint(options.sim_task_seconds, sim_state, echo) as simulated:
+        echo(f"flux-pipeline: simulating the API at {simulated.base_url}")
+        return await _execute(options, ready, simulated, progress, echo, stops)
 
 
 async def _execute(
     options: RunOptions,
-    plan: Plan,
-    out_dir: Path,
-    state_path: Path,
+    ready: Prepared,
     endpoint: Endpoint,
     progress: Callable[[Progress], None] | None,
     echo: Callable[[str], None],
+    stops: Stops,
 ) -> RunResult:
-    timing = options.timing or (
-        TimingConfig(first_poll=options.sim_task_seconds * 0.6) if options.simulate else None
-    )
+    """One shutdown path: everything opened here is entered on one exit stack, so whatever
+    raises, and whenever, the HTTP clients, the store (flushed) and the receiver are closed,
+    each in a shielded scope, before the error leaves."""
+    plan, out_dir, state_path = ready.plan, ready.out_dir, ready.state_path
     budget = TokenBucket(options.rpm)
-    client_config = ClientConfig(
-        base_url=endpoint.base_url,
-        # enough for the full request budget at ~0.35 s per answer; httpx scans its whole pool
-        # on every request, so a bigger pool only costs CPU
-        max_connections=min(64, max(4, options.max_active)),
-        retry=options.retry or RetryPolicy(),
-    )
     started_wall = time.time()
-    store = await Store.open(state_path)
     relay = CallbackRelay()
-    callbacks = _callbacks(options, relay, echo)
-    settings = EngineSettings(
-        out_dir=out_dir,
-        max_active=options.max_active,
-        request_type=options.request_type,
-        callback_url=callbacks.url if callbacks else None,
-        policy=Policy(
-            retry_failed=options.retry_failed, resubmit_ambiguous=options.resubmit_ambiguous
-        ),
-        max_new_tasks=options.max_new_tasks,
-        timing=timing or TimingConfig(),
-        api_down_after=options.api_down_after,
-    )
-    summary: dict[str, Any] = settings_summary(settings) | {"rpm": options.rpm}
-    if options.shard is not None:
-        summary["shard"] = f"{options.shard[0]}/{options.shard[1]}"
-    run_id = await store.begin_run(
-        manifest=plan.name,
-        manifest_sha256=plan.manifest_sha256,
-        settings=summary,
-        planned=len(plan.tasks),
-    )
     outcome: RunOutcome | None = None
-    async with (
-        FluxClient(
-            api_key=endpoint.api_key,
-            config=client_config,
-            transport=options.transport,
-            budget=budget,
-        ) as client,
-        new_download_client() as downloads,
-        anyio.create_task_group() as outer,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        outer = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(outer.cancel_scope.cancel)  # runs before the group waits for its tasks
+        callbacks = _callbacks(options, relay, echo)
+        if callbacks is not None:
+            outer.start_soon(callbacks.server.run)
+            stack.push_async_callback(callbacks.server.stop)
+            if callbacks.token is not None:
+                listening = callbacks.server.url
+                public = (options.public_url or listening).rstrip("/")
+                await probe_public_url(public, callbacks.token, listening=listening)
+        store = await Store.open(state_path)
+        stack.push_async_callback(store.aclose)
+        await check_owner(store, plan.name, explicit=options.state_path is not None)
+        settings = _settings(options, out_dir, callbacks)
+        summary: dict[str, Any] = settings_summary(settings) | {"rpm": options.rpm}
+        if options.shard is not None:
+            summary["shard"] = f"{options.shard[0]}/{options.shard[1]}"
+        run_id = await store.begin_run(
+            manifest=plan.name,
+            manifest_sha256=plan.manifest_sha256,
+            settings=summary,
+            planned=len(plan.tasks),
+        )
         store.start(outer)
+        client = await stack.enter_async_context(
+            FluxClient(
+                api_key=endpoint.api_key,
+                config=_client_config(options, endpoint),
+                transport=options.transport,
+                budget=budget,
+            )
+        )
+        downloads = await stack.enter_async_context(new_download_client())
         try:
             engine = Engine(
                 plan=plan,
@@ -288,8 +291,10 @@ async def _execute(
                 progress=progress,
             )
             relay.connect(engine.on_callback)
-            outcome = await _run_engine(engine, options, callbacks, echo)
+            stops.attach(engine)
+            outcome = await _run_engine(engine, options, callbacks)
         finally:
+            stops.detach()
             with anyio.CancelScope(shield=True):
                 info = RunInfo(
                     settings=summary,
@@ -304,23 +309,44 @@ async def _execute(
                     engine_stats=outcome.stats if outcome else None,
                     state_fingerprint="",  # _finish fills it in once the queue is committed
                 )
-                await _finish(store, plan, out_dir, run_id, outcome, info)
+                await finish_run(store, plan, out_dir, run_id, outcome, info)
     assert outcome is not None
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
 
 
+def _settings(options: RunOptions, out_dir: Path, callbacks: _Callbacks | None) -> EngineSettings:
+    timing = options.timing or (
+        TimingConfig(first_poll=options.sim_task_seconds * 0.6) if options.simulate else None
+    )
+    return EngineSettings(
+        out_dir=out_dir,
+        max_active=options.max_active,
+        request_type=options.request_type,
+        callback_url=callbacks.url if callbacks else None,
+        policy=Policy(
+            retry_failed=options.retry_failed, resubmit_ambiguous=options.resubmit_ambiguous
+        ),
+        max_new_tasks=options.max_new_tasks,
+        timing=timing or TimingConfig(),
+        api_down_after=options.api_down_after,
+    )
+
+
+def _client_config(options: RunOptions, endpoint: Endpoint) -> ClientConfig:
+    return ClientConfig(
+        base_url=endpoint.base_url,
+        # enough for the full request budget at ~0.35 s per answer; httpx scans its whole pool
+        # on every request, so a bigger pool only costs CPU
+        max_connections=min(64, max(4, options.max_active)),
+        retry=options.retry or RetryPolicy(),
+    )
+
+
 async def _run_engine(
-    engine: Engine,
-    options: RunOptions,
-    callbacks: _Callbacks | None,
-    echo: Callable[[str], None],
+    engine: Engine, options: RunOptions, callbacks: _Callbacks | None
 ) -> RunOutcome:
-    """The engine, with the receiver, the signal handlers and the deadline around it."""
+    """The engine, with the receiver's shutdown and the deadline around it."""
     async with anyio.create_task_group() as tg:
-        if callbacks is not None:
-            tg.start_soon(callbacks.server.run)
-        if options.handle_signals:
-            tg.start_soon(_watch_signals, engine, echo)
         if options.deadline is not None:
             tg.start_soon(_watch_deadline, engine, options.deadline)
         outcome = await engine.run()
@@ -328,55 +354,6 @@ async def _run_engine(
             await callbacks.server.stop()
         tg.cancel_scope.cancel()
     return outcome
-
-
-async def _finish(
-    store: Store,
-    plan: Plan,
-    out_dir: Path,
-    run_id: int,
-    outcome: RunOutcome | None,
-    info: RunInfo,
-) -> None:
-    """The run's ending, also when it was interrupted (``outcome`` None); called shielded."""
-    # 1. the run's row: end_run first commits every transition still queued, so everything
-    #    read below sees the run's last state (an interrupted run keeps its row unfinished)
-    if outcome is not None:
-        await store.end_run(
-            run_id,
-            exit_code=outcome.exit_code,
-            stop_reason=outcome.stop_reason,
-            last_error=outcome.error,
-        )
-    # 2. the fingerprint of the state (flushes too): equal to the report's on disk, the
-    #    report need not be written again (docs/reports.md)
-    fingerprint = await store.fingerprint()
-    info = dataclasses.replace(info, state_fingerprint=fingerprint)
-    current = outcome is not None and report_is_current(out_dir, plan.manifest_sha256, fingerprint)
-    # 3. the records, unless nothing needs them: a current report with no annotations to make
-    #    skips reading 100,000 rows
-    annotate = workflow_commands.enabled()
-    records = {} if current and not annotate else await store.records()
-    # 4. the failed tasks for the annotations, taken before the report consumes the records
-    failed = [r for r in records.values() if r.state in FAILED_STATES]
-    # 5. the report (and the step summary, which write_reports and keep_reports append)
-    if current:  # nothing changed: the report on disk says exactly this
-        keep_reports(out_dir)
-    else:  # consumes the records: a big report never holds them twice
-        write_reports(plan, records, out_dir, info, consume=True)
-    # 6. the store, once nothing reads it any more
-    await store.aclose()
-    # 7. annotations last: they point at report files that now exist
-    if annotate:
-        workflow_commands.emit(workflow_commands.failure_annotations(plan, failed))
-
-
-async def _watch_signals(engine: Engine, echo: Callable[[str], None]) -> None:
-    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            echo(f"flux-pipeline: {name} received: stopping, state is kept (resume by rerunning)")
-            engine.request_stop(f"signal {name}")
 
 
 async def _watch_deadline(engine: Engine, seconds: float) -> None:

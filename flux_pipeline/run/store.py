@@ -29,6 +29,7 @@ from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.store_import import import_records
 from flux_pipeline.run.store_schema import (
     MIGRATIONS,
+    OPEN_LOCK_WAIT_MS,
     RUN_FIELDS,
     SQL_DOWNLOADED,
     SQL_EXPIRED,
@@ -42,11 +43,13 @@ from flux_pipeline.run.store_schema import (
     SQL_SUCCEEDED,
     SQL_UNSENT,
     TASK_COLUMNS,
+    WRITER_LOCK_WAIT_MS,
     migrate,
     output_from_row,
     output_row,
     prepare,
     record_from_row,
+    sqlite_problem,
 )
 from flux_pipeline.run.store_writer import Write, Writer
 from flux_pipeline.states import OutputRecord, TaskRecord
@@ -60,14 +63,6 @@ __all__ = [
     "prepare",
     "read_records",
 ]
-
-
-def _redacted(params: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``params`` with secrets redacted from its strings; as it is when no secret is known."""
-    redactor = redact.active()
-    if not redactor:
-        return params
-    return tuple(redactor.text(p) if isinstance(p, str) else p for p in params)
 
 
 class Store:
@@ -88,12 +83,17 @@ class Store:
         await anyio.to_thread.run_sync(prepare, path)
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot open the state DB: {exc}") from exc
+        try:
             await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA busy_timeout=5000")
+            await db.execute(f"PRAGMA busy_timeout={OPEN_LOCK_WAIT_MS}")
             writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             writer.execute("PRAGMA synchronous=NORMAL")
-            writer.execute("PRAGMA busy_timeout=5000")
+            writer.execute(f"PRAGMA busy_timeout={WRITER_LOCK_WAIT_MS}")
         except sqlite3.Error as exc:
+            with anyio.CancelScope(shield=True):
+                await db.close()  # its worker thread would keep the process alive
             raise StateError(f"{path}: cannot open the state DB: {exc}") from exc
         return cls(db, writer, path)
 
@@ -148,7 +148,7 @@ class Store:
     ) -> Write:
         """Queue a write; never raises (a write not stored is recorded by the writer). Every
         string in it is redacted first (``redact``: nothing secret is stored)."""
-        params = _redacted(params)
+        params = redact.scrub_params(params)
         return self._w.add(Write(sql, params, key=key, what=what, critical=critical))
 
     async def write(self, sql: str, params: tuple[Any, ...], **kw: Any) -> None:
@@ -292,11 +292,16 @@ class Store:
         self, *, manifest: str, manifest_sha256: str, settings: dict[str, Any], planned: int
     ) -> int:
         settings_json = json.dumps(settings, sort_keys=True)
-        cursor = await self._db.execute(
-            "INSERT INTO runs (manifest, manifest_sha256, settings_json, planned, started_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            _redacted((manifest, manifest_sha256, settings_json, planned, time.time())),
-        )
+        try:
+            cursor = await self._db.execute(
+                "INSERT INTO runs (manifest, manifest_sha256, settings_json, planned, started_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                redact.scrub_params(
+                    (manifest, manifest_sha256, settings_json, planned, time.time())
+                ),
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot start the run: {sqlite_problem(exc)}") from exc
         run_id = cursor.lastrowid
         assert run_id is not None
         return run_id
@@ -309,7 +314,7 @@ class Store:
             await self._db.execute(
                 "UPDATE runs SET finished_at = ?, exit_code = ?, stop_reason = ?, last_error = ?"
                 " WHERE id = ?",
-                _redacted((time.time(), exit_code, stop_reason, last_error, run_id)),
+                redact.scrub_params((time.time(), exit_code, stop_reason, last_error, run_id)),
             )
         except sqlite3.Error as exc:  # e.g. the disk is full: the tasks matter, not this row
             self._w.failures.append(f"{self.path}: could not store the run's ending: {exc}")

@@ -97,6 +97,24 @@ MIGRATIONS: list[tuple[str, Migration]] = [
 ]
 
 
+# How long a statement waits for a lock another process holds on the state DB: opening it
+# (and the run's own rows) gives up soon, so a DB in use elsewhere is refused in seconds; the
+# writer of a running run waits longer, so a lock held a few seconds mid-run (a backup, an
+# inspection in the sqlite3 shell) only delays the run (docs/exit-codes.md).
+OPEN_LOCK_WAIT_MS = 5_000
+WRITER_LOCK_WAIT_MS = 30_000
+
+
+def sqlite_problem(exc: sqlite3.Error) -> str:
+    """``exc`` for a person: a lock held past the wait names what to do."""
+    if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return (
+            f"{exc}: another process holds the state DB (waited "
+            f"{OPEN_LOCK_WAIT_MS / 1000:g}s); stop it and run the same command again"
+        )
+    return str(exc)
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply the named migrations not yet recorded; returns the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
@@ -140,10 +158,10 @@ def prepare(path: Path) -> None:
         raise StateError(f"{path}: cannot open the state DB: {exc}") from exc
     try:
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA busy_timeout={OPEN_LOCK_WAIT_MS}")
         migrate(db)
     except sqlite3.DatabaseError as exc:
-        raise StateError(f"{path}: not a usable state DB: {exc}") from exc
+        raise StateError(f"{path}: not a usable state DB: {sqlite_problem(exc)}") from exc
     finally:
         db.close()
 
@@ -155,11 +173,20 @@ TASK_COLUMNS = ", ".join(TASK_FIELDS)
 
 
 def record_from_row(row: Sequence[Any]) -> TaskRecord:
-    """A task row (columns ``TASK_COLUMNS``) as a ``TaskRecord``, by name."""
+    """A task row (columns ``TASK_COLUMNS``) as a ``TaskRecord``, by name; ``StateError``
+    naming the task for a row no flux-pipeline wrote (an unknown state, garbled URLs)."""
     values = dict(zip(TASK_FIELDS, row, strict=True))
-    values["state"] = TaskState(values["state"])
-    urls = values["result_urls"]
-    values["result_urls"] = tuple(json.loads(urls)) if urls else ()
+    try:
+        values["state"] = TaskState(values["state"])
+        urls = values["result_urls"]
+        values["result_urls"] = tuple(json.loads(urls)) if urls else ()
+        if not all(isinstance(url, str) for url in values["result_urls"]):
+            raise ValueError("result_urls is not a list of URLs")
+    except (ValueError, TypeError) as exc:
+        raise StateError(
+            f"the state DB has a bad row for task {values.get('key')!r}: {exc}; fix or delete "
+            "that row (a deleted row is planned again)"
+        ) from None
     return TaskRecord(**values)
 
 

@@ -201,7 +201,9 @@ def test_an_echoed_key_is_in_no_output(tmp_path: Path, echo: str) -> None:
 
 def test_a_public_url_typo_puts_the_callback_secret_in_no_report(tmp_path: Path) -> None:
     """Callback mode with a mistyped ``--public-url``: the API refuses every create, echoing
-    the callback URL (secret included) JSON-escaped. The secret is in no output."""
+    the callback URL (secret included) JSON-escaped. The secret is in no output. (A typo on a
+    loopback address is refused before any create by the receiver's probe, run/checks.py;
+    a public host name cannot be probed from here, so this one reaches the API.)"""
     seen: list[str] = []
 
     def rule(exchange: Exchange, answer: Answer) -> Answer:
@@ -220,7 +222,7 @@ def test_a_public_url_typo_puts_the_callback_secret_in_no_report(tmp_path: Path)
             "--request-type",
             "callback",
             "--public-url",
-            "http://127.0.0.1:9/typo",
+            "http://callbacks.example.invalid/typo",
         )
     text = result.stdout + result.stderr
     assert result.returncode == 1, text
