@@ -173,7 +173,7 @@ async def execute(
         plan = select(plan, *options.shard)
     out_dir = options.out_dir or default_out_dir(plan.name)
     state_path = options.state_path or default_state_path(out_dir, options.shard)
-    check_writable(out_dir, state_path)
+    check_writable(out_dir, state_path, outputs=(t.output_paths(1)[0] for t in plan.tasks))
     command = lease_command(options.argv, f"flux-pipeline run {options.manifest}")
     with hold_lease(state_path, out_dir, command=command):
         return await _execute(options, plan, out_dir, state_path, endpoint, progress, echo)

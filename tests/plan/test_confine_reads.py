@@ -48,9 +48,7 @@ def test_a_manifest_linked_to_a_credentials_file_is_refused_without_quoting_it(
     captured = capsys.readouterr()
     assert SECRET not in captured.out + captured.err
     assert "aws_secret_access_key" not in captured.out + captured.err
-    assert f"{link}: cannot read the manifest: {link} leads outside the project" in (
-        captured.err
-    )
+    assert f"{link}: cannot read the manifest: {link} leads outside the project" in (captured.err)
 
 
 def test_a_manifest_linked_to_dev_zero_is_refused_at_once(project: Path) -> None:
