@@ -206,10 +206,11 @@ class TaskRenderer:
             repeat_index=repeat_index,
         )
         if step.output is None:
-            output = default_output
+            output = default_output  # a slug: only its length can be wrong
+            problem = length_problem(output)
         else:
             output = self._render(step.output, step, cell, context, readable_id)
-        problem = output_problem(output)
+            problem = output_problem(output)
         if problem:
             at = step.output.at if step.output is not None else step.at
             raise problems.fail(at, f"{problem} (task {readable_id})")
@@ -252,20 +253,12 @@ def _is_image_reference(url: str) -> bool:
     )
 
 
-def output_problem(path: str) -> str | None:
-    """Why ``path`` is not a valid output path, or None."""
-    if not path:
-        return "the output path renders empty"
-    if _UNSAFE_OUTPUT.search(path):
-        return f"output path {path!r} contains a backslash or control character; use '/'"
-    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
-        return f"output path {path!r} is absolute; it must be relative to the output directory"
-    parts = path.split("/")
-    if ".." in parts:
-        return f"output path {path!r} escapes the output directory"
-    if any(part in ("", ".") for part in parts):
-        return f"output path {path!r} has an empty or '.' segment"
+def length_problem(path: str) -> str | None:
+    """Why ``path`` is too long for a file system to create, or None."""
+    if len(path) * 4 <= MAX_OUTPUT_NAME_BYTES:  # UTF-8: at most 4 bytes a character
+        return None
     shown = path if len(path) <= 80 else path[:77] + "..."
+    parts = path.split("/")
     if len(path.encode("utf-8", "surrogatepass")) > MAX_OUTPUT_PATH_BYTES:
         return f"output path {shown!r} is longer than {MAX_OUTPUT_PATH_BYTES} bytes"
     for part in parts[:-1]:
@@ -280,6 +273,25 @@ def output_problem(path: str) -> str | None:
             f"(with its extension and temporary name it would pass the {NAME_MAX}-byte limit "
             "of file systems)"
         )
+    return None
+
+
+def output_problem(path: str) -> str | None:
+    """Why ``path`` is not a valid output path, or None."""
+    if not path:
+        return "the output path renders empty"
+    if _UNSAFE_OUTPUT.search(path):
+        return f"output path {path!r} contains a backslash or control character; use '/'"
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        return f"output path {path!r} is absolute; it must be relative to the output directory"
+    parts = path.split("/")
+    if ".." in parts:
+        return f"output path {path!r} escapes the output directory"
+    if any(part in ("", ".") for part in parts):
+        return f"output path {path!r} has an empty or '.' segment"
+    problem = length_problem(path)
+    if problem:
+        return problem
     suffix = path.rsplit(".", 1)[-1].lower() if "." in parts[-1] else ""
     if suffix in IMAGE_EXTENSIONS:
         return f"output path {path!r} has an extension; leave it out, it comes from output_format"
