@@ -136,3 +136,18 @@ def test_ordinary_templates_render_as_before(tmp_path: Path) -> None:
     )
     plan = plan_of(tmp_path, manifest("{{ lipsum(1, false, 5, 6)|wordcount > 0 }}"))
     assert plan.tasks[0].request["input"]["prompt"] == "True"
+
+
+def test_a_plan_holding_too_much_text_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flux_pipeline.plan import expand
+
+    text = manifest("{{ 'x' * 5000 }} {{ repeat_index }}", repeat=100)
+    assert len(plan_of(tmp_path, text).tasks) == 100
+    monkeypatch.setattr(expand, "MAX_PLAN_CHARS", 200_000)
+    errors = errors_of(tmp_path, text)
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        "m.yaml:4:5: steps[0]: the plan would hold more than 200000 characters of requests"
+    )
