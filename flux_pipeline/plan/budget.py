@@ -23,25 +23,58 @@ MAX_RESULT = 100_000  # characters (or items) one operation in a template may pr
 MAX_RENDER_WORK = 2_000_000  # work units (about one per character or loop step) per render
 MAX_RENDER_SECONDS = 2.0  # wall-clock time one render may take
 MAX_INT_BITS = 4 * MAX_RESULT  # an integer a template builds has at most this many bits
+MAX_PLAN_RENDER_SECONDS = 300.0  # time all the renders of one plan may take together
 
 
 @dataclass(slots=True)
 class Budget:
     """The work done and the deadline of one render."""
 
+    started: float
     deadline: float
+    late: str  # what passing the deadline means
     work: int = 0
 
 
+@dataclass(slots=True)
+class PlanBudget:
+    """The time the renders of one planning pass took together."""
+
+    seconds: float = 0.0
+
+
 _CURRENT: ContextVar[Budget | None] = ContextVar("flux_template_budget", default=None)
+_PLAN: ContextVar[PlanBudget | None] = ContextVar("flux_plan_budget", default=None)
+
+
+def start_plan() -> object:
+    """Count the render time of a planning pass from now on; pass the token to ``stop_plan``."""
+    return _PLAN.set(PlanBudget())
+
+
+def stop_plan(token: object) -> None:
+    _PLAN.reset(token)  # type: ignore[arg-type]
 
 
 def start(seconds: float = MAX_RENDER_SECONDS) -> object:
     """Start a budget for one render; pass the returned token to ``stop``."""
-    return _CURRENT.set(Budget(deadline=time.monotonic() + seconds))
+    now = time.monotonic()
+    late = f"the template takes longer than {seconds:g} s to render"
+    plan = _PLAN.get()
+    if plan is not None and MAX_PLAN_RENDER_SECONDS - plan.seconds < seconds:
+        seconds = max(MAX_PLAN_RENDER_SECONDS - plan.seconds, 0.0)
+        late = (
+            f"the templates of this manifest take longer than {MAX_PLAN_RENDER_SECONDS:g} s "
+            "to render in all"
+        )
+    return _CURRENT.set(Budget(started=now, deadline=now + seconds, late=late))
 
 
 def stop(token: object) -> None:
+    budget = _CURRENT.get()
+    plan = _PLAN.get()
+    if budget is not None and plan is not None:
+        plan.seconds += time.monotonic() - budget.started
     _CURRENT.reset(token)  # type: ignore[arg-type]
 
 
@@ -57,7 +90,7 @@ def charge(units: int) -> None:
             "characters in one render)"
         )
     if time.monotonic() > budget.deadline:
-        raise SecurityError(f"the template takes longer than {MAX_RENDER_SECONDS:g} s to render")
+        raise SecurityError(budget.late)
 
 
 def too_large(what: str = "the result") -> SecurityError:

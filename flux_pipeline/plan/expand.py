@@ -28,6 +28,7 @@ from flux_pipeline.layout import project_root
 from flux_pipeline.manifest.load import LoadedManifest, load_manifest
 from flux_pipeline.manifest.models import Step
 from flux_pipeline.manifest.yamlload import Path_
+from flux_pipeline.plan import budget
 from flux_pipeline.plan.axes import CellBuilder
 from flux_pipeline.plan.children import ChildPlanner
 from flux_pipeline.plan.imagesets import Image, LocalImage, Resolver
@@ -47,7 +48,11 @@ MAX_PLAN_CHARS = 500_000_000  # rendered requests, ids and outputs of all tasks 
 def load_plan(path: Path, *, file: str | None = None, max_tasks: int = MAX_TASKS) -> Plan:
     """Validate and expand the manifest at ``path``. Raises ``ManifestError`` (all problems)."""
     loaded = load_manifest(path, file=file)
-    return _Expander(loaded, dict(loaded.model.vars), max_tasks=max_tasks).run()
+    token = budget.start_plan()  # the renders of one plan share MAX_PLAN_RENDER_SECONDS
+    try:
+        return _Expander(loaded, dict(loaded.model.vars), max_tasks=max_tasks).run()
+    finally:
+        budget.stop_plan(token)
 
 
 class _Expander:

@@ -151,3 +151,22 @@ def test_a_plan_holding_too_much_text_is_refused(
     assert errors[0].startswith(
         "m.yaml:4:5: steps[0]: the plan would hold more than 200000 characters of requests"
     )
+
+
+def test_the_renders_of_one_plan_share_a_time_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flux_pipeline.plan import budget
+
+    slow = "{% for i in range(20000) %}{% endfor %}{{ repeat_index }}"  # a few ms per task
+    monkeypatch.setattr(budget, "MAX_PLAN_RENDER_SECONDS", 0.2)
+    started = time.monotonic()
+    errors = errors_of(tmp_path, manifest(slow, repeat=10000))
+    assert time.monotonic() - started < 10
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        "m.yaml:6:13: steps[0].prompt: template refused by the sandbox: the templates of this "
+        "manifest take longer than 0.2 s to render in all (in task s#"
+    )
+    monkeypatch.setattr(budget, "MAX_PLAN_RENDER_SECONDS", 300.0)
+    assert len(plan_of(tmp_path, manifest(slow, repeat=20)).tasks) == 20
