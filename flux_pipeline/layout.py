@@ -10,7 +10,10 @@ Manifests arrive in pull requests. A reference image is sent to the API inline, 
 that could name any file could send any image on the runner to a third party. The project is
 the git work tree that holds the manifest (the nearest parent with a ``.git``), or the
 manifest's own directory when it is in none. Paths are compared after resolving symlinks, so
-neither ``..``, an absolute path nor a link leads outside.
+neither ``..``, an absolute path nor a link leads outside. ``read_inside`` is the one way a
+manifest's files (the manifest itself included) are read: confined, only regular files (never
+a device or a FIFO, which could block or never end), and at most a given size. Its messages
+name the path, never what the file holds.
 
 Writing: output paths are relative to the output directory and must stay inside it
 (``inside``); nothing is written anywhere else.
@@ -18,6 +21,9 @@ Writing: output paths are relative to the output directory and must stay inside 
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path, PurePosixPath
 
 STATE_DIR = ".flux-pipeline"
@@ -55,10 +61,55 @@ def outside(root: Path, path: Path) -> str | None:
         return f"cannot resolve {path}: {exc}"
     if resolved == root or root in resolved.parents:
         return None
+    lexical = Path(os.path.abspath(path))
+    how = "leads outside" if lexical == root or root in lexical.parents else "is outside"
     return (
-        f"{path} is outside the project directory {root}: a manifest may only read files "
-        "inside its repository (or its own directory when not in one)"
+        f"{path} {how} the project directory {root}"
+        f"{' through a symbolic link' if how == 'leads outside' else ''}: a manifest may only "
+        "read files inside its repository (or its own directory when not in one)"
     )
+
+
+def read_inside(root: Path, path: Path, max_bytes: int, *, limit: str | None = None) -> bytes | str:
+    """The content of the regular file ``path`` if it is inside ``root`` (symlinks resolved)
+    and at most ``max_bytes`` long; else the one-line reason (``limit`` words the size rule)."""
+    reason = outside(root, path)
+    if reason is not None:
+        return reason
+    rule = limit or f"the limit is {max_bytes} bytes"
+    try:
+        # O_NONBLOCK: opening a FIFO does not wait for a writer; O_NOFOLLOW: the path was
+        # resolved above, a link swapped in since is refused
+        fd = os.open(path.resolve(), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} changed into a link while being read"
+        return f"cannot read {path}: {exc.strerror or exc}"
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            return f"{path} is a directory, not a file"
+        if not stat.S_ISREG(info.st_mode):
+            return f"{path} is not a regular file (a device, FIFO or socket is never read)"
+        if info.st_size > max_bytes:
+            return f"{path} has {info.st_size} bytes; {rule}"
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > max_bytes:
+            return f"{path} has more than {max_bytes} bytes; {rule}"
+        return b"".join(chunks)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    finally:
+        os.close(fd)
 
 
 def inside(root: Path, relative: str) -> Path:

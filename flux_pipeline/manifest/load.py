@@ -14,10 +14,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flux_pipeline.errors import Diagnostic, ManifestError
+from flux_pipeline.layout import project_root, read_inside
 from flux_pipeline.manifest.diagnostics import describe, diagnostic
 from flux_pipeline.manifest.models import Manifest
 from flux_pipeline.manifest.yamlload import Located, load_yaml
 from flux_pipeline.media import sha256_bytes
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +34,15 @@ class LoadedManifest:
 
 
 def read_manifest_text(path: Path, file: str) -> tuple[str, str]:
-    """The manifest's text and the sha256 of its bytes; unreadable or non-UTF-8 -> error."""
-    try:
-        content = path.read_bytes()
-    except IsADirectoryError:
-        message = "cannot read the manifest: it is a directory"
-        raise ManifestError([Diagnostic(file=file, line=0, column=0, message=message)]) from None
-    except OSError as exc:
-        message = f"cannot read the manifest: {exc.strerror or exc}"
-        raise ManifestError([Diagnostic(file=file, line=0, column=0, message=message)]) from None
+    """The manifest's text and the sha256 of its bytes; unreadable or non-UTF-8 -> error.
+
+    Like every file a manifest names, it is read only inside its project (the manifest's own
+    path decides the project; a link leading elsewhere is refused), only if it is a regular
+    file, and at most ``MAX_MANIFEST_BYTES`` of it (``layout.read_inside``)."""
+    content = read_inside(project_root(path.parent), path, MAX_MANIFEST_BYTES)
+    if isinstance(content, str):  # names the path only: never what the file holds
+        message = f"cannot read the manifest: {content}"
+        raise ManifestError([Diagnostic(file=file, line=0, column=0, message=message)])
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flux_pipeline.errors import did_you_mean
-from flux_pipeline.layout import outside
+from flux_pipeline.layout import read_inside
 from flux_pipeline.manifest.models import CsvAxis, ImageSetAxis, LinesAxis, Matrix
 from flux_pipeline.manifest.yamlload import Path_
 from flux_pipeline.plan import matrix
@@ -28,6 +28,7 @@ from flux_pipeline.plan.tasks import canonical_json
 
 RESERVED = frozenset({"vars", "step", "repeat_index", "parent"})
 LABEL_WIDTH = 40
+MAX_AXIS_FILE_BYTES = 16 * 1024 * 1024  # a `lines` or `csv` file
 
 Report = Callable[[Path_, str], None]
 
@@ -102,7 +103,7 @@ class CellBuilder:
         root: Path,
     ) -> None:
         self.base = base
-        self.root = root  # nothing outside it may be read (confine.py)
+        self.root = root  # nothing outside it may be read (layout.read_inside)
         self.image_sets = image_sets
         self.report = report
         self.max_cells = max_cells
@@ -203,19 +204,15 @@ class CellBuilder:
         path = self.base / relative
         cache_key = (parse.__name__, path)
         found = self._files.get(cache_key)
-        if found is None and (escape := outside(self.root, path)):
-            found = escape
         if found is None:
-            try:
-                text = path.read_bytes().decode("utf-8-sig")
-            except FileNotFoundError:
-                found = f"file not found: {path}"
-            except UnicodeDecodeError as exc:
-                found = f"{path} is not valid UTF-8 text ({exc.reason} at byte {exc.start})"
-            except OSError as exc:
-                found = f"cannot read {path}: {exc.strerror or exc}"
+            content = read_inside(self.root, path, MAX_AXIS_FILE_BYTES)
+            if isinstance(content, str):
+                found = content
             else:
-                found = parse(text, str(path))
+                try:
+                    found = parse(content.decode("utf-8-sig"), str(path))
+                except UnicodeDecodeError as exc:
+                    found = f"{path} is not valid UTF-8 text ({exc.reason} at byte {exc.start})"
             self._files[cache_key] = found
         if isinstance(found, str):
             self.report(at, found)

@@ -28,24 +28,31 @@ from flux_pipeline.layout import project_root
 from flux_pipeline.manifest.load import LoadedManifest, load_manifest
 from flux_pipeline.manifest.models import Step
 from flux_pipeline.manifest.yamlload import Path_
+from flux_pipeline.plan import budget
 from flux_pipeline.plan.axes import CellBuilder
 from flux_pipeline.plan.children import ChildPlanner
 from flux_pipeline.plan.imagesets import Image, LocalImage, Resolver
+from flux_pipeline.plan.outputs import OutputTree
 from flux_pipeline.plan.plan import Plan
 from flux_pipeline.plan.problems import Failed, Problems
 from flux_pipeline.plan.render import Planned, TaskRenderer
 from flux_pipeline.plan.steps import CompiledStep, compile_step
 from flux_pipeline.plan.tasks import TaskSpec
 
-__all__ = ["MAX_TASKS", "LocalImage", "Plan", "load_plan"]
+__all__ = ["MAX_PLAN_CHARS", "MAX_TASKS", "LocalImage", "Plan", "load_plan"]
 
 MAX_TASKS = 1_000_000
+MAX_PLAN_CHARS = 500_000_000  # rendered requests, ids and outputs of all tasks together
 
 
 def load_plan(path: Path, *, file: str | None = None, max_tasks: int = MAX_TASKS) -> Plan:
     """Validate and expand the manifest at ``path``. Raises ``ManifestError`` (all problems)."""
     loaded = load_manifest(path, file=file)
-    return _Expander(loaded, dict(loaded.model.vars), max_tasks=max_tasks).run()
+    token = budget.start_plan()  # the renders of one plan share MAX_PLAN_RENDER_SECONDS
+    try:
+        return _Expander(loaded, dict(loaded.model.vars), max_tasks=max_tasks).run()
+    finally:
+        budget.stop_plan(token)
 
 
 class _Expander:
@@ -63,6 +70,8 @@ class _Expander:
         self.records: dict[str, Planned] = {}
         self.rids: dict[str, str] = {}  # readable id -> key
         self.outputs: dict[str, str] = {}  # casefolded output -> readable id
+        self.tree = OutputTree()
+        self.chars = 0  # the size of the plan so far (MAX_PLAN_CHARS)
         self._collisions: set[tuple[str, str]] = set()
 
     def run(self) -> Plan:
@@ -118,6 +127,7 @@ class _Expander:
             raise ManifestError(self.problems.sorted())
         self.rids.clear()
         self.outputs.clear()
+        self.tree = OutputTree()
         all_tasks = tuple(tasks)
         del tasks, planned
         located = self.loaded.located
@@ -192,6 +202,15 @@ class _Expander:
     def _check_unique(self, step: CompiledStep, spec: TaskSpec) -> TaskSpec:
         """``spec`` if its readable id, key and output (case-folded) are new; else ``Failed``."""
         readable_id, key = spec.readable_id, spec.key
+        self.chars += len(spec.request_json) + len(readable_id) + len(spec.output)
+        if self.chars > MAX_PLAN_CHARS:
+            raise self._collision(
+                step,
+                "size",
+                step.at,
+                f"the plan would hold more than {MAX_PLAN_CHARS} characters of requests "
+                f"(at task {readable_id!r}): fewer tasks or shorter prompts",
+            )
         if readable_id in self.rids:
             raise self._collision(
                 step, "id", step.at, f"two tasks have the readable id {readable_id!r}"
@@ -216,5 +235,9 @@ class _Expander:
                 at,
                 f"output path {spec.output!r} of task {readable_id!r} collides with task {first!r}",
             )
+        clash = self.tree.add(spec.output, spec.extension, readable_id)
+        if clash is not None:
+            at = step.output.at if step.output is not None else step.at
+            raise self._collision(step, "tree", at, clash)
         self.outputs[folded] = readable_id
         return spec

@@ -12,7 +12,6 @@ them is found in one pass.
 
 from __future__ import annotations
 
-import glob
 import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,15 +19,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from flux_pipeline.layout import outside
+from flux_pipeline.layout import read_inside
 from flux_pipeline.manifest.models import ImageEntry, ImageFiles, ImageSet
 from flux_pipeline.manifest.yamlload import Path_
 from flux_pipeline.media import sha256_bytes, sniff_image
 from flux_pipeline.plan import templates
+from flux_pipeline.plan.globs import MAX_GLOB_FILES, GlobProblem, confined_glob
 from flux_pipeline.plan.tasks import LOCAL_IMAGE_PREFIX
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MAX_GLOB_FILES = 10_000
 
 Report = Callable[[Path_, str], None]
 
@@ -41,6 +40,7 @@ class LocalImage:
     mime: str
     size: int
     sha256: str
+    root: Path  # the project it was read in: read again (at submit time) only inside it
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,23 +64,22 @@ def sniff_mime(head: bytes) -> str | None:
     return f"image/{kind}" if kind else None
 
 
-def inspect_image(path: Path) -> LocalImage | str:
-    """Check a local reference file; return it, or what is wrong with it."""
-    try:
-        size = path.stat().st_size
-        if not path.is_file():
-            return f"{path} is not a file"
-        if size > MAX_IMAGE_BYTES:
-            return f"{path} has {size} bytes; the API accepts at most 10 MB ({MAX_IMAGE_BYTES})"
-        content = path.read_bytes()
-    except FileNotFoundError:
-        return f"file not found: {path}"
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror or exc}"
+def inspect_image(path: Path, root: Path) -> LocalImage | str:
+    """Check a local reference file inside ``root``; return it, or what is wrong with it."""
+    content = read_inside(
+        root,
+        path,
+        MAX_IMAGE_BYTES,
+        limit=f"the API accepts at most 10 MB ({MAX_IMAGE_BYTES})",
+    )
+    if isinstance(content, str):
+        return content
     mime = sniff_mime(content[:16])
     if mime is None:
         return f"{path} is not a JPG, PNG or WebP image (checked by its first bytes)"
-    return LocalImage(path=path, mime=mime, size=len(content), sha256=sha256_bytes(content))
+    return LocalImage(
+        path=path, mime=mime, size=len(content), sha256=sha256_bytes(content), root=root
+    )
 
 
 def is_http_url(value: str) -> bool:
@@ -100,7 +99,7 @@ class Resolver:
         self, base: Path, variables: Mapping[str, Any], report: Report, *, root: Path
     ) -> None:
         self.base = base
-        self.root = root  # nothing outside it may be read (confine.py)
+        self.root = root  # nothing outside it may be read (layout.read_inside, globs.py)
         self.vars = variables
         self._report = report
         self.problems = 0
@@ -132,7 +131,7 @@ class Resolver:
         path = self.base / relative
         found = self._seen.get(path)
         if found is None:
-            found = outside(self.root, path) or inspect_image(path)
+            found = inspect_image(path, self.root)
             self._seen[path] = found
         if isinstance(found, str):
             self.report(at, found)
@@ -176,17 +175,9 @@ class Resolver:
                 self.report(where, "expected a glob pattern, found an empty string")
                 continue
             try:
-                found = sorted(
-                    posixpath.join(*Path(p).parts)
-                    for p in glob.glob(pattern, root_dir=self.base, recursive=True)
-                    if (self.base / p).is_file()
-                )
-            except (OSError, ValueError) as exc:
-                self.report(where, f"cannot expand {pattern!r}: {exc}")
-                continue
-            escaping = next((p for p in found if outside(self.root, self.base / p)), None)
-            if escaping is not None:
-                self.report(where, str(outside(self.root, self.base / escaping)))
+                found = confined_glob(self.base, self.root, pattern)
+            except GlobProblem as exc:
+                self.report(where, str(exc))
                 continue
             if not found:
                 self.report(where, f"{pattern!r} matches no files (relative to {self.base})")

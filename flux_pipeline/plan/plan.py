@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flux_pipeline.errors import Diagnostic, ManifestError
+from flux_pipeline.layout import read_inside
 from flux_pipeline.media import sha256_bytes
 from flux_pipeline.plan.children import ChildPlanner
-from flux_pipeline.plan.imagesets import LocalImage
+from flux_pipeline.plan.imagesets import MAX_IMAGE_BYTES, LocalImage
 from flux_pipeline.plan.tasks import TaskSpec, data_uri
 
 
@@ -57,12 +58,11 @@ class Plan:
 
 @functools.lru_cache(maxsize=8)
 def _data_uri(image: LocalImage) -> str:
-    try:
-        content = image.path.read_bytes()
-    except OSError as exc:
-        message = f"cannot read the reference image: {exc.strerror or exc}"
+    content = read_inside(image.root, image.path, MAX_IMAGE_BYTES)
+    if isinstance(content, str):
+        message = f"cannot read the reference image: {content}"
         diagnostic = Diagnostic(file=str(image.path), line=0, column=0, message=message)
-        raise ManifestError([diagnostic]) from None
+        raise ManifestError([diagnostic])
     if sha256_bytes(content) != image.sha256:
         message = "the reference image changed since the plan was made; plan again"
         raise ManifestError([Diagnostic(file=str(image.path), line=0, column=0, message=message)])

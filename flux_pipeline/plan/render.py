@@ -29,6 +29,12 @@ from flux_pipeline.plan.tasks import (
 from flux_pipeline.plan.templates import TemplateProblem
 
 _UNSAFE_OUTPUT = re.compile(r"[\x00-\x1f\\]")
+MAX_PROMPT_CHARS = 10_000  # the API documents no limit; no real prompt comes near this
+NAME_MAX = 255  # bytes in one file or directory name (Linux, macOS)
+# The last part of an output path gets an extension, a "-N" or "~N" suffix and, while it is
+# written, a temporary name (".NAME.XXXXXXXX.part"): it must leave room for all of them.
+MAX_OUTPUT_NAME_BYTES = 200
+MAX_OUTPUT_PATH_BYTES = 1024
 
 Admit = Callable[[CompiledStep, TaskSpec], TaskSpec]
 """Takes a rendered task (or raises ``Failed``, reported); returns the task to keep."""
@@ -158,6 +164,12 @@ class TaskRenderer:
         prompt = self._render(step.prompt, step, cell, context, readable_id)
         if not prompt:
             raise problems.fail(step.prompt.at, f"the prompt renders empty (task {readable_id})")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise problems.fail(
+                step.prompt.at,
+                f"the prompt has {len(prompt)} characters (task {readable_id}); "
+                f"at most {MAX_PROMPT_CHARS}",
+            )
         input_ = dict(step.static_input)
         for key, value, compiled in step.templated_input:
             for template in compiled:
@@ -194,12 +206,14 @@ class TaskRenderer:
             repeat_index=repeat_index,
         )
         if step.output is None:
-            output = default_output
+            output = default_output  # a slug: only its length can be wrong
+            problem = length_problem(output)
         else:
             output = self._render(step.output, step, cell, context, readable_id)
             problem = output_problem(output)
-            if problem:
-                raise problems.fail(step.output.at, f"{problem} (task {readable_id})")
+        if problem:
+            at = step.output.at if step.output is not None else step.at
+            raise problems.fail(at, f"{problem} (task {readable_id})")
         spec = self.admit(
             step,
             TaskSpec(
@@ -239,6 +253,29 @@ def _is_image_reference(url: str) -> bool:
     )
 
 
+def length_problem(path: str) -> str | None:
+    """Why ``path`` is too long for a file system to create, or None."""
+    if len(path) * 4 <= MAX_OUTPUT_NAME_BYTES:  # UTF-8: at most 4 bytes a character
+        return None
+    shown = path if len(path) <= 80 else path[:77] + "..."
+    parts = path.split("/")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_OUTPUT_PATH_BYTES:
+        return f"output path {shown!r} is longer than {MAX_OUTPUT_PATH_BYTES} bytes"
+    for part in parts[:-1]:
+        if len(part.encode("utf-8", "surrogatepass")) > NAME_MAX:
+            return (
+                f"output path {shown!r} has a directory name longer than {NAME_MAX} bytes "
+                "(no file system can create it)"
+            )
+    if len(parts[-1].encode("utf-8", "surrogatepass")) > MAX_OUTPUT_NAME_BYTES:
+        return (
+            f"output path {shown!r} has a file name longer than {MAX_OUTPUT_NAME_BYTES} bytes "
+            f"(with its extension and temporary name it would pass the {NAME_MAX}-byte limit "
+            "of file systems)"
+        )
+    return None
+
+
 def output_problem(path: str) -> str | None:
     """Why ``path`` is not a valid output path, or None."""
     if not path:
@@ -252,6 +289,9 @@ def output_problem(path: str) -> str | None:
         return f"output path {path!r} escapes the output directory"
     if any(part in ("", ".") for part in parts):
         return f"output path {path!r} has an empty or '.' segment"
+    problem = length_problem(path)
+    if problem:
+        return problem
     suffix = path.rsplit(".", 1)[-1].lower() if "." in parts[-1] else ""
     if suffix in IMAGE_EXTENSIONS:
         return f"output path {path!r} has an extension; leave it out, it comes from output_format"

@@ -1,10 +1,13 @@
 """Manifest templates: Jinja2 in an immutable sandbox with ``StrictUndefined`` (docs/manifest.md).
 
-Manifests can arrive in pull requests, so templates run in ``ImmutableSandboxedEnvironment``:
-no access to underscored attributes, no mutating the shared context, and arithmetic that would
-build huge strings or numbers is refused. Every problem (syntax, undefined name, forbidden
-access, any other failure while rendering) comes out as ``TemplateProblem`` with a one-line
-message; nothing a template does escapes as another exception.
+Manifests can arrive in pull requests, so templates run in an immutable sandbox
+(``sandbox.py``): no access to underscored attributes, no mutating the shared context, nothing
+evaluated at compile time, and every render under a budget of work, time and size
+(``budget.py``, docs/limits.md): operations that would build huge strings or numbers are
+refused before they run, and so is a template rendering more than ``MAX_RENDERED_CHARS``.
+Every problem (syntax, undefined name, forbidden access, any other failure while rendering)
+comes out as ``TemplateProblem`` with a one-line message; nothing a template does escapes as
+another exception.
 
 ``compile_template`` caches by source text and returns a plain ``str`` for text without any
 Jinja syntax, so the common case costs nothing per task.
@@ -12,7 +15,6 @@ Jinja syntax, so the common case costs nothing per task.
 
 from __future__ import annotations
 
-import operator
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -22,9 +24,12 @@ import jinja2
 import jinja2.meta
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-MAX_RESULT = 100_000  # characters or items a single operation in a template may produce
+from flux_pipeline.plan import budget
+from flux_pipeline.plan.budget import MAX_RESULT
+from flux_pipeline.plan.sandbox import make_env
+
+MAX_RENDERED_CHARS = MAX_RESULT  # the text one template may render
 _MARKERS = ("{{", "{%", "{#")
 
 
@@ -38,40 +43,7 @@ def slug(value: Any) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(
-        self, context: jinja2.runtime.Context, operator_: str, left: Any, right: Any
-    ) -> Any:
-        if operator_ == "*":
-            for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(times, int)
-                    and len(seq) * times > MAX_RESULT
-                ):
-                    raise SecurityError("the result would be too large")
-            return operator.mul(left, right)
-        if (
-            isinstance(left, int)
-            and isinstance(right, int)
-            and right > 0
-            and max(left.bit_length(), 1) * right > 4 * MAX_RESULT
-        ):
-            raise SecurityError("the result would be too large")
-        return operator.pow(left, right)
-
-
-ENV = _Sandbox(
-    undefined=jinja2.StrictUndefined,
-    autoescape=False,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    auto_reload=False,
-    cache_size=0,
-)
-ENV.filters["slug"] = slug
+ENV = make_env({"slug": slug})
 GLOBALS: dict[str, Any] = dict(ENV.globals)
 
 Compiled = str | jinja2.Template
@@ -125,11 +97,21 @@ def render(template: Compiled, ctx: dict[str, Any]) -> str:
     """Render with ``ctx`` (made by ``context``); every failure becomes ``TemplateProblem``."""
     if isinstance(template, str):
         return template
+    token = budget.start()
     try:
         # Template.render() copies the globals into a new dict on every call; ``ctx`` has them
         # already, so build the runtime context directly (three times faster per task).
         runtime = Context(ENV, ctx, template.name, template.blocks, globals=template.globals)
-        return "".join(template.root_render_func(runtime))
+        pieces: list[str] = []
+        total = 0
+        for piece in template.root_render_func(runtime):
+            total += len(piece)
+            if total > MAX_RENDERED_CHARS:
+                raise TemplateProblem(
+                    f"the template renders more than {MAX_RENDERED_CHARS} characters"
+                )
+            pieces.append(piece)
+        return "".join(pieces)
     except jinja2.UndefinedError as exc:
         names = ", ".join(sorted(k for k in ctx if k not in GLOBALS))
         raise TemplateProblem(f"template: {_one_line(exc)} (defined here: {names})") from None
@@ -139,8 +121,12 @@ def render(template: Compiled, ctx: dict[str, Any]) -> str:
         raise
     except RecursionError:
         raise TemplateProblem("template recursion is too deep") from None
+    except MemoryError:
+        raise TemplateProblem("template refused: it needs too much memory") from None
     except Exception as exc:  # a template can fail in many ways (1/0, bad filter args, ...)
         raise TemplateProblem(f"template failed: {type(exc).__name__}: {_one_line(exc)}") from None
+    finally:
+        budget.stop(token)
 
 
 def _one_line(exc: BaseException) -> str:

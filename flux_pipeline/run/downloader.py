@@ -1,11 +1,14 @@
 """Downloading a finished task's images (docs/engine.md): a bounded number at once, each
 output retried a few times, the outputs recorded once every one of them is on disk.
 
-An expired result URL expires the task; an invalid image fails it, and so does a result URL
-that cannot be fetched at all (``INVALID_RESULT_URL``: a rerun does not try it again unless
-told to retry failed tasks); a download that keeps failing leaves the task ``succeeded`` (in
-flight: a rerun downloads it again), and so does any exception nobody expected, recorded as
-the task's reason and counted (``Ledger.unexpected``). Cancellation always goes through.
+An expired result URL expires the task; an invalid image fails it, and so does an output path
+that leads outside the output directory when it is written (``OUTPUT_OUTSIDE``: every path is
+resolved against the output directory, links included, right before each attempt; nothing is
+written outside), and a result URL that cannot be fetched at all (``INVALID_RESULT_URL``: a
+rerun does not try it again unless told to retry failed tasks); a download that keeps
+failing leaves the task ``succeeded`` (in flight: a rerun downloads it again), and so does any
+exception nobody expected, recorded as the task's reason and counted (``Ledger.unexpected``).
+Cancellation always goes through.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from flux_pipeline.outcome import Bucket
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.downloads import (
     INVALID_RESULT_URL,
+    OUTPUT_OUTSIDE,
     Downloaded,
     InvalidResultUrlError,
+    OutputOutsideError,
     download,
 )
 from flux_pipeline.run.ledger import Control, Ledger, describe
@@ -44,6 +49,19 @@ class DownloadSettings:
     out_dir: Path
     max_downloads: int = 16
     attempts: int = 5
+
+
+def _confined(out_dir: Path, path: str, spec: TaskSpec, url: str) -> Path:
+    """``out_dir / path``, checked at write time with the links now in ``out_dir`` resolved;
+    ``OutputOutsideError`` (the task fails, nothing is written) when it leads outside."""
+    try:
+        return safe_join(out_dir, path)
+    except ValueError as exc:
+        raise OutputOutsideError(
+            f"{spec.readable_id}: {exc} {out_dir} (a link there points elsewhere); "
+            "nothing was written",
+            url=url,
+        ) from None
 
 
 class Downloader:
@@ -94,6 +112,11 @@ class Downloader:
             self._store.mark_expired(spec.key, str(exc))
             del ledger.downloading[spec.key]
             ledger.settle(Bucket.EXPIRED, spec, urls)
+        except OutputOutsideError as exc:
+            self._store.mark_failed(spec.key, OUTPUT_OUTSIDE, str(exc))
+            del ledger.downloading[spec.key]
+            ledger.settle(Bucket.FAILED, spec, urls)
+            self._control.note_error(exc)
         except InvalidResultUrlError as exc:
             self._store.mark_failed(spec.key, INVALID_RESULT_URL, str(exc))
             del ledger.downloading[spec.key]
@@ -129,8 +152,8 @@ class Downloader:
         paths = spec.output_paths(len(urls))
         async with self._slots:
             for index, (url, path) in enumerate(zip(urls, paths, strict=True)):
-                dest = safe_join(self._settings.out_dir, path)
                 for attempt in range(1, attempts + 1):
+                    dest = _confined(self._settings.out_dir, path, spec, url)  # at write time
                     try:
                         got = await self._fetch(self._http, url, dest)
                         break

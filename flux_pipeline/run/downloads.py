@@ -33,6 +33,7 @@ MAX_RESULT_BYTES = 200 * 1024 * 1024
 # hold a download open for ever. 200 MB (``MAX_RESULT_BYTES``) in 300 s is ~0.7 MB/s.
 DOWNLOAD_DEADLINE = 300.0
 INVALID_RESULT_URL = "INVALID_RESULT_URL"  # the fail code of a task whose result URL is unusable
+OUTPUT_OUTSIDE = "OUTPUT_OUTSIDE"  # the fail code of a task whose output path leads outside
 _CHUNK = 64 * 1024
 
 
@@ -46,6 +47,11 @@ class Downloaded:
 class InvalidResultUrlError(InvalidResultError):
     """A result URL that cannot be fetched at all (not an absolute http(s) URL, or one httpx
     refuses): terminal for its task, whatever the API said."""
+
+
+class OutputOutsideError(InvalidResultError):
+    """An output path that leads outside the output directory (a link in it points elsewhere):
+    terminal for its task, and nothing is written."""
 
 
 def check_result_url(url: object) -> str:

@@ -8,6 +8,9 @@ directory, create a hidden temporary file, write it, fsync it, rename it, remove
 pattern of ``media.atomic_target``), and asks for a minimum of free space. Anything wrong is
 an ``OutputsNotWritableError`` (exit 2, one line naming the path and the reason).
 
+It also refuses output paths that a link already in the output directory would lead outside
+it (``check_outputs``).
+
 It cannot promise the disk stays writable (another process may fill it meanwhile); it makes
 the common mistakes (a read-only mount, a path through a file, a full disk) cost nothing.
 """
@@ -19,9 +22,11 @@ import errno
 import os
 import secrets
 import shutil
-from pathlib import Path
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
 
 from flux_pipeline.errors import OutputsNotWritableError
+from flux_pipeline.layout import inside
 from flux_pipeline.media import atomic_target
 
 MIN_FREE_BYTES = 64 * 1024 * 1024  # a few dozen result images, the report and the state DB
@@ -29,12 +34,18 @@ _PROBE = b"flux-pipeline write check\n"
 
 
 def check_writable(
-    out_dir: Path, state_path: Path, *, min_free_bytes: int = MIN_FREE_BYTES
+    out_dir: Path,
+    state_path: Path,
+    *,
+    min_free_bytes: int = MIN_FREE_BYTES,
+    outputs: Iterable[str] = (),
 ) -> None:
     """Raise ``OutputsNotWritableError`` unless ``out_dir`` and the directory of
     ``state_path`` can be created and written, with ``min_free_bytes`` free on each file
-    system. Leaves nothing behind but the directories it created."""
+    system, and no output path (relative to ``out_dir``) leads outside ``out_dir`` through a
+    link already there. Leaves nothing behind but the directories it created."""
     _check_directory("output directory", out_dir, min_free_bytes)
+    check_outputs(out_dir, outputs)
     state_dir = state_path.parent
     if not _same_directory(state_dir, out_dir):
         _check_directory("state DB directory", state_dir, min_free_bytes)
@@ -81,6 +92,31 @@ def _check_directory(what: str, directory: Path, min_free_bytes: int) -> None:
     finally:
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
+
+
+def check_outputs(out_dir: Path, outputs: Iterable[str]) -> None:
+    """Refuse, before anything is sent, output paths that a link in ``out_dir`` (say
+    ``out/sym -> /elsewhere`` for ``output: sym/evil``) would lead outside it. The same check
+    runs again when each file is written (``run/downloader.py``)."""
+    checked: set[str] = set()
+    for output in outputs:
+        parts = PurePosixPath(output).parts
+        for end in range(1, len(parts) + 1):
+            relative = "/".join(parts[:end])
+            if relative in checked:
+                continue
+            checked.add(relative)
+            if end == len(parts) and not (out_dir / relative).is_symlink():
+                continue  # a file not there yet, or not a link: nothing to resolve
+            try:
+                inside(out_dir, relative)
+            except ValueError:
+                raise _fail(
+                    "output directory",
+                    out_dir,
+                    f"output path {output!r} leads outside it through the link {relative}: "
+                    "remove the link (nothing was sent)",
+                ) from None
 
 
 def _check_state_file(state_path: Path) -> None:

@@ -194,7 +194,8 @@ async def execute(
             await watchers.start(stops.watch)
         try:
             ready = prepared or prepare(options)
-            check_writable(ready.out_dir, ready.state_path)
+            outputs = (t.output_paths(1)[0] for t in ready.plan.tasks)
+            check_writable(ready.out_dir, ready.state_path, outputs=outputs)
             command = lease_command(options.argv, f"flux-pipeline run {options.manifest}")
             with hold_lease(ready.state_path, ready.out_dir, command=command):
                 result = await _leased(options, ready, endpoint, progress, echo, stops)

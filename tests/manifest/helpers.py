@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import resource
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -45,3 +49,27 @@ def errors_of(directory: Path, text: str, files: dict[str, bytes | str] | None =
 
 def ids(plan: Plan) -> list[str]:
     return [task.readable_id for task in plan.tasks]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+MEMORY_LIMIT = 1 << 30  # address space of a CLI run that must refuse, not allocate, GBs
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def cli_limited(cwd: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``flux-pipeline ARGS`` in ``cwd`` with ~1 GB of address space and a timeout: a manifest
+    that would exhaust memory or time shows as a MemoryError, a kill or ``TimeoutExpired``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "flux_pipeline", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_limit_memory,
+        check=False,
+    )
