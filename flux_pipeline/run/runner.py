@@ -27,12 +27,15 @@ from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.plan.resume import Policy
 from flux_pipeline.report import github as workflow_commands
 from flux_pipeline.report.files import RunInfo, keep_reports, report_is_current, write_reports
+from flux_pipeline.report.lockfile import Lock, load_lock, lock_path_for
+from flux_pipeline.run.adopt import adopt_into
 from flux_pipeline.run.api import DEFAULT_BASE_URL, RequestType
 from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.client import ClientConfig, FluxClient, RetryPolicy
 from flux_pipeline.run.downloads import new_download_client
 from flux_pipeline.run.engine import Engine, EngineSettings, Progress, RunOutcome, settings_summary
 from flux_pipeline.run.lease import hold_lease
+from flux_pipeline.run.lock_keeper import LockKeeper
 from flux_pipeline.run.preflight import check_writable
 from flux_pipeline.run.receiver import BackgroundServer, CallbackReceiver, bind
 from flux_pipeline.run.scheduler import TimingConfig
@@ -54,6 +57,7 @@ class RunOptions:
     request_type: RequestType = "async"
     retry_failed: bool = False
     resubmit_ambiguous: bool = False
+    regenerate_expired: bool = False
     deadline: float | None = None
     max_new_tasks: int | None = None
     listen: str = "127.0.0.1:0"
@@ -65,6 +69,8 @@ class RunOptions:
     retry: RetryPolicy | None = None
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
     shard: tuple[int, int] | None = None  # (index, count), 1-based: run only that shard
+    lock_path: Path | None = None  # default: next to the manifest (report/lockfile.py)
+    no_lock: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,10 +179,18 @@ async def execute(
         plan = select(plan, *options.shard)
     out_dir = options.out_dir or default_out_dir(plan.name)
     state_path = options.state_path or default_state_path(out_dir, options.shard)
+    lock_path = None if options.no_lock else options.lock_path or lock_path_for(options.manifest)
+    lock = load_lock(lock_path, plan=plan, out_dir=out_dir) if lock_path else None  # exit 2
     check_writable(out_dir, state_path)
     command = lease_command(options.argv, f"flux-pipeline run {options.manifest}")
     with hold_lease(state_path, out_dir, command=command):
-        return await _execute(options, plan, out_dir, state_path, endpoint, progress, echo)
+        # a shard does not write the lock (shards would race): merge does
+        keeper = None
+        if lock_path is not None and options.shard is None:
+            keeper = LockKeeper(lock_path, plan, lock, echo=echo)
+        return await _execute(
+            options, plan, out_dir, state_path, endpoint, progress, echo, lock, keeper
+        )
 
 
 async def _execute(
@@ -187,6 +201,8 @@ async def _execute(
     endpoint: Endpoint,
     progress: Callable[[Progress], None] | None,
     echo: Callable[[str], None],
+    lock: Lock | None = None,
+    keeper: LockKeeper | None = None,
 ) -> RunResult:
     timing = options.timing or (
         TimingConfig(first_poll=options.sim_task_seconds * 0.6) if options.simulate else None
@@ -200,7 +216,15 @@ async def _execute(
         retry=options.retry or RetryPolicy(),
     )
     started_wall = time.time()
+    had_db = state_path.exists()
     store = await Store.open(state_path)
+    try:  # before the engine decides anything (docs/lockfile.md)
+        adopted = await adopt_into(store, plan, lock, out_dir, had_db=had_db)
+    except BaseException:
+        await store.aclose()
+        raise
+    if adopted.records:
+        echo(f"flux-pipeline: adopted {len(adopted.records)} task(s) from the {adopted.source}")
     relay = CallbackRelay()
     callbacks = _callbacks(options, relay)
     settings = EngineSettings(
@@ -209,7 +233,9 @@ async def _execute(
         request_type=options.request_type,
         callback_url=callbacks.url if callbacks else None,
         policy=Policy(
-            retry_failed=options.retry_failed, resubmit_ambiguous=options.resubmit_ambiguous
+            retry_failed=options.retry_failed,
+            resubmit_ambiguous=options.resubmit_ambiguous,
+            regenerate_expired=options.regenerate_expired,
         ),
         max_new_tasks=options.max_new_tasks,
         timing=timing or TimingConfig(),
@@ -236,6 +262,8 @@ async def _execute(
         anyio.create_task_group() as outer,
     ):
         store.start(outer)
+        if keeper is not None:
+            outer.start_soon(keeper.every, store)
         try:
             engine = Engine(
                 plan=plan,
@@ -249,6 +277,8 @@ async def _execute(
             relay.connect(engine.on_callback)
             outcome = await _run_engine(engine, options, callbacks, echo)
         finally:
+            if keeper is not None:
+                keeper.stop()
             with anyio.CancelScope(shield=True):
                 info = RunInfo(
                     settings=summary,
@@ -263,7 +293,7 @@ async def _execute(
                     engine_stats=outcome.stats if outcome else None,
                     state_fingerprint="",  # _finish fills it in once the queue is committed
                 )
-                await _finish(store, plan, out_dir, run_id, outcome, info)
+                await _finish(store, plan, out_dir, run_id, outcome, info, keeper)
     assert outcome is not None
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
 
@@ -296,6 +326,7 @@ async def _finish(
     run_id: int,
     outcome: RunOutcome | None,
     info: RunInfo,
+    keeper: LockKeeper | None = None,
 ) -> None:
     """The run's ending, also when it was interrupted (``outcome`` None); called shielded."""
     # 1. the run's row: end_run first commits every transition still queued, so everything
@@ -315,7 +346,12 @@ async def _finish(
     # 3. the records, unless nothing needs them: a current report with no annotations to make
     #    skips reading 100,000 rows
     annotate = workflow_commands.enabled()
-    records = {} if current and not annotate else await store.records()
+    lock_current = keeper is None or (current and keeper.on_disk)
+    records = {} if current and not annotate and lock_current else await store.records()
+    # 3b. the lock file (docs/lockfile.md), before the report consumes the records
+    if not lock_current:
+        assert keeper is not None
+        await anyio.to_thread.run_sync(keeper.write, records)
     # 4. the failed tasks for the annotations, taken before the report consumes the records
     failed = [r for r in records.values() if r.state in FAILED_STATES]
     # 5. the report (and the step summary, which write_reports and keep_reports append)
