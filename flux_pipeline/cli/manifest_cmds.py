@@ -250,8 +250,9 @@ def write_json(
         "manifest_sha256": plan.manifest_sha256,
         "counts": reasons,
         "steps": steps,
-        "lock": lock,
     }
+    if lock is not None:
+        head["lock"] = lock
     text = json.dumps(head, ensure_ascii=False, indent=None)
     stream.write(text[:-1] + ', "tasks": [')
     dumps = encode_basestring  # json.dumps(str, ensure_ascii=False), in C

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -326,7 +327,7 @@ def _first(data: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-MALFORMED = {
+MALFORMED: dict[str, Callable[[dict[str, Any]], object]] = {
     "not json": lambda d: "{not json",
     "not utf-8": lambda d: b"\xff\xfe{",
     "a list": lambda d: [],
