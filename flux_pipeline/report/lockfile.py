@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from pathlib import Path, PurePosixPath
 
 from flux_pipeline.errors import UsageError
@@ -29,7 +30,7 @@ from flux_pipeline.plan.resume import RESULT_URL_LIFETIME
 from flux_pipeline.plan.tasks import LOCAL_IMAGE_PREFIX, map_strings
 from flux_pipeline.report.lockcheck import (
     BadLock,
-    confined,
+    Confinement,
     count,
     count_or_none,
     depth,
@@ -211,7 +212,17 @@ def lock_entries(
 
 def lock_pieces(manifest: str, entries: Mapping[str, LockEntry]) -> Iterator[str]:
     """The lock's text in pieces: a task a block, a field a line (values in compact JSON)."""
-    encode = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+    encoder = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
+    def encode(value: object) -> str:  # scalars without the encoder's overhead
+        if value is None:
+            return "null"
+        if isinstance(value, str):
+            return encode_basestring(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return encoder(value)
+
     yield '{\n  "format": ' + str(FORMAT) + ',\n  "manifest": ' + encode(manifest)
     if not entries:
         yield ',\n  "tasks": {}\n}\n'
@@ -219,7 +230,7 @@ def lock_pieces(manifest: str, entries: Mapping[str, LockEntry]) -> Iterator[str
     yield ',\n  "tasks": {\n'
     for i, key in enumerate(sorted(entries)):
         body = entries[key].to_json()
-        lines = ",\n".join(f"      {encode(name)}: {encode(body[name])}" for name in sorted(body))
+        lines = ",\n".join(f'      "{name}": {encode(body[name])}' for name in sorted(body))
         yield ("    },\n" if i else "") + f'    "{key}": {{\n' + lines + "\n"
     yield "    }\n  }\n}\n"
 
@@ -239,7 +250,7 @@ def write_lock(path: Path, manifest: str, entries: Mapping[str, LockEntry]) -> b
 # --- reading --------------------------------------------------------------------------------
 
 
-def _outputs(data: Mapping[str, object], out_dir: Path | None) -> tuple[LockOutput, ...]:
+def _outputs(data: Mapping[str, object], out_dir: Confinement) -> tuple[LockOutput, ...]:
     items = data.get("outputs")
     if not isinstance(items, list):
         fail("'outputs' must be a list")
@@ -248,7 +259,7 @@ def _outputs(data: Mapping[str, object], out_dir: Path | None) -> tuple[LockOutp
         if not isinstance(item, dict):
             fail(f"output #{number} is not an object")
         path, sha = text(item, "path"), text(item, "sha256")
-        if problem := confined(path, out_dir):
+        if problem := out_dir.problem(path):
             fail(f"output #{number}: {problem}")
         if not _KEY.match(sha):
             fail(f"output #{number}: 'sha256' must be 64 lowercase hex digits")
@@ -256,7 +267,7 @@ def _outputs(data: Mapping[str, object], out_dir: Path | None) -> tuple[LockOutp
     return tuple(outputs)
 
 
-def _entry(key: str, data: object, out_dir: Path | None) -> LockEntry:
+def _entry(key: str, data: object, out_dir: Confinement) -> LockEntry:
     if not _KEY.match(key):
         fail(f"task key {shown(key)} is not 64 lowercase hex digits")
     if not isinstance(data, dict):
@@ -322,7 +333,8 @@ def parse_lock(path: Path, content: str, *, out_dir: Path | None = None) -> Lock
         tasks = document.get("tasks")
         if not isinstance(tasks, dict):
             fail("'tasks' must be an object keyed by task key")
-        entries = {key: _entry(key, data, out_dir) for key, data in tasks.items()}
+        confinement = Confinement(out_dir)
+        entries = {key: _entry(key, data, confinement) for key, data in tasks.items()}
     except BadLock as exc:
         raise UsageError(f"{path}: not a valid flux-pipeline lock file: {exc}") from None
     return Lock(path=path, manifest=manifest, entries=entries)
