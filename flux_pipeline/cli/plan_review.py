@@ -159,7 +159,7 @@ def review(plan: Plan, decisions: Sequence[Decision], lock: Lock) -> Review:
     )
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def _short(value: Any, limit: int = 120) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     text = text.replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
