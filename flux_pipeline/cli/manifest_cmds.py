@@ -191,6 +191,7 @@ def plan(
     if fmt == "gha-matrix":
         click.echo(json.dumps(gha_matrix(the_plan, max_shards), separators=(",", ":")))
         return ExitCode.OK
+    whole = the_plan
     if shard is not None:
         the_plan = select(the_plan, *shard)
     as_json = as_json or fmt == "json"
@@ -201,7 +202,9 @@ def plan(
     policy = Policy(regenerate_expired=regenerate_expired)
     decisions = decide_all(the_plan, states, out_dir, policy=policy)
     stream = sys.stdout
-    found = review(the_plan, decisions, lock or Lock(path=path or manifest, manifest=""))
+    found = review(
+        the_plan, decisions, lock or Lock(path=path or manifest, manifest=""), whole=whole
+    )
     if fmt == "md":
         stream.write(render_markdown(the_plan, found))
     elif as_json:

@@ -124,10 +124,14 @@ def _parts(
     return tuple(key_parts(before, after, tasks_a, tasks_b))
 
 
-def review(plan: Plan, decisions: Sequence[Decision], lock: Lock) -> Review:
-    """``plan``'s tasks (with their resume ``decisions``) against ``lock``."""
+def review(
+    plan: Plan, decisions: Sequence[Decision], lock: Lock, *, whole: Plan | None = None
+) -> Review:
+    """``plan``'s tasks (with their resume ``decisions``) against ``lock``; orphaned are the
+    lock's keys ``whole`` (the manifest's plan, of which ``plan`` may be a shard) does not make."""
     by_id = lock.by_id()
     specs = {task.key: task for task in plan.tasks}
+    made = specs if whole is None else {task.key: task for task in whole.tasks}
     new: list[NewTask] = []
     unchanged: list[LockedTask] = []
     to_create = expired_held = 0
@@ -143,12 +147,11 @@ def review(plan: Plan, decisions: Sequence[Decision], lock: Lock) -> Review:
         parts = _parts(plan, task, old, lock, specs) if old is not None else ()
         was = old.key if old is not None else None
         new.append(NewTask(task.readable_id, task.key, decision.reason.value, was, parts))
-    made_at_run_time = {  # chained tasks of a parent's other outputs: the plan makes them too
-        k
+    orphans = [  # a parent's chained tasks of its other outputs are made at run time
+        e
         for k, e in lock.entries.items()
-        if e.parent_key in specs and e.parent_output_index and k not in specs
-    }
-    orphans = [e for k, e in lock.entries.items() if k not in specs and k not in made_at_run_time]
+        if k not in made and not (e.parent_key in made and e.parent_output_index)
+    ]
     return Review(
         lock=lock.path,
         new=tuple(sorted(new, key=lambda t: t.readable_id)),
