@@ -29,7 +29,7 @@ name: locks
 defaults:
   input: {mode: pro, aspect_ratio: "1:1", output_format: png}
 image_sets:
-  refs: {files: "../shared/*.png"}
+  refs: {files: "../common/*.png"}
 steps:
   - id: shot
     matrix:
@@ -40,9 +40,9 @@ steps:
 
 
 def _plan(tmp_path: Path) -> Plan:
-    (tmp_path / ".git").mkdir()  # the project root: the manifest may read ../shared
-    (tmp_path / "shared").mkdir()
-    Image.new("RGB", (4, 4), (200, 10, 10)).save(tmp_path / "shared" / "a.png")
+    (tmp_path / ".git").mkdir()  # the project root: the manifest may read ../common
+    (tmp_path / "common").mkdir()
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(tmp_path / "common" / "a.png")
     (tmp_path / "pipelines").mkdir()
     manifest = tmp_path / "pipelines" / "locks.yaml"
     manifest.write_text(MANIFEST, encoding="utf-8")
@@ -150,7 +150,7 @@ def test_round_trip_and_no_rewrite_when_unchanged(tmp_path: Path) -> None:
     lock = parse_lock(path, path.read_text(encoding="utf-8"), out_dir=tmp_path / "out")
     assert lock.entries == entries
     (image,) = lock.entries[key].request["input"]["image_urls"]  # type: ignore[index]
-    assert image.startswith("local:../shared/a.png#sha256=")  # relative, never absolute
+    assert image.startswith("local:../common/a.png#sha256=")  # relative, never absolute
     assert str(tmp_path) not in path.read_text(encoding="utf-8")
 
 

@@ -12,6 +12,7 @@ import difflib
 import json
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,9 @@ from .support import (
     report_tasks,
     run_argv,
     sha256_of,
+    spawn_run,
     state_path,
+    wait_for,
     write_manifest,
 )
 
@@ -395,3 +398,38 @@ def test_no_lock_and_shard_runs_write_no_lock(tmp_path: Path, flag: str) -> None
         done = _run(sim, manifest, out, *extra)
     assert done.returncode == 0, done.stderr
     assert not _lock(manifest).exists()
+
+
+def test_a_run_stopped_by_sigterm_leaves_a_lock_that_a_rerun_without_db_polls(
+    tmp_path: Path,
+) -> None:
+    """A cancelled CI job: SIGTERM once every task has its taskId. The lock written at the
+    stop lists them ``submitted`` with their taskIds; with the state DB gone, the rerun polls
+    them and downloads, creating nothing (the simulator's count), exit 0."""
+    manifest = _manifest(tmp_path, ["ink", "oil"])
+    out = tmp_path / "out"
+    config = SimConfig(api_keys=(KEY,), task_seconds=3.0, task_spread=0.0)
+    with SimulatorThread(config) as sim:
+        run = spawn_run(
+            manifest, out, base_url=sim.base_url, api_key=KEY, logs=tmp_path / "logs", tag="t"
+        )
+        try:
+            wait_for(
+                lambda: sum(1 for r in db_rows(state_path(out)).values() if r.task_id) == 4,
+                timeout=60,
+                what="four taskIds in the state DB",
+            )
+            run.proc.send_signal(signal.SIGTERM)
+            assert run.proc.wait(timeout=60) == 3, run.output()
+        finally:
+            if run.proc.poll() is None:
+                run.proc.kill()
+                run.proc.wait(timeout=10)
+        entries = json.loads(_lock(manifest).read_text(encoding="utf-8"))["tasks"].values()
+        _drop_state(out)
+        again = _run(sim, manifest, out)
+        assert _creates(sim) == 4
+    assert {e["state"] for e in entries} == {"submitted"}
+    assert all(e["taskId"] for e in entries)
+    assert again.returncode == 0, again.stderr
+    assert "adopted 4 task(s) from the lock" in again.stderr
