@@ -41,10 +41,15 @@ async def _read(path: Path) -> tuple[dict[str, TaskRecord], dict[str, object] | 
         await store.aclose()
 
 
-def _with_lock(
-    manifest: Path, out_dir: Path | None, state: Path, lock_file: Path
+def _known(
+    manifest: Path,
+    out_dir: Path | None,
+    state: Path,
+    lock_file: Path | None,
+    records: dict[str, TaskRecord],
 ) -> dict[str, TaskRecord]:
-    """The state DB's rows with what the lock adds (``run/adopt.py``, in memory)."""
+    """The state DB's ``records`` with what the lock (or, with neither, ``report.json``)
+    adds (``run/adopt.py``, in memory)."""
     from flux_pipeline.layout import default_out_dir
     from flux_pipeline.plan.expand import load_plan
     from flux_pipeline.report.lockfile import load_lock
@@ -52,9 +57,9 @@ def _with_lock(
 
     plan = load_plan(manifest)
     out = out_dir or default_out_dir(plan.name)
-    lock = load_lock(lock_file, plan=plan, out_dir=out)
-    if lock is None:
-        return anyio.run(read_records, state) if state.exists() else {}
+    lock = load_lock(lock_file, plan=plan, out_dir=out) if lock_file is not None else None
+    if lock is None and state.exists():
+        return records
     return anyio.run(known_records, plan, state, lock, out)[0]
 
 
@@ -76,11 +81,11 @@ def status(
     file), ambiguous tasks, and the last error."""
     path = _state_path(manifest, out_dir, state_path)
     lock_file = lock_path_of(manifest, lock_path, no_lock) if manifest is not None else None
-    if not path.exists() and (lock_file is None or not lock_file.exists()):
-        raise UsageError(f"no state DB at {path}: nothing has run yet")
     records, last_run = anyio.run(_read, path) if path.exists() else ({}, None)
-    if manifest is not None and lock_file is not None:
-        records = _with_lock(manifest, out_dir, path, lock_file)
+    if manifest is not None:
+        records = _known(manifest, out_dir, path, lock_file, records)
+    if not path.exists() and not records:
+        raise UsageError(f"no state DB at {path}: nothing has run yet")
     counts = Counter(r.state.value for r in records.values())
     planned_total = None
     if manifest is not None:
@@ -114,7 +119,7 @@ def status(
             )
         )
         return ExitCode.OK
-    click.echo(f"state DB: {path}" + ("" if path.exists() else " (none: from the lock file)"))
+    click.echo(f"state DB: {path}" + ("" if path.exists() else " (none: adopted)"))
     click.echo(f"{verdict(code)} (exit {int(code)}): {buckets.summary()}")
     for state in TaskState:
         if counts.get(state.value):

@@ -123,8 +123,8 @@ def test_state_db_deleted_then_rerun_creates_nothing_and_keeps_the_lock(tmp_path
 
 
 def test_only_report_json_left_is_adopted(tmp_path: Path) -> None:
-    """No state DB and no lock (an unzipped CI artifact): the rerun adopts ``report.json``,
-    creates nothing, exits 0, and writes the lock again."""
+    """No state DB and no lock (an unzipped CI artifact): ``status`` and the rerun adopt
+    ``report.json``; the rerun creates nothing, exits 0, and writes the lock again."""
     manifest = _manifest(tmp_path, ["ink", "oil"])
     out = tmp_path / "out"
     with _sim() as sim:
@@ -132,10 +132,13 @@ def test_only_report_json_left_is_adopted(tmp_path: Path) -> None:
         lock_text = _lock(manifest).read_bytes()
         _drop_state(out)
         _lock(manifest).unlink()
+        shown = _cli("status", str(manifest), "--out", str(out), "--json")
         again = _run(sim, manifest, out)
         assert again.returncode == 0, again.stderr
         assert _creates(sim) == 4
     assert "adopted 4 task(s) from the report" in again.stderr
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["counts"]["downloaded"] == 4  # status adopts it too
     rewritten = json.loads(_lock(manifest).read_text(encoding="utf-8"))["tasks"]
     original = json.loads(lock_text)["tasks"]
     assert rewritten.keys() == original.keys()
