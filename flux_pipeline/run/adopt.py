@@ -8,9 +8,10 @@ older, or from another machine.
 resume rules are the usual ones (flux_pipeline/plan/resume.py, flux_pipeline/run/verify.py).
 
 A lock entry is taken over a DB row when the DB has no row for its key, or when the row is
-behind it: fewer attempts, or the same attempt at an earlier stage (planned < ambiguous <
-submitted < succeeded < failed, expired < done). A row with more attempts is newer (a retry
-this machine made since the lock was written) and stays.
+behind it: fewer attempts, or the same attempt at an earlier stage (ambiguous < planned again
+because the create provably never left < submitted < succeeded < failed, expired < done). A
+row with more attempts is newer (a retry this machine made since the lock was written) and
+stays.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from flux_pipeline.run.merge import records_from_report
 from flux_pipeline.run.store import Store, import_records, read_records
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
-_STAGE = {
-    TaskState.PLANNED: 0,
-    TaskState.SUBMITTING: 1,
+_STAGE = {  # within one attempt; a planned row that has attempts is a create that provably
+    # never left (``Store.mark_unsent``): it comes after that attempt's ``submitting``
+    TaskState.SUBMITTING: 0,
+    TaskState.PLANNED: 1,
     TaskState.SUBMITTED: 2,
     TaskState.SUCCEEDED: 3,
     TaskState.FAILED: 4,
