@@ -1,8 +1,10 @@
 """``validate``, ``plan`` and ``schema`` (docs/cli.md). Nothing here talks to the API.
 
 ``plan`` asks ``flux_pipeline.plan.resume.decide`` what would happen to each task, given what the
-state DB knows of it (``load_states``) and whether its files are intact by the rule ``run`` uses
-(``flux_pipeline/run/verify.py``). ``plan`` writes nothing: a file it hashes and finds right is
+state DB and the lock file know of it (``load_states``: the adoption ``run`` does,
+``flux_pipeline/run/adopt.py``, in memory) and whether its files are intact by the rule ``run``
+uses (``flux_pipeline/run/verify.py``); against a lock it also says what is new, unchanged and
+orphaned (``cli/plan_review.py``). ``plan`` writes nothing: a file it hashes and finds right is
 hashed again by the next ``plan``, until a ``run`` records its memo.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,13 +23,15 @@ from typing import IO
 import anyio
 import click
 
-from flux_pipeline.cli.options import Shard, out_option, state_option
+from flux_pipeline.cli.options import Shard, lock_options, lock_path_of, out_option, state_option
+from flux_pipeline.cli.plan_review import expired_hint, render_markdown, render_text, review
 from flux_pipeline.errors import ExitCode, ManifestError
 from flux_pipeline.manifest.schema import schema_text
 from flux_pipeline.plan.expand import Plan, load_plan
-from flux_pipeline.plan.resume import Decision, Reason, decide
+from flux_pipeline.plan.resume import Decision, Policy, Reason, decide, urls_expired
 from flux_pipeline.plan.tasks import TaskSpec
-from flux_pipeline.run.store import read_records
+from flux_pipeline.report.lockfile import Lock, load_lock
+from flux_pipeline.run.adopt import known_records
 from flux_pipeline.run.verify import Verifier
 from flux_pipeline.states import OutputRecord, TaskState
 
@@ -39,25 +44,48 @@ class StoredTask:
 
     state: TaskState
     outputs: tuple[OutputRecord, ...] = ()  # files written (paths relative to the output dir)
+    finished_at: float | None = None  # result URLs expire 15 days after
 
 
-def load_states(state_path: Path) -> Mapping[str, StoredTask]:
-    """Stored task states by key, read from the state DB; ``{}`` when there is none."""
-    if not state_path.exists():
+def load_states(
+    state_path: Path,
+    plan: Plan | None = None,
+    lock: Lock | None = None,
+    out_dir: Path | None = None,
+) -> Mapping[str, StoredTask]:
+    """Stored task states by key: the state DB's, with what the lock (or, with neither,
+    ``OUT/report.json``) adds when ``plan`` is given; ``{}`` when nothing is known."""
+    if plan is None and not state_path.exists():
         return {}
-    records = anyio.run(read_records, state_path)
-    return {key: StoredTask(record.state, tuple(record.outputs)) for key, record in records.items()}
+    if plan is None:
+        from flux_pipeline.run.store import read_records
+
+        records = anyio.run(read_records, state_path)
+    else:
+        out = out_dir or state_path.parent.parent
+        records, _ = anyio.run(known_records, plan, state_path, lock, out)
+    return {
+        key: StoredTask(record.state, tuple(record.outputs), record.finished_at)
+        for key, record in records.items()
+    }
 
 
 def decide_all(
-    plan: Plan, states: Mapping[str, StoredTask], out_dir: Path, *, verifier: Verifier | None = None
+    plan: Plan,
+    states: Mapping[str, StoredTask],
+    out_dir: Path,
+    *,
+    verifier: Verifier | None = None,
+    policy: Policy | None = None,
 ) -> list[Decision]:
     """The resume decision of every task of ``plan``, in plan order (parents first). A
     downloaded task is done by ``verifier``'s rule (its memos are never written)."""
     verifier = verifier or Verifier(out_dir)
     decisions: list[Decision] = []
     done: set[str] = set()
-    memo: dict[tuple[TaskState | None, bool, bool], Decision] = {}
+    memo: dict[tuple[TaskState | None, bool, bool, bool], Decision] = {}
+    now = time.time()
+    policy = policy or Policy()
     for task in plan.tasks:
         stored = states.get(task.key)
         state = stored.state if stored is not None else None
@@ -67,10 +95,13 @@ def decide_all(
             else True
         )
         ready = task.parent_key is None or task.parent_key in done
-        decision = memo.get((state, intact, ready))
+        gone = stored is not None and urls_expired(stored.finished_at, now)
+        decision = memo.get((state, intact, ready, gone))
         if decision is None:
-            decision = decide(state, outputs_intact=intact, parent_ready=ready)
-            memo[(state, intact, ready)] = decision
+            decision = decide(
+                state, outputs_intact=intact, parent_ready=ready, policy=policy, urls_expired=gone
+            )
+            memo[(state, intact, ready, gone)] = decision
         if decision.reason is Reason.DONE:
             done.add(task.key)
         decisions.append(decision)
@@ -108,10 +139,11 @@ def validate(manifests: Sequence[Path]) -> int:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "gha-matrix"]),
+    type=click.Choice(["text", "json", "md", "gha-matrix"]),
     default="text",
     show_default=True,
-    help="A table, a JSON document, or the GitHub Actions matrix of the shards "
+    help="A table, a JSON document, Markdown for a pull request comment (new, unchanged and "
+    "orphaned tasks against the lock file), or the GitHub Actions matrix of the shards "
     '({"include": [{"shard": "1/3", "label": "1of3"}, ...]}, for fromJSON()).',
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
@@ -133,6 +165,12 @@ def validate(manifests: Sequence[Path]) -> int:
     help="State DB to read task states from [default: <out>/.flux-pipeline/state.sqlite3, "
     "state-IofN.sqlite3 with --shard]."
 )
+@lock_options
+@click.option(
+    "--regenerate-expired",
+    is_flag=True,
+    help="Show expired tasks as a run with --regenerate-expired would: created again.",
+)
 def plan(
     manifest: Path,
     fmt: str,
@@ -141,6 +179,9 @@ def plan(
     max_shards: int,
     out_dir: Path | None,
     state_path: Path | None,
+    lock_path: Path | None,
+    no_lock: bool,
+    regenerate_expired: bool,
 ) -> int:
     """List the tasks of MANIFEST, each with its state and why it would run."""
     from flux_pipeline.layout import default_out_dir, default_state_path
@@ -150,17 +191,30 @@ def plan(
     if fmt == "gha-matrix":
         click.echo(json.dumps(gha_matrix(the_plan, max_shards), separators=(",", ":")))
         return ExitCode.OK
+    whole = the_plan
     if shard is not None:
         the_plan = select(the_plan, *shard)
     as_json = as_json or fmt == "json"
     out_dir = out_dir or default_out_dir(the_plan.name)
-    states = load_states(state_path or default_state_path(out_dir, shard))
-    decisions = decide_all(the_plan, states, out_dir)
+    path = lock_path_of(manifest, lock_path, no_lock)
+    lock = load_lock(path, plan=the_plan, out_dir=out_dir) if path is not None else None
+    states = load_states(state_path or default_state_path(out_dir, shard), the_plan, lock, out_dir)
+    policy = Policy(regenerate_expired=regenerate_expired)
+    decisions = decide_all(the_plan, states, out_dir, policy=policy)
     stream = sys.stdout
-    if as_json:
-        write_json(the_plan, decisions, stream)
+    found = review(
+        the_plan, decisions, lock or Lock(path=path or manifest, manifest=""), whole=whole
+    )
+    if fmt == "md":
+        stream.write(render_markdown(the_plan, found))
+    elif as_json:
+        write_json(the_plan, decisions, stream, found.to_json() if lock else None)
     else:
         write_table(the_plan, decisions, stream)
+        if lock is not None:
+            stream.write(render_text(found))
+        elif hint := expired_hint(found):
+            stream.write(hint + "\n")
     stream.flush()
     return ExitCode.OK
 
@@ -184,8 +238,14 @@ def _output(task: TaskSpec) -> str:
     return f"{task.output}.{task.extension}"
 
 
-def write_json(plan: Plan, decisions: Sequence[Decision], stream: IO[str]) -> None:
-    """The plan as one JSON document, written in chunks (100,000 tasks stay cheap)."""
+def write_json(
+    plan: Plan,
+    decisions: Sequence[Decision],
+    stream: IO[str],
+    lock: dict[str, object] | None = None,
+) -> None:
+    """The plan as one JSON document, written in chunks (100,000 tasks stay cheap); ``lock``:
+    the review against the lock file (``plan_review.Review.to_json``)."""
     reasons, steps = _counts(plan, decisions)
     head = {
         "manifest": plan.name,
@@ -194,6 +254,8 @@ def write_json(plan: Plan, decisions: Sequence[Decision], stream: IO[str]) -> No
         "counts": reasons,
         "steps": steps,
     }
+    if lock is not None:
+        head["lock"] = lock
     text = json.dumps(head, ensure_ascii=False, indent=None)
     stream.write(text[:-1] + ', "tasks": [')
     dumps = encode_basestring  # json.dumps(str, ensure_ascii=False), in C

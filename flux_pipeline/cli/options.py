@@ -100,3 +100,30 @@ def state_option(help: str) -> Callable[[F], F]:
         default=None,
         help=help,
     )
+
+
+def lock_options(func: F) -> F:
+    """``--lock PATH`` -> ``lock_path`` and ``--no-lock`` -> ``no_lock`` (docs/lockfile.md)."""
+    func = click.option(
+        "--no-lock",
+        is_flag=True,
+        help="Neither read nor write the lock file.",
+    )(func)
+    return click.option(
+        "--lock",
+        "lock_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Lock file [default: next to the manifest, <manifest stem>.lock.json].",
+    )(func)
+
+
+def lock_path_of(manifest: Path, lock_path: Path | None, no_lock: bool) -> Path | None:
+    """The lock file a command reads (None: ``--no-lock``)."""
+    from flux_pipeline.report.lockfile import lock_path_for
+
+    if no_lock:
+        if lock_path is not None:
+            raise click.UsageError("--lock and --no-lock exclude each other")
+        return None
+    return lock_path or lock_path_for(manifest)

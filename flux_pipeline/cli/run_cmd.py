@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 import anyio
 import click
 
-from flux_pipeline.cli.options import Duration, FiniteFloatRange, out_option, state_option
+from flux_pipeline.cli.options import (
+    Duration,
+    FiniteFloatRange,
+    lock_options,
+    lock_path_of,
+    out_option,
+    state_option,
+)
 from flux_pipeline.cli.review_cmds import Shard
 
 if TYPE_CHECKING:
@@ -100,6 +107,11 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
     help="Resubmit tasks whose create answer was lost (may pay twice).",
 )
 @click.option(
+    "--regenerate-expired",
+    is_flag=True,
+    help="Create expired tasks again (their result URLs are gone): pays again for each.",
+)
+@click.option(
     "--deadline", type=Duration(), help="Stop (resumable, exit 3) after this long, e.g. 50m."
 )
 @click.option(
@@ -111,8 +123,9 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
     "--shard",
     type=Shard(),
     help="Run only shard I of N (e.g. 2/3; chains stay whole) [default state: "
-    "<out>/.flux-pipeline/state-IofN.sqlite3].",
+    "<out>/.flux-pipeline/state-IofN.sqlite3]; a shard does not write the lock file.",
 )
+@lock_options
 def run(
     manifest: Path,
     out_dir: Path | None,
@@ -126,9 +139,12 @@ def run(
     public_url: str | None,
     retry_failed: bool,
     resubmit_ambiguous: bool,
+    regenerate_expired: bool,
     deadline: float | None,
     max_new_tasks: int | None,
     shard: tuple[int, int] | None,
+    lock_path: Path | None,
+    no_lock: bool,
 ) -> int:
     """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
     from flux_pipeline.run.progress import progress_for
@@ -146,12 +162,15 @@ def run(
         request_type="callback" if request_type == "callback" else "async",
         retry_failed=retry_failed,
         resubmit_ambiguous=resubmit_ambiguous,
+        regenerate_expired=regenerate_expired,
         deadline=deadline,
         max_new_tasks=max_new_tasks,
         listen=listen,
         public_url=public_url,
         argv=tuple(sys.argv[1:]),
         shard=shard,
+        lock_path=lock_path_of(manifest, lock_path, no_lock),
+        no_lock=no_lock,
     )
     with interrupts_raise() as reinstall:
         # every setting, the environment and the manifest first: nothing has started yet

@@ -1,4 +1,5 @@
-"""``status`` and ``report``: read the state DB, send nothing (docs/cli.md)."""
+"""``status`` and ``report``: read the state DB, send nothing (docs/cli.md). With a manifest,
+``status`` also reads its lock file (docs/lockfile.md), as ``run`` and ``plan`` do."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import anyio
 import click
 
-from flux_pipeline.cli.options import out_option, state_option
+from flux_pipeline.cli.options import lock_options, lock_path_of, out_option, state_option
 from flux_pipeline.errors import ExitCode, UsageError
 from flux_pipeline.outcome import ambiguous_message, exit_code_for, verdict
 from flux_pipeline.report.reportfile import buckets_json
@@ -41,20 +42,51 @@ async def _read(path: Path) -> tuple[dict[str, TaskRecord], dict[str, object] | 
         await store.aclose()
 
 
+def _known(
+    manifest: Path,
+    out_dir: Path | None,
+    state: Path,
+    lock_file: Path | None,
+    records: dict[str, TaskRecord],
+) -> dict[str, TaskRecord]:
+    """The state DB's ``records`` with what the lock (or, with neither, ``report.json``)
+    adds (``run/adopt.py``, in memory)."""
+    from flux_pipeline.layout import default_out_dir
+    from flux_pipeline.plan.expand import load_plan
+    from flux_pipeline.report.lockfile import load_lock
+    from flux_pipeline.run.adopt import known_records
+
+    plan = load_plan(manifest)
+    out = out_dir or default_out_dir(plan.name)
+    lock = load_lock(lock_file, plan=plan, out_dir=out) if lock_file is not None else None
+    if lock is None and state.exists():
+        return records
+    return anyio.run(known_records, plan, state, lock, out)[0]
+
+
 @click.command()
 @click.argument("manifest", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @out_option(help="Output directory whose state DB to read [default: out/<manifest name>].")
 @state_option(help="State DB to read [default: <out>/.flux-pipeline/state.sqlite3].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@lock_options
 def status(
-    manifest: Path | None, out_dir: Path | None, state_path: Path | None, as_json: bool
+    manifest: Path | None,
+    out_dir: Path | None,
+    state_path: Path | None,
+    as_json: bool,
+    lock_path: Path | None,
+    no_lock: bool,
 ) -> int:
-    """Buckets and verdict, counts by state from the state DB, ambiguous tasks, and the last
-    error."""
+    """Buckets and verdict, counts by state from the state DB (and, with MANIFEST, its lock
+    file), ambiguous tasks, and the last error."""
     path = _state_path(manifest, out_dir, state_path)
-    if not path.exists():
+    lock_file = lock_path_of(manifest, lock_path, no_lock) if manifest is not None else None
+    records, last_run = anyio.run(_read, path) if path.exists() else ({}, None)
+    if manifest is not None:
+        records = _known(manifest, out_dir, path, lock_file, records)
+    if not path.exists() and not records:
         raise UsageError(f"no state DB at {path}: nothing has run yet")
-    records, last_run = anyio.run(_read, path)
     counts = Counter(r.state.value for r in records.values())
     planned_total = None
     if manifest is not None:
@@ -88,7 +120,7 @@ def status(
             )
         )
         return ExitCode.OK
-    click.echo(f"state DB: {path}")
+    click.echo(f"state DB: {path}" + ("" if path.exists() else " (none: adopted)"))
     click.echo(f"{verdict(code)} (exit {int(code)}): {buckets.summary()}")
     for state in TaskState:
         if counts.get(state.value):

@@ -10,6 +10,13 @@ from enum import StrEnum
 
 from flux_pipeline.states import TaskState
 
+RESULT_URL_LIFETIME = 15 * 24 * 3600  # seconds a result URL lives after its task finished
+
+
+def urls_expired(finished_at: float | None, now: float) -> bool:
+    """Have a finished task's result URLs expired (by the time it finished)?"""
+    return finished_at is not None and now - finished_at >= RESULT_URL_LIFETIME
+
 
 class Reason(StrEnum):
     """Why a task would (or would not) run, as ``plan`` shows it."""
@@ -37,6 +44,7 @@ class Action(StrEnum):
 class Policy:
     retry_failed: bool = False
     resubmit_ambiguous: bool = False
+    regenerate_expired: bool = False  # re-create expired tasks (pays again), not failed ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +63,20 @@ def decide(
     outputs_intact: bool = True,
     parent_ready: bool = True,
     policy: Policy = Policy(),
+    urls_expired: bool = False,
 ) -> Decision:
     """The resume rule for one task.
 
     ``state`` is None when the DB has no row. ``outputs_intact`` matters only for downloaded
-    tasks; ``parent_ready`` only for chained tasks that have not been submitted yet.
+    tasks; ``parent_ready`` only for chained tasks that have not been submitted yet;
+    ``urls_expired`` (its result URLs are past their lifetime) only for a task whose files
+    would have to be downloaded: it is expired, not downloaded.
     """
+    regenerate = policy.retry_failed or policy.regenerate_expired
+    if urls_expired and (
+        state is TaskState.SUCCEEDED or (state is TaskState.DOWNLOADED and not outputs_intact)
+    ):
+        return Decision(Reason.EXPIRED, Action.SUBMIT if regenerate else Action.HOLD)
     if state is None or state is TaskState.PLANNED:
         if not parent_ready:
             return Decision(Reason.WAITING_FOR_PARENT, Action.WAIT)
@@ -78,4 +94,4 @@ def decide(
         return Decision(Reason.AMBIGUOUS, action)
     if state is TaskState.FAILED:
         return Decision(Reason.FAILED, Action.SUBMIT if policy.retry_failed else Action.HOLD)
-    return Decision(Reason.EXPIRED, Action.SUBMIT if policy.retry_failed else Action.HOLD)
+    return Decision(Reason.EXPIRED, Action.SUBMIT if regenerate else Action.HOLD)

@@ -31,7 +31,7 @@ from anyio.abc import TaskGroup
 from flux_pipeline.errors import FluxPipelineError
 from flux_pipeline.outcome import Bucket, exit_code_for
 from flux_pipeline.plan.expand import Plan
-from flux_pipeline.plan.resume import Action, Policy, decide
+from flux_pipeline.plan.resume import Action, Policy, Reason, decide, urls_expired
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.admission import Admission
 from flux_pipeline.run.api import RequestType
@@ -49,7 +49,7 @@ from flux_pipeline.run.scheduler import PollTiming, TimingConfig
 from flux_pipeline.run.state_store import StateStore
 from flux_pipeline.run.submitter import CreateRate, CreateSettings, Submitter
 from flux_pipeline.run.tally import final_buckets, run_stats
-from flux_pipeline.states import TaskRecord
+from flux_pipeline.states import TaskRecord, TaskState
 
 PARENT_URL_MAX_AGE = 14 * 24 * 3600  # result URLs live 15 days; older parents go inline
 
@@ -248,6 +248,7 @@ class Engine:
                 record.state if record else None,
                 outputs_intact=spec.key in self._intact,
                 policy=self.settings.policy,
+                urls_expired=record is not None and urls_expired(record.finished_at, time.time()),
             )
             if decision.action is Action.SUBMIT:
                 self.ledger.queue(item)
@@ -265,6 +266,8 @@ class Engine:
             elif decision.action is Action.DOWNLOAD:
                 self.downloader.start(spec, record.result_urls)
             else:  # held: ambiguous, failed or expired, and the policy leaves it
+                if decision.reason is Reason.EXPIRED and record.state is not TaskState.EXPIRED:
+                    self.store.mark_expired(spec.key, "result URLs expired before download")
                 self.ledger.settle(Bucket(decision.reason.value), spec, record.result_urls)
 
     async def _open_children(self, spec: TaskSpec, urls: tuple[str, ...]) -> None:

@@ -13,10 +13,13 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
+import anyio
+
 from flux_pipeline.errors import OutputsNotWritableError, StateError
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report import github as workflow_commands
 from flux_pipeline.report.files import RunInfo, keep_reports, report_is_current, write_reports
+from flux_pipeline.run.lock_keeper import LockKeeper
 from flux_pipeline.run.results import RunOutcome
 from flux_pipeline.run.store import Store
 from flux_pipeline.states import FAILED_STATES, TaskRecord
@@ -29,10 +32,12 @@ async def finish_run(
     run_id: int,
     outcome: RunOutcome | None,
     info: RunInfo,
+    keeper: LockKeeper | None = None,
 ) -> None:
-    """The run's ending, also when it was interrupted (``outcome`` None); called shielded."""
+    """The run's ending, also when it was interrupted (``outcome`` None); called shielded.
+    ``keeper``: the lock file's writer (None: no lock written by this run)."""
     try:
-        failed = await _report(store, plan, out_dir, run_id, outcome, info)
+        failed = await _report(store, plan, out_dir, run_id, outcome, info, keeper)
     finally:
         # 6. the store, once nothing reads it any more (also when the report failed)
         await store.aclose()
@@ -48,6 +53,7 @@ async def _report(
     run_id: int,
     outcome: RunOutcome | None,
     info: RunInfo,
+    keeper: LockKeeper | None,
 ) -> list[TaskRecord] | None:
     """Steps 1 to 5; the failed tasks to annotate (None: no annotations)."""
     # 1. the run's row: end_run first commits every transition still queued, so everything
@@ -70,9 +76,14 @@ async def _report(
         # 3. the records, unless nothing needs them: a current report with no annotations
         #    to make skips reading 100,000 rows
         annotate = workflow_commands.enabled()
-        records = {} if current and not annotate else await store.records()
+        lock_current = keeper is None or (current and keeper.on_disk)
+        records = {} if current and not annotate and lock_current else await store.records()
     except sqlite3.Error as exc:
         raise StateError(f"{store.path}: cannot read the state DB for the report: {exc}") from exc
+    # 3b. the lock file (docs/lockfile.md), before the report consumes the records
+    if not lock_current:
+        assert keeper is not None
+        await anyio.to_thread.run_sync(keeper.write, records)
     # 4. the failed tasks for the annotations, taken before the report consumes the records
     failed = [r for r in records.values() if r.state in FAILED_STATES]
     # 5. the report (and the step summary, which write_reports and keep_reports append)

@@ -39,6 +39,7 @@ from flux_pipeline.report.entry import TaskEntry
 from flux_pipeline.report.files import RunInfo, task_entries, write_reports
 from flux_pipeline.report.reportfile import load_report
 from flux_pipeline.run.lease import hold_lease
+from flux_pipeline.run.lock_keeper import LockKeeper
 from flux_pipeline.run.merge_inputs import check_records
 from flux_pipeline.run.store import Store, import_records
 from flux_pipeline.run.verify import Verifier
@@ -280,6 +281,7 @@ async def _merge(
     plan: Plan, sources: Sequence[Path], *, out_dir: Path, state_path: Path
 ) -> MergeResult:
     started = time.time()
+    lock = LockKeeper.next_to_manifest(plan, out_dir)  # the merged runs' lock (docs/lockfile.md)
     found = discover(sources, exclude=state_path)
     batches: list[dict[str, TaskRecord]] = []
     shards: set[str] = set()
@@ -334,6 +336,7 @@ async def _merge(
         exit_code=exit_code,
         stop_reason=stop,
     )
+    await anyio.to_thread.run_sync(lock.write, merged)
     write_reports(plan, merged, out_dir, info)
     return MergeResult(
         out_dir=out_dir,

@@ -25,6 +25,8 @@ from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.plan.resume import Policy
 from flux_pipeline.report import github as workflow_commands
 from flux_pipeline.report.files import RunInfo
+from flux_pipeline.report.lockfile import Lock, load_lock, lock_path_for
+from flux_pipeline.run.adopt import adopt_into
 from flux_pipeline.run.api import RequestType
 from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.checks import (
@@ -43,6 +45,7 @@ from flux_pipeline.run.downloads import new_download_client
 from flux_pipeline.run.engine import Engine, EngineSettings, Progress, RunOutcome, settings_summary
 from flux_pipeline.run.finish import finish_run
 from flux_pipeline.run.lease import hold_lease
+from flux_pipeline.run.lock_keeper import LockKeeper
 from flux_pipeline.run.preflight import check_writable
 from flux_pipeline.run.receiver import BackgroundServer, CallbackReceiver, bind
 from flux_pipeline.run.scheduler import TimingConfig
@@ -65,6 +68,7 @@ class RunOptions:
     request_type: RequestType = "async"
     retry_failed: bool = False
     resubmit_ambiguous: bool = False
+    regenerate_expired: bool = False
     deadline: float | None = None
     max_new_tasks: int | None = None
     listen: str = "127.0.0.1:0"
@@ -76,6 +80,8 @@ class RunOptions:
     retry: RetryPolicy | None = None
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
     shard: tuple[int, int] | None = None  # (index, count), 1-based: run only that shard
+    lock_path: Path | None = None  # default: next to the manifest (report/lockfile.py)
+    no_lock: bool = False
 
 
 def _resume_command(options: RunOptions) -> str:
@@ -125,6 +131,8 @@ class Prepared:
     plan: Plan
     out_dir: Path
     state_path: Path
+    lock_path: Path | None = None  # None: --no-lock
+    lock: Lock | None = None  # the lock file read (None: none yet)
 
 
 def check_options(options: RunOptions) -> None:
@@ -146,7 +154,11 @@ def prepare(options: RunOptions) -> Prepared:
         plan = select(plan, *options.shard)
     out_dir = options.out_dir or default_out_dir(plan.name)
     state_path = options.state_path or default_state_path(out_dir, options.shard)
-    return Prepared(plan=plan, out_dir=out_dir, state_path=state_path)
+    lock_path = None if options.no_lock else options.lock_path or lock_path_for(options.manifest)
+    lock = load_lock(lock_path, plan=plan, out_dir=out_dir) if lock_path else None  # exit 2
+    return Prepared(
+        plan=plan, out_dir=out_dir, state_path=state_path, lock_path=lock_path, lock=lock
+    )
 
 
 def _callbacks(
@@ -258,9 +270,17 @@ async def _execute(
                 listening = callbacks.server.url
                 public = (options.public_url or listening).rstrip("/")
                 await probe_public_url(public, callbacks.token, listening=listening)
+        had_db = state_path.exists()
         store = await Store.open(state_path)
         stack.push_async_callback(store.aclose)
         await check_owner(store, plan.name, explicit=options.state_path is not None)
+        # before the engine decides anything (docs/lockfile.md)
+        adopted = await adopt_into(store, plan, ready.lock, out_dir, had_db=had_db)
+        if adopted.records:
+            echo(f"flux-pipeline: adopted {len(adopted.records)} task(s) from the {adopted.source}")
+        keeper = None  # a shard does not write the lock (shards would race): merge does
+        if ready.lock_path is not None and options.shard is None:
+            keeper = LockKeeper(ready.lock_path, plan, ready.lock, echo=echo)
         settings = _settings(options, out_dir, callbacks)
         summary: dict[str, Any] = settings_summary(settings) | {"rpm": options.rpm}
         if options.shard is not None:
@@ -272,6 +292,8 @@ async def _execute(
             planned=len(plan.tasks),
         )
         store.start(outer)
+        if keeper is not None:
+            outer.start_soon(keeper.every, store)
         client = await stack.enter_async_context(
             FluxClient(
                 api_key=endpoint.api_key,
@@ -296,6 +318,8 @@ async def _execute(
             outcome = await _run_engine(engine, options, callbacks)
         finally:
             stops.detach()
+            if keeper is not None:
+                keeper.stop()
             with anyio.CancelScope(shield=True):
                 info = RunInfo(
                     settings=summary,
@@ -310,7 +334,7 @@ async def _execute(
                     engine_stats=outcome.stats if outcome else None,
                     state_fingerprint="",  # _finish fills it in once the queue is committed
                 )
-                await finish_run(store, plan, out_dir, run_id, outcome, info)
+                await finish_run(store, plan, out_dir, run_id, outcome, info, keeper)
     assert outcome is not None
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
 
@@ -325,7 +349,9 @@ def _settings(options: RunOptions, out_dir: Path, callbacks: _Callbacks | None) 
         request_type=options.request_type,
         callback_url=callbacks.url if callbacks else None,
         policy=Policy(
-            retry_failed=options.retry_failed, resubmit_ambiguous=options.resubmit_ambiguous
+            retry_failed=options.retry_failed,
+            resubmit_ambiguous=options.resubmit_ambiguous,
+            regenerate_expired=options.regenerate_expired,
         ),
         max_new_tasks=options.max_new_tasks,
         timing=timing or TimingConfig(),

@@ -65,7 +65,10 @@ async def test_demo_gallery_renders_every_image_in_headless_chromium(tmp_path: P
     out = tmp_path / "out"
     config = SimConfig(api_keys=(KEY,), task_seconds=0.2)
     with SimulatorThread(config) as sim:
-        result = await run_inprocess(DEMO, out, base_url=sim.base_url, api_key=KEY)
+        # the lock goes into the scratch directory, not next to the repository's manifest
+        result = await run_inprocess(
+            DEMO, out, base_url=sim.base_url, api_key=KEY, lock_path=tmp_path / "demo.lock.json"
+        )
     assert result.outcome.exit_code == 0, result.outcome
     page = out / "index.html"
     images = parse_gallery(page).images

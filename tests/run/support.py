@@ -342,6 +342,11 @@ def state_path(out: Path) -> Path:
     return out / ".flux-pipeline" / "state.sqlite3"
 
 
+def lock_file(manifest: Path) -> Path:
+    """The lock file a run of ``manifest`` writes by default (docs/lockfile.md)."""
+    return manifest.with_name(manifest.stem + ".lock.json")
+
+
 @dataclass(frozen=True)
 class Row:
     key: str

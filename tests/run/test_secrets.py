@@ -40,7 +40,8 @@ def test_api_key_is_in_no_file_and_no_output(tmp_path: Path) -> None:
         env = clean_env(APIXO_API_KEY=key, APIXO_BASE_URL=sim.base_url)
         env["GITHUB_STEP_SUMMARY"] = str(summary)
         result = subprocess.run(
-            run_argv(manifest, tmp_path / out, *extra),
+            # each run its own lock: the rejected one must not adopt what the others paid for
+            run_argv(manifest, tmp_path / out, "--lock", str(tmp_path / f"{out}.lock"), *extra),
             env=env,
             capture_output=True,
             text=True,

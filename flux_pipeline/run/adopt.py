@@ -1,0 +1,165 @@
+"""Adoption (docs/lockfile.md): what the lock file, or else a ``report.json``, knows that the
+state DB does not, so a key already paid for is never created again when the DB is missing,
+older, or from another machine.
+
+``run`` imports the adopted rows into its state DB before the engine decides anything
+(``adopt_into``, through ``store_import.import_records``, as ``merge`` writes); ``plan`` and
+``status`` apply the same rows in memory (``known_records``) and write nothing. Then the
+resume rules are the usual ones (flux_pipeline/plan/resume.py, flux_pipeline/run/verify.py).
+
+A lock entry is taken over a DB row when the DB has no row for its key, or when the row is
+behind it: fewer attempts, or the same attempt at an earlier stage (ambiguous < planned again
+because the create provably never left < submitted < succeeded < failed, expired < done). A
+row with more attempts is newer (a retry this machine made since the lock was written) and
+stays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from flux_pipeline.plan.expand import Plan
+from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.report.lockfile import Lock, LockEntry
+from flux_pipeline.run.merge import records_from_report
+from flux_pipeline.run.store import Store, import_records, read_records
+from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
+
+_STAGE = {  # within one attempt; a planned row that has attempts is a create that provably
+    # never left (``Store.mark_unsent``): it comes after that attempt's ``submitting``
+    TaskState.SUBMITTING: 0,
+    TaskState.PLANNED: 1,
+    TaskState.SUBMITTED: 2,
+    TaskState.SUCCEEDED: 3,
+    TaskState.FAILED: 4,
+    TaskState.EXPIRED: 4,
+    TaskState.DOWNLOADED: 5,
+}
+REPORT_NAME = "report.json"
+
+
+def behind(row: TaskRecord | None, known: TaskRecord) -> bool:
+    """Is the DB's ``row`` (None: no row) behind ``known`` (from the lock or a report)?"""
+    if row is None:
+        return True
+    if row.attempts != known.attempts:
+        return row.attempts < known.attempts
+    return _STAGE[row.state] < _STAGE[known.state]
+
+
+def _specs(plan: Plan, entries: Mapping[str, LockEntry]) -> dict[str, TaskSpec]:
+    """The plan's tasks by key, plus the run-time chained tasks the lock's entries name."""
+    by_key = {task.key: task for task in plan.tasks}
+    for entry in sorted(entries.values(), key=lambda e: e.readable_id):  # parents first
+        parent = by_key.get(entry.parent_key) if entry.parent_key else None
+        index = entry.parent_output_index
+        if entry.key in by_key or parent is None or not index:
+            continue
+        for child in plan.children(parent, index):
+            by_key.setdefault(child.key, child)
+    return by_key
+
+
+def record_of(spec: TaskSpec, entry: LockEntry, now: float) -> TaskRecord:
+    urls = entry.result_urls
+    return TaskRecord(
+        key=spec.key,
+        readable_id=spec.readable_id,
+        step=spec.step,
+        parent_key=spec.parent_key,
+        parent_output_index=spec.parent_output_index,
+        state=entry.state,
+        task_id=entry.task_id,
+        request_json=spec.request_json,
+        output=spec.output,
+        output_format=spec.output_format,
+        result_urls=urls,
+        fail_code=entry.fail_code,
+        fail_msg="adopted from the lock file" if entry.fail_code else None,
+        attempts=entry.attempts,
+        api_create_time=None,
+        api_complete_time=None,
+        cost_time=None,
+        first_submitted_at=None,
+        submitted_at=None,
+        finished_at=entry.finished_at,
+        downloaded_at=None,
+        updated_at=now,
+        outputs=[
+            OutputRecord(
+                index=i,
+                path=o.path,
+                url=urls[i] if i < len(urls) else "",
+                bytes=o.bytes,
+                sha256=o.sha256,
+            )
+            for i, o in enumerate(entry.outputs)
+        ],
+    )
+
+
+def records_from_lock(plan: Plan, lock: Lock) -> dict[str, TaskRecord]:
+    """State DB rows rebuilt from the lock, for the keys ``plan`` makes."""
+    specs = _specs(plan, lock.entries)
+    now = time.time()
+    return {
+        key: record_of(specs[key], entry, now)
+        for key, entry in lock.entries.items()
+        if key in specs
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Adoption:
+    source: str  # "lock", "report" or "" (nothing adopted)
+    records: dict[str, TaskRecord]  # the rows to take over the DB's
+
+
+def adoption(
+    plan: Plan,
+    db: Mapping[str, TaskRecord],
+    lock: Lock | None,
+    out_dir: Path,
+    *,
+    had_db: bool,
+) -> Adoption:
+    """The rows the lock (or, without a DB and a lock, ``OUT/report.json``) has that the DB
+    ``db`` lacks or is behind on."""
+    if lock is not None:
+        source, known = "lock", records_from_lock(plan, lock)
+    elif not had_db and (out_dir / REPORT_NAME).is_file():
+        source, known = "report", records_from_report(plan, out_dir / REPORT_NAME)[0]
+    else:
+        return Adoption("", {})
+    chosen = {key: record for key, record in known.items() if behind(db.get(key), record)}
+    return Adoption(source if chosen else "", chosen)
+
+
+async def adopt_into(
+    store: Store, plan: Plan, lock: Lock | None, out_dir: Path, *, had_db: bool
+) -> Adoption:
+    """Import the adopted rows into ``store``'s DB (before its writer starts)."""
+    if lock is None and had_db:
+        return Adoption("", {})
+    db = await store.records(with_outputs=False)
+    adopted = adoption(plan, db, lock, out_dir, had_db=had_db)
+    if adopted.records:
+        rows = list(adopted.records.values())
+        await anyio.to_thread.run_sync(import_records, store.path, rows)
+    return adopted
+
+
+async def known_records(
+    plan: Plan, state_path: Path, lock: Lock | None, out_dir: Path
+) -> tuple[dict[str, TaskRecord], Adoption]:
+    """What ``plan`` and ``status`` know of each task: the state DB's rows with the adopted
+    ones applied (nothing is written)."""
+    had_db = state_path.exists()
+    db = await read_records(state_path) if had_db else {}
+    adopted = adoption(plan, db, lock, out_dir, had_db=had_db)
+    return db | adopted.records, adopted
