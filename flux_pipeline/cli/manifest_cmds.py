@@ -27,6 +27,7 @@ from flux_pipeline.cli.options import Shard, lock_options, lock_path_of, out_opt
 from flux_pipeline.cli.plan_review import expired_hint, render_markdown, render_text, review
 from flux_pipeline.errors import ExitCode, ManifestError
 from flux_pipeline.manifest.schema import schema_text
+from flux_pipeline.media import write_atomic
 from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.plan.resume import Decision, Policy, Reason, decide, urls_expired
 from flux_pipeline.plan.tasks import TaskSpec
@@ -110,10 +111,17 @@ def decide_all(
 
 @click.command()
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path))
-def validate(manifests: Sequence[Path]) -> int:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object on stdout: every manifest with its counts or its diagnostics.",
+)
+def validate(manifests: Sequence[Path], as_json: bool) -> int:
     """Check manifests, their templates and the files they use; nothing is sent."""
     failed = 0
     errors = 0
+    results: list[dict[str, object]] = []
     for path in manifests:
         try:
             plan = load_plan(path, file=str(path))
@@ -122,16 +130,49 @@ def validate(manifests: Sequence[Path]) -> int:
             errors += len(exc.diagnostics)
             for diagnostic in exc.diagnostics:
                 click.echo(str(diagnostic), err=True)
+            results.append(_invalid_json(path, exc))
             continue
         steps = len(plan.step_ids)
-        click.echo(f"{path}: ok ({len(plan.tasks)} tasks in {steps} step{'s' * (steps != 1)})")
+        if as_json:
+            results.append(_valid_json(path, plan))
+        else:
+            click.echo(f"{path}: ok ({len(plan.tasks)} tasks in {steps} step{'s' * (steps != 1)})")
     if failed:
         click.echo(
             f"flux-pipeline: {errors} error(s) in {failed} of {len(manifests)} manifest(s)",
             err=True,
         )
-        return ExitCode.INVALID
-    return ExitCode.OK
+    code = ExitCode.INVALID if failed else ExitCode.OK
+    if as_json:
+        document = {"ok": not failed, "exit_code": int(code), "errors": errors}
+        click.echo(json.dumps({**document, "manifests": results}, ensure_ascii=False, indent=2))
+    return code
+
+
+def _valid_json(path: Path, plan: Plan) -> dict[str, object]:
+    by_step = Counter(task.step for task in plan.tasks)
+    return {
+        "path": str(path),
+        "ok": True,
+        "name": plan.name,
+        "tasks": len(plan.tasks),
+        "steps": {step: by_step[step] for step in plan.step_ids},
+        "diagnostics": [],
+    }
+
+
+def _invalid_json(path: Path, exc: ManifestError) -> dict[str, object]:
+    return {
+        "path": str(path),
+        "ok": False,
+        "name": None,
+        "tasks": None,
+        "steps": None,
+        "diagnostics": [
+            {"file": d.file, "line": d.line, "column": d.column, "message": d.message}
+            for d in exc.diagnostics
+        ],
+    }
 
 
 @click.command()
@@ -220,9 +261,18 @@ def plan(
 
 
 @click.command()
-def schema() -> int:
-    """Print the manifest JSON Schema."""
-    sys.stdout.write(schema_text())
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the schema to this file (parent directories made) instead of printing it.",
+)
+def schema(output: Path | None) -> int:
+    """Print the manifest JSON Schema (or write it to a file, for editors' modelines)."""
+    if output is None:
+        sys.stdout.write(schema_text())
+    else:
+        write_atomic(output, schema_text())
     return ExitCode.OK
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
@@ -51,6 +52,37 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
         " (index.html to browse, report.md, report.json, junit.xml)"
     )
     return text
+
+
+REPORT_FILES = {
+    "json": "report.json",
+    "markdown": "report.md",
+    "html": "index.html",
+    "junit": "junit.xml",
+}
+
+
+def summary_json(result: RunResult) -> dict[str, Any]:
+    """``run --json``: the run's summary as one JSON object (docs/cli.md has the shape)."""
+    from flux_pipeline.outcome import verdict
+    from flux_pipeline.report.reportfile import buckets_json
+
+    outcome = result.outcome
+    reports = {kind: result.out_dir / name for kind, name in REPORT_FILES.items()}
+    return {
+        "exit_code": int(outcome.exit_code),
+        "verdict": verdict(outcome.exit_code),
+        "buckets": buckets_json(outcome.buckets),
+        "total": outcome.buckets.total,
+        "created": outcome.created,
+        "elapsed_seconds": round(outcome.elapsed, 3),
+        "stop_reason": outcome.stop_reason,
+        "last_error": outcome.error,
+        "ambiguous": list(outcome.ambiguous),
+        "out_dir": str(result.out_dir),
+        "state_db": str(result.state_path),
+        "reports": {kind: str(path) if path.exists() else None for kind, path in reports.items()},
+    }
 
 
 @click.command()
@@ -126,6 +158,12 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
     "<out>/.flux-pipeline/state-IofN.sqlite3]; a shard does not write the lock file.",
 )
 @lock_options
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="At the end, the summary as one JSON object on stdout (progress stays on stderr).",
+)
 def run(
     manifest: Path,
     out_dir: Path | None,
@@ -145,6 +183,7 @@ def run(
     shard: tuple[int, int] | None,
     lock_path: Path | None,
     no_lock: bool,
+    as_json: bool,
 ) -> int:
     """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
     from flux_pipeline.run.progress import progress_for
@@ -190,6 +229,8 @@ def run(
             reinstall()  # the event loop put the default handlers back
             display.close()
         _echo(_summary(result.outcome, str(result.out_dir)))
+        if as_json:
+            click.echo(json.dumps(summary_json(result), ensure_ascii=False, sort_keys=True))
     return result.outcome.exit_code
 
 

@@ -79,13 +79,13 @@ class TaskRenderer:
             prefix = ""
         # The default output is the slug of the readable id (without the step for root tasks);
         # slugs of parts joined by "-" equal the slug of the whole, and are cheaper.
-        prefix_slug = templates.slug(prefix)
+        prefix_slug = templates.slug_part(prefix)
         result: list[TaskSpec] = []
         for cell_index, cell in enumerate(step.cells):
             cell_context = dict(base)
             cell_context.update(cell.values)
             own = cell.label if parent is None else step.id + cell.label
-            slug_start = "-".join(part for part in (prefix_slug, templates.slug(own)) if part)
+            slug_start = "-".join(part for part in (prefix_slug, templates.slug_part(own)) if part)
             slug_start = f"{step.id}/{slug_start}-" if slug_start else f"{step.id}/"
             for repeat_index in range(1, step.repeat + 1):
                 context = dict(cell_context)

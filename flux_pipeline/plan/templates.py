@@ -15,13 +15,14 @@ Jinja syntax, so the common case costs nothing per task.
 
 from __future__ import annotations
 
+import hashlib
 import re
-import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
 import jinja2
 import jinja2.meta
+from anyascii import anyascii
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 
@@ -31,16 +32,31 @@ from flux_pipeline.plan.sandbox import make_env
 
 MAX_RENDERED_CHARS = MAX_RESULT  # the text one template may render
 _MARKERS = ("{{", "{%", "{#")
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+SLUG_HASH_CHARS = 8  # the fallback slug: hex digits of the text's SHA-256
 
 
 class TemplateProblem(Exception):
     """A template that does not compile or does not render; ``str()`` is the message."""
 
 
+def slug_part(value: Any) -> str:
+    """``"Oil Painting!"`` -> ``"oil-painting"``, ``"Αθήνα"`` -> ``"athina"``: lowercase ASCII
+    letters, digits and dashes, or ``""`` when nothing of the text transliterates to them.
+
+    Non-ASCII text is transliterated character by character (``anyascii``), so the slugs of
+    two texts joined by a dash are the slug of the texts joined by any separator
+    (``plan/render.py`` relies on it); ASCII text gives what it always gave (docs/keys.md).
+    """
+    text = anyascii(str(value))
+    return _NOT_SLUG.sub("-", text.lower()).strip("-")
+
+
 def slug(value: Any) -> str:
-    """``"Oil Painting!"`` -> ``"oil-painting"``: lowercase ASCII letters, digits and dashes."""
-    text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode("ascii")
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    """``slug_part``, never empty: a text with nothing to transliterate (``"___"``, ``"★"``)
+    gives the first 8 hex digits of the SHA-256 of its UTF-8 bytes."""
+    text = str(value)
+    return slug_part(text) or hashlib.sha256(text.encode("utf-8")).hexdigest()[:SLUG_HASH_CHARS]
 
 
 ENV = make_env({"slug": slug})

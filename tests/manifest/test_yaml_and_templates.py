@@ -61,7 +61,7 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
         ("Oil Painting!", "oil-painting"),
         ("  Crème brûlée  ", "creme-brulee"),
         ("hero@product=mug,style=oil painting#1", "hero-product-mug-style-oil-painting-1"),
-        ("___", ""),
+        ("___", "bda25155"),  # nothing to keep: a hash of the text (tests/plan/test_slug.py)
         (42, "42"),
     ],
 )
