@@ -108,14 +108,14 @@ class CellBuilder:
         *,
         max_cells: int,
         root: Path,
-        resolver: Resolver | None = None,
+        resolver: Resolver,
     ) -> None:
         self.base = base
         self.root = root  # nothing outside it may be read (layout.read_inside)
         self.image_sets = image_sets
         self.report = report
         self.max_cells = max_cells
-        self.resolver = resolver or Resolver(base, {}, report, root=root)
+        self.resolver = resolver  # checks (and keeps, for submit time) the files images name
         self._files: dict[tuple[Any, ...], Any] = {}
 
     def cells(self, at: Path_, spec: Matrix | None) -> list[Cell] | None:
@@ -210,7 +210,8 @@ class CellBuilder:
                 return None
             return _Axis(name, [line for _, line in lines], _identity)
         file = str(self.base / source.lines)
-        found = self._images(at, source.url_template, [(f"{file}:{n}", v) for n, v in lines], None)
+        values = [(f"{file}:{n}", v) for n, v in lines]
+        found = self._images(at, (*at, "lines"), source.url_template, values, None)
         if found is None:
             return None
         return _Axis(name, found, _written, {_written(v): v for v in found})
@@ -239,7 +240,7 @@ class CellBuilder:
                 continue
             file = str(self.base / source.csv)
             values = [(f"{file}:{n}", row[column]) for n, row in table.rows]
-            found = self._images(at, source.url_template, values, column)
+            found = self._images(at, (*at, "images", j), source.url_template, values, column)
             if found is None:
                 ok = False
                 continue
@@ -260,6 +261,7 @@ class CellBuilder:
     def _images(
         self,
         at: Path_,
+        values_at: Path_,
         url_template: str | None,
         values: list[tuple[str, str]],
         column: str | None,
@@ -285,11 +287,11 @@ class CellBuilder:
                 continue
             what = f"{where}: column {column!r}" if column is not None else where
             if image is None:
-                self.report(at, f"{what} is empty: expected an image (a local path or a URL)")
+                self.report(values_at, f"{what} is empty: expected an image (a path or a URL)")
             else:
-                self.report(at, f"{what}: {image}")
+                self.report(values_at, f"{what}: {image}")
         if wrong > MAX_REPORTED:
-            self.report(at, f"{wrong - MAX_REPORTED} more image value(s) are wrong")
+            self.report(values_at, f"{wrong - MAX_REPORTED} more image value(s) are wrong")
         return None if wrong else found
 
     def _read(

@@ -172,6 +172,34 @@ def test_a_lines_axis_of_images(tmp_path: Path) -> None:
     assert tasks[1]["request"]["input"]["prompt"] == "a poster of b"
 
 
+def test_image_lines_are_matched_by_the_text_written(tmp_path: Path) -> None:
+    manifest = """
+    version: 1
+    name: lines
+    steps:
+      - id: hero
+        matrix:
+          photo: {lines: photos.txt, images: true}
+          size: [s, l]
+          exclude: [{photo: refs/a.png, size: l}]
+          include: [{photo: refs/b.png, size: xl}]
+        prompt: "{{ photo.name }} {{ size }}"
+        images: ["{{ photo.url }}"]
+    """
+    write(tmp_path, manifest, {"photos.txt": "refs/a.png\n", "refs/a.png": RED, "refs/b.png": BLUE})
+    err = refused(tmp_path)
+    assert "no value named 'refs/b.png'" in err
+    write(tmp_path, manifest, {"photos.txt": "refs/a.png\nrefs/b.png\n"})
+    tasks = planned(tmp_path)
+    assert [t["readable_id"] for t in tasks] == [
+        "hero@photo=refs/a.png,size=s#1",
+        "hero@photo=refs/b.png,size=s#1",
+        "hero@photo=refs/b.png,size=l#1",
+        "hero@photo=refs/b.png,size=xl#1",
+    ]
+    assert tasks[3]["request"]["input"]["image_urls"] == [LOCAL_IMAGE_PREFIX + sha256_bytes(BLUE)]
+
+
 def test_image_set_entries_carry_extra_fields(tmp_path: Path) -> None:
     manifest = """
     version: 1
