@@ -4,7 +4,10 @@ An image is remote (``url``, used as is) or local (``path``, or a file matched b
 A local file is checked now: it must exist, be a JPG/PNG/WebP by its magic bytes and weigh at
 most 10 MB (the API's limits). Its identity is the SHA-256 of its content. Without a
 ``url_template`` it is referred to as ``LOCAL_IMAGE_PREFIX + sha256`` and sent inline as a
-``data:`` URI at submit time; with one, the rendered template is its URL.
+``data:`` URI at submit time; with one, the rendered template is its URL. An explicit entry's
+extra fields (``sku``, ...) are kept for templates (``Image.extra``). ``Resolver.value_image``
+applies the same rules to the value of an image column of a ``csv`` / ``lines`` axis
+(``axes.py``).
 
 Problems are reported through a callback with the YAML path they concern, so that every one of
 them is found in one pass.
