@@ -57,7 +57,13 @@ class Defaults(_Model):
 
 
 class ImageEntry(_Model):
-    """One reference image: a remote ``url`` or a local ``path`` (relative to the manifest)."""
+    """One reference image: a remote ``url`` or a local ``path`` (relative to the manifest).
+
+    Any other field (``sku``, ``colour``, ...) is kept and seen by templates beside ``name``,
+    ``url`` and ``path``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
     name: str | None = Field(default=None, min_length=1, description="defaults to the file's stem")
     url: str | None = Field(default=None, min_length=1, description="an http(s) URL")
@@ -114,12 +120,42 @@ class ImageSetAxis(_Model):
     image_set: str = Field(description="name of an entry of `image_sets`")
 
 
+URL_TEMPLATE_OF_COLUMNS = (
+    "where the local files of image values are published (context `path`, `name`, `file`, "
+    "`vars`); without it a file is sent inline as a data: URI"
+)
+ENCODING = "the file's text encoding, e.g. cp1252 (default: from its BOM, else UTF-8)"
+OneChar = Annotated[str, StringConstraints(min_length=1, max_length=1)]
+
+
 class LinesAxis(_Model):
-    lines: str = Field(description="a UTF-8 text file, one value a line (blank lines skipped)")
+    lines: str = Field(description="a text file, one value a line (blank lines skipped)")
+    images: bool = Field(
+        default=False,
+        description="each line is an image: a local path (relative to the manifest) or an "
+        "http(s) URL; the value is then {name, url, path}",
+    )
+    url_template: str | None = Field(default=None, description=URL_TEMPLATE_OF_COLUMNS)
+    encoding: str | None = Field(default=None, min_length=1, description=ENCODING)
 
 
 class CsvAxis(_Model):
     csv: str = Field(description="a CSV file with a header row; one value (a mapping) a row")
+    images: list[str] = Field(
+        default_factory=list,
+        description="columns whose values are images: a local path (relative to the "
+        "manifest) or an http(s) URL; such a column's value is then {name, url, path}",
+    )
+    url_template: str | None = Field(default=None, description=URL_TEMPLATE_OF_COLUMNS)
+    delimiter: OneChar | None = Field(
+        default=None,
+        description="the field separator, one character (default: detected among comma, "
+        "semicolon, tab and |)",
+    )
+    quotechar: OneChar | None = Field(
+        default=None, description="the quote character (default: detected, else '\"')"
+    )
+    encoding: str | None = Field(default=None, min_length=1, description=ENCODING)
 
 
 def _axis_tag(value: Any) -> str | None:

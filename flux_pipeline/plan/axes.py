@@ -2,7 +2,10 @@
 
 Axis sources (docs/manifest.md): a list of values, ``{image_set: NAME}`` (values are images, matched
 and labelled by name), ``{lines: FILE}`` (one value a non-blank line) and ``{csv: FILE}`` (one
-mapping a row, matched and labelled by its first column). Files are relative to the manifest.
+mapping a row, matched and labelled by its first column). Files are relative to the manifest
+and read by ``tables`` (encoding, CSV dialect). ``images`` makes lines / CSV columns images
+(``imagesets.Resolver.value_image``): the value becomes ``{name, url, path}``, still matched
+and labelled by the text written in the file.
 
 A ``Cell`` is one combination as templates see it, plus its label for readable ids
 (``@product=mug,style=watercolor``).
@@ -10,9 +13,7 @@ A ``Cell`` is one combination as templates see it, plus its label for readable i
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +23,14 @@ from flux_pipeline.errors import did_you_mean
 from flux_pipeline.layout import read_inside
 from flux_pipeline.manifest.models import CsvAxis, ImageSetAxis, LinesAxis, Matrix
 from flux_pipeline.manifest.yamlload import Path_
-from flux_pipeline.plan import matrix
-from flux_pipeline.plan.imagesets import Image
+from flux_pipeline.plan import matrix, tables, templates
+from flux_pipeline.plan.imagesets import Image, Resolver
 from flux_pipeline.plan.tasks import canonical_json
 
 RESERVED = frozenset({"vars", "step", "repeat_index", "parent"})
 LABEL_WIDTH = 40
 MAX_AXIS_FILE_BYTES = 16 * 1024 * 1024  # a `lines` or `csv` file
+MAX_REPORTED = 10  # image values reported wrong, per axis
 
 Report = Callable[[Path_, str], None]
 
@@ -86,6 +88,11 @@ def _name_key(value: Any) -> Any:
     return value["name"] if isinstance(value, dict) else value
 
 
+def _written(value: Any) -> Any:
+    """An image value of a lines / CSV axis as written in the file (a path or a URL)."""
+    return value.get("path", value["url"]) if isinstance(value, dict) else value
+
+
 def _identity(value: Any) -> Any:
     return value
 
@@ -101,13 +108,15 @@ class CellBuilder:
         *,
         max_cells: int,
         root: Path,
+        resolver: Resolver,
     ) -> None:
         self.base = base
         self.root = root  # nothing outside it may be read (layout.read_inside)
         self.image_sets = image_sets
         self.report = report
         self.max_cells = max_cells
-        self._files: dict[tuple[str, Path], list[Any] | str] = {}
+        self.resolver = resolver  # checks (and keeps, for submit time) the files images name
+        self._files: dict[tuple[Any, ...], Any] = {}
 
     def cells(self, at: Path_, spec: Matrix | None) -> list[Cell] | None:
         """The cells of the matrix at YAML path ``at`` (``None`` matrix: one empty cell).
@@ -187,35 +196,133 @@ class CellBuilder:
             values = [image.as_context() for image in images]
             return _Axis(name, values, _name_key, {v["name"]: v for v in values})
         if isinstance(source, LinesAxis):
-            lines = self._read((*at, "lines"), source.lines, _parse_lines)
-            if lines is None:
-                return None
-            return _Axis(name, lines, _identity)
+            return self._lines_axis(at, name, source)
         assert isinstance(source, CsvAxis)
-        rows = self._read((*at, "csv"), source.csv, _parse_csv)
-        if rows is None:
+        return self._csv_axis(at, name, source)
+
+    def _lines_axis(self, at: Path_, name: str, source: LinesAxis) -> _Axis | None:
+        lines = self._read(at, "lines", source.lines, source.encoding, tables.lines_of, ())
+        if lines is None:
             return None
-        first = next(iter(rows[0]))
-        return _Axis(name, rows, lambda row: row[first], {row[first]: row for row in rows})
+        if not source.images:
+            if source.url_template is not None:
+                self._no_images(at)
+                return None
+            return _Axis(name, [line for _, line in lines], _identity)
+        file = str(self.base / source.lines)
+        values = [(f"{file}:{n}", v) for n, v in lines]
+        found = self._images(at, (*at, "lines"), source.url_template, values, None)
+        if found is None:
+            return None
+        return _Axis(name, found, _written, {_written(v): v for v in found})
+
+    def _csv_axis(self, at: Path_, name: str, source: CsvAxis) -> _Axis | None:
+        def parse(text: str, file: str) -> tables.Table | str:
+            return tables.table_of(
+                text, file, delimiter=source.delimiter, quotechar=source.quotechar
+            )
+
+        dialect = (source.delimiter, source.quotechar)
+        table = self._read(at, "csv", source.csv, source.encoding, parse, dialect)
+        if table is None:
+            return None
+        rows = [dict(row) for _, row in table.rows]
+        first = table.header[0]
+        if source.url_template is not None and not source.images:
+            self._no_images(at)
+            return None
+        ok = True
+        for j, column in enumerate(source.images):
+            if column not in table.header:
+                hint = did_you_mean(column, list(table.header))
+                self.report((*at, "images", j), f"{source.csv} has no column {column!r}{hint}")
+                ok = False
+                continue
+            file = str(self.base / source.csv)
+            values = [(f"{file}:{n}", row[column]) for n, row in table.rows]
+            found = self._images(at, (*at, "images", j), source.url_template, values, column)
+            if found is None:
+                ok = False
+                continue
+            for row, image in zip(rows, found, strict=True):
+                row[column] = image
+        if not ok:
+            return None
+        return _Axis(
+            name,
+            rows,
+            lambda row: _written(row[first]),
+            {_written(row[first]): row for row in rows},
+        )
+
+    def _no_images(self, at: Path_) -> None:
+        self.report((*at, "url_template"), "url_template applies to images: add `images`")
+
+    def _images(
+        self,
+        at: Path_,
+        values_at: Path_,
+        url_template: str | None,
+        values: list[tuple[str, str]],
+        column: str | None,
+    ) -> list[dict[str, Any]] | None:
+        """The images ``values`` (``file:line``, text) name; None when any is wrong (reported)."""
+        template: templates.Compiled | None = None
+        if url_template is not None:
+            try:
+                template = templates.compile_template(url_template)
+            except templates.TemplateProblem as exc:
+                self.report((*at, "url_template"), str(exc))
+                return None
+        found: list[dict[str, Any]] = []
+        wrong = 0
+        for where, text in values:
+            value = text.strip()
+            image = self.resolver.value_image(value, template) if value else None
+            if isinstance(image, Image):
+                found.append(image.as_context())
+                continue
+            wrong += 1
+            if wrong > MAX_REPORTED:
+                continue
+            what = f"{where}: column {column!r}" if column is not None else where
+            if image is None:
+                self.report(values_at, f"{what} is empty: expected an image (a path or a URL)")
+            else:
+                self.report(values_at, f"{what}: {image}")
+        if wrong > MAX_REPORTED:
+            self.report(values_at, f"{wrong - MAX_REPORTED} more image value(s) are wrong")
+        return None if wrong else found
 
     def _read(
-        self, at: Path_, relative: str, parse: Callable[[str, str], list[Any] | str]
-    ) -> list[Any] | None:
+        self,
+        at: Path_,
+        kind: str,
+        relative: str,
+        encoding: str | None,
+        parse: Callable[[str, str], Any],
+        options: tuple[Any, ...],
+    ) -> Any:
+        """``parse(text, file)`` of the file at ``relative`` (once per file, encoding and
+        ``options``); None when it is wrong (reported at the axis's ``kind`` key)."""
+        if encoding is not None:
+            problem = tables.check_encoding(encoding)
+            if problem is not None:
+                self.report((*at, "encoding"), problem)
+                return None
         path = self.base / relative
-        cache_key = (parse.__name__, path)
+        cache_key = (kind, path, encoding, *options)
         found = self._files.get(cache_key)
         if found is None:
             content = read_inside(self.root, path, MAX_AXIS_FILE_BYTES)
             if isinstance(content, str):
                 found = content
             else:
-                try:
-                    found = parse(content.decode("utf-8-sig"), str(path))
-                except UnicodeDecodeError as exc:
-                    found = f"{path} is not valid UTF-8 text ({exc.reason} at byte {exc.start})"
+                text = tables.decode(content, str(path), encoding)
+                found = text.message if isinstance(text, tables.Problem) else parse(text, str(path))
             self._files[cache_key] = found
         if isinstance(found, str):
-            self.report(at, found)
+            self.report((*at, kind), found)
             return None
         return found
 
@@ -271,32 +378,3 @@ class CellBuilder:
             pairs.append((name, label))
         text = ",".join(f"{name}={label}" for name, label in pairs)
         return Cell(values=values, label="@" + text if pairs else "", pairs=tuple(pairs))
-
-
-def _parse_lines(text: str, file: str) -> list[Any] | str:
-    lines = [line.strip() for line in text.splitlines()]
-    values: list[Any] = [line for line in lines if line]
-    return values or f"{file} has no non-blank lines"
-
-
-def _parse_csv(text: str, file: str) -> list[Any] | str:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        rows = list(reader)
-    except csv.Error as exc:
-        return f"{file}:{reader.line_num}: invalid CSV: {exc}"
-    rows_with_lines = [
-        (n, row) for n, row in enumerate(rows, start=1) if any(c.strip() for c in row)
-    ]
-    if not rows_with_lines:
-        return f"{file} is empty: expected a header row and at least one row"
-    _, header = rows_with_lines[0]
-    header = [h.strip() for h in header]
-    if any(not h for h in header) or len(set(header)) != len(header):
-        return f"{file}:1: the header row needs unique, non-empty column names"
-    result: list[Any] = []
-    for number, row in rows_with_lines[1:]:
-        if len(row) != len(header):
-            return f"{file}:{number}: expected {len(header)} fields, found {len(row)}"
-        result.append(dict(zip(header, row, strict=True)))
-    return result or f"{file} has a header row but no rows"

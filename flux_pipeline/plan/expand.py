@@ -87,7 +87,9 @@ class _Expander:
                 image_sets[name] = images
             else:
                 image_sets[name] = []  # reported; steps using it stay quiet
-        builder = CellBuilder(base, image_sets, self.report, max_cells=self.max_tasks, root=root)
+        builder = CellBuilder(
+            base, image_sets, self.report, max_cells=self.max_tasks, root=root, resolver=resolver
+        )
         for index in self._order(model.steps):
             step = compile_step(index, model.steps[index], model, builder, self.problems)
             if step is not None:

@@ -4,7 +4,10 @@ An image is remote (``url``, used as is) or local (``path``, or a file matched b
 A local file is checked now: it must exist, be a JPG/PNG/WebP by its magic bytes and weigh at
 most 10 MB (the API's limits). Its identity is the SHA-256 of its content. Without a
 ``url_template`` it is referred to as ``LOCAL_IMAGE_PREFIX + sha256`` and sent inline as a
-``data:`` URI at submit time; with one, the rendered template is its URL.
+``data:`` URI at submit time; with one, the rendered template is its URL. An explicit entry's
+extra fields (``sku``, ...) are kept for templates (``Image.extra``). ``Resolver.value_image``
+applies the same rules to the value of an image column of a ``csv`` / ``lines`` axis
+(``axes.py``).
 
 Problems are reported through a callback with the YAML path they concern, so that every one of
 them is found in one pass.
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from flux_pipeline.errors import did_you_mean
 from flux_pipeline.layout import read_inside
 from flux_pipeline.manifest.models import ImageEntry, ImageFiles, ImageSet
 from flux_pipeline.manifest.yamlload import Path_
@@ -45,17 +49,30 @@ class LocalImage:
 
 @dataclass(frozen=True, slots=True)
 class Image:
-    """One image of a set, as templates see it: ``.name``, ``.url`` and (local) ``.path``."""
+    """One image, as templates see it: ``.name``, ``.url``, (local) ``.path`` and the entry's
+    own extra fields (``.sku``, ...)."""
 
     name: str
     url: str  # http(s) URL, or LOCAL_IMAGE_PREFIX + sha256 for a file sent inline
     path: str | None = None  # as written / matched, relative to the manifest
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def as_context(self) -> dict[str, Any]:
         value: dict[str, Any] = {"name": self.name, "url": self.url}
         if self.path is not None:
             value["path"] = self.path
+        value.update(self.extra)
         return value
+
+
+IMAGE_FIELDS = ("name", "url", "path")
+
+
+@dataclass(frozen=True, slots=True)
+class Unpublished:
+    """Why a ``url_template`` gives no URL for a file."""
+
+    message: str
 
 
 def sniff_mime(head: bytes) -> str | None:
@@ -128,17 +145,67 @@ class Resolver:
         return images
 
     def _local(self, at: Path_, relative: str, *, inline: bool = True) -> LocalImage | None:
+        found = self.local_file(relative, inline=inline)
+        if isinstance(found, str):
+            self.report(at, found)
+            return None
+        return found
+
+    def local_file(self, relative: str, *, inline: bool = True) -> LocalImage | str:
+        """The checked local file at ``relative`` (to the manifest), or what is wrong with it;
+        ``inline``: it will be sent as a ``data:`` URI, so it is kept for submit time."""
         path = self.base / relative
         found = self._seen.get(path)
         if found is None:
             found = inspect_image(path, self.root)
             self._seen[path] = found
-        if isinstance(found, str):
-            self.report(at, found)
-            return None
-        if inline:
+        if not isinstance(found, str) and inline:
             self.local[found.sha256] = found
         return found
+
+    def value_image(self, value: str, template: templates.Compiled | None) -> Image | str:
+        """The image a CSV / lines value names (an http(s) URL or a local path, published by
+        ``template`` if given), or what is wrong with it."""
+        if is_http_url(value):
+            return Image(name=_stem_of_url(value) or value, url=value)
+        if "://" in value or value.startswith("data:"):
+            return f"{value!r}: expected an http(s) URL or a local file's path"
+        local = self.local_file(value, inline=template is None)
+        if isinstance(local, str):
+            return local
+        name = Path(value).stem
+        if template is None:
+            return Image(name=name, url=LOCAL_IMAGE_PREFIX + local.sha256, path=value)
+        url = self.published(template, value)
+        if isinstance(url, Unpublished):
+            return f"url_template: {url.message}"
+        return Image(name=name, url=url, path=value)
+
+    def published(self, template: templates.Compiled, relative: str) -> str | Unpublished:
+        """``template`` rendered for the file at ``relative``: its URL."""
+        name = Path(relative).stem
+        context = templates.context(
+            {"path": relative, "name": name, "file": Path(relative).name, "vars": self.vars}
+        )
+        try:
+            url = templates.render(template, context).strip()
+        except templates.TemplateProblem as exc:
+            return Unpublished(str(exc))
+        if not is_http_url(url):
+            return Unpublished(f"renders {url!r} for {relative}: not an http(s) URL")
+        return url
+
+    def _extra(self, at: Path_, entry: ImageEntry) -> dict[str, Any]:
+        extra = dict(entry.model_extra or {})
+        for key in extra:
+            hint = did_you_mean(key, list(IMAGE_FIELDS))
+            if hint:
+                self.report(
+                    (*at, key),
+                    f"field {key!r} looks like a typo{hint}; rename it if it is a field of "
+                    "your own",
+                )
+        return extra
 
     def _entries(self, at: Path_, entries: list[ImageEntry]) -> list[Image]:
         images: list[Image] = []
@@ -152,14 +219,15 @@ class Resolver:
                 if not name:
                     self.report(where, "cannot name this image from its URL: add `name`")
                     continue
-                images.append(Image(name=name, url=entry.url))
+                images.append(Image(name=name, url=entry.url, extra=self._extra(where, entry)))
             elif entry.path is not None:
                 local = self._local((*where, "path"), entry.path)
                 if local is None:
                     continue
                 name = entry.name or Path(entry.path).stem
+                url = LOCAL_IMAGE_PREFIX + local.sha256
                 images.append(
-                    Image(name=name, url=LOCAL_IMAGE_PREFIX + local.sha256, path=entry.path)
+                    Image(name=name, url=url, path=entry.path, extra=self._extra(where, entry))
                 )
         return images
 
@@ -203,18 +271,9 @@ class Resolver:
                     Image(name=name, url=LOCAL_IMAGE_PREFIX + local.sha256, path=relative)
                 )
                 continue
-            context = templates.context(
-                {"path": relative, "name": name, "file": Path(relative).name, "vars": self.vars}
-            )
-            try:
-                url = templates.render(template, context).strip()
-            except templates.TemplateProblem as exc:
-                self.report((*at, "url_template"), str(exc))
-                return images
-            if not is_http_url(url):
-                self.report(
-                    (*at, "url_template"), f"renders {url!r} for {relative}: not an http(s) URL"
-                )
+            url = self.published(template, relative)
+            if isinstance(url, Unpublished):
+                self.report((*at, "url_template"), url.message)
                 return images
             images.append(Image(name=name, url=url, path=relative))
         return images

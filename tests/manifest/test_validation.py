@@ -369,7 +369,8 @@ def test_matrix_problems(tmp_path: Path) -> None:
         "templates: use letters, digits and '_', not starting with a digit",
         "m.yaml:17:39: steps[4].matrix.vars: axis name 'vars' is reserved (templates use it "
         "for itself)",
-        f"m.yaml:20:26: steps[5].matrix.rows.csv: {base}/rows.csv:2: expected 2 fields, found 3",
+        f"m.yaml:20:26: steps[5].matrix.rows.csv: {base}/rows.csv:2: expected 2 fields, found 3 "
+        "(delimiter ',' detected: set `delimiter:` if that is wrong)",
         f"m.yaml:20:52: steps[5].matrix.lines.lines: {base}/empty.txt has no non-blank lines",
         "m.yaml:22:5: steps[6]: tasks 'g@x=a#1' and 'g@x=b#1' would send the same request "
         "(does the prompt use every matrix axis?)",
