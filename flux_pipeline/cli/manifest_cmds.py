@@ -20,7 +20,13 @@ from typing import IO
 import anyio
 import click
 
-from flux_pipeline.cli.options import Shard, out_option, state_option
+from flux_pipeline.cli.options import (
+    Shard,
+    echo_warnings,
+    out_option,
+    state_option,
+    strict_option,
+)
 from flux_pipeline.errors import ExitCode, ManifestError
 from flux_pipeline.manifest.schema import schema_text
 from flux_pipeline.plan.expand import Plan, load_plan
@@ -79,21 +85,27 @@ def decide_all(
 
 @click.command()
 @click.argument("manifests", nargs=-1, required=True, type=click.Path(path_type=Path))
-def validate(manifests: Sequence[Path]) -> int:
+@strict_option("the manifest is not ok")
+def validate(manifests: Sequence[Path], strict: bool) -> int:
     """Check manifests, their templates and the files they use; nothing is sent."""
     failed = 0
     errors = 0
     for path in manifests:
         try:
-            plan = load_plan(path, file=str(path))
+            plan = load_plan(path, file=str(path), strict=strict)
         except ManifestError as exc:
             failed += 1
             errors += len(exc.diagnostics)
             for diagnostic in exc.diagnostics:
                 click.echo(str(diagnostic), err=True)
             continue
+        echo_warnings(plan.warnings)
         steps = len(plan.step_ids)
-        click.echo(f"{path}: ok ({len(plan.tasks)} tasks in {steps} step{'s' * (steps != 1)})")
+        warned = len(plan.warnings)
+        note = f", {warned} warning{'s' * (warned != 1)}" if warned else ""
+        click.echo(
+            f"{path}: ok ({len(plan.tasks)} tasks in {steps} step{'s' * (steps != 1)}{note})"
+        )
     if failed:
         click.echo(
             f"flux-pipeline: {errors} error(s) in {failed} of {len(manifests)} manifest(s)",
@@ -133,6 +145,7 @@ def validate(manifests: Sequence[Path]) -> int:
     help="State DB to read task states from [default: <out>/.flux-pipeline/state.sqlite3, "
     "state-IofN.sqlite3 with --shard]."
 )
+@strict_option("no plan is printed")
 def plan(
     manifest: Path,
     fmt: str,
@@ -141,12 +154,14 @@ def plan(
     max_shards: int,
     out_dir: Path | None,
     state_path: Path | None,
+    strict: bool,
 ) -> int:
     """List the tasks of MANIFEST, each with its state and why it would run."""
     from flux_pipeline.layout import default_out_dir, default_state_path
     from flux_pipeline.plan.shard import gha_matrix, select
 
-    the_plan = load_plan(manifest, file=str(manifest))
+    the_plan = load_plan(manifest, file=str(manifest), strict=strict)
+    echo_warnings(the_plan.warnings)
     if fmt == "gha-matrix":
         click.echo(json.dumps(gha_matrix(the_plan, max_shards), separators=(",", ":")))
         return ExitCode.OK

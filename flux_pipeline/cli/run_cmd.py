@@ -10,8 +10,16 @@ from typing import TYPE_CHECKING
 import anyio
 import click
 
-from flux_pipeline.cli.options import Duration, FiniteFloatRange, out_option, state_option
+from flux_pipeline.cli.options import (
+    Duration,
+    FiniteFloatRange,
+    echo_warnings,
+    out_option,
+    state_option,
+    strict_option,
+)
 from flux_pipeline.cli.review_cmds import Shard
+from flux_pipeline.manifest.apivalues import values_of
 
 if TYPE_CHECKING:
     from flux_pipeline.run.engine import RunOutcome
@@ -78,7 +86,7 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
 )
 @click.option(
     "--request-type",
-    type=click.Choice(["async", "callback"]),
+    type=click.Choice(values_of("request_type")),
     default="async",
     show_default=True,
     help="Poll for results, or receive callbacks.",
@@ -113,6 +121,7 @@ def _summary(outcome: RunOutcome, out_dir: str) -> str:
     help="Run only shard I of N (e.g. 2/3; chains stay whole) [default state: "
     "<out>/.flux-pipeline/state-IofN.sqlite3].",
 )
+@strict_option("nothing is sent")
 def run(
     manifest: Path,
     out_dir: Path | None,
@@ -129,6 +138,7 @@ def run(
     deadline: float | None,
     max_new_tasks: int | None,
     shard: tuple[int, int] | None,
+    strict: bool,
 ) -> int:
     """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
     from flux_pipeline.run.progress import progress_for
@@ -152,12 +162,14 @@ def run(
         public_url=public_url,
         argv=tuple(sys.argv[1:]),
         shard=shard,
+        strict=strict,
     )
     with interrupts_raise() as reinstall:
         # every setting, the environment and the manifest first: nothing has started yet
         # (no simulator, no progress display, no state DB) when one of them is refused
         endpoint = None if simulate else endpoint_from_env(os.environ)
         prepared = prepare(options)
+        echo_warnings(prepared.plan.warnings)
         display = progress_for()
 
         async def main(endpoint: Endpoint | None) -> RunResult:

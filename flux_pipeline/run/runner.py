@@ -76,6 +76,7 @@ class RunOptions:
     retry: RetryPolicy | None = None
     transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
     shard: tuple[int, int] | None = None  # (index, count), 1-based: run only that shard
+    strict: bool = False  # warnings are errors (exit 2) before anything starts
 
 
 def _resume_command(options: RunOptions) -> str:
@@ -139,7 +140,7 @@ def prepare(options: RunOptions) -> Prepared:
     """Check the settings, plan the manifest, pick the paths. Nothing is opened yet: called
     before the simulator starts and before the progress display shows anything."""
     check_options(options)
-    plan = load_plan(options.manifest)
+    plan = load_plan(options.manifest, strict=options.strict)
     if options.shard is not None:
         from flux_pipeline.plan.shard import select
 
