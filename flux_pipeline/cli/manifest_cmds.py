@@ -23,7 +23,15 @@ from typing import IO
 import anyio
 import click
 
-from flux_pipeline.cli.options import Shard, lock_options, lock_path_of, out_option, state_option
+from flux_pipeline.cli.options import (
+    Shard,
+    echo_warnings,
+    lock_options,
+    lock_path_of,
+    out_option,
+    state_option,
+    strict_option,
+)
 from flux_pipeline.cli.plan_review import expired_hint, render_markdown, render_text, review
 from flux_pipeline.errors import ExitCode, ManifestError
 from flux_pipeline.manifest.schema import schema_text
@@ -117,14 +125,15 @@ def decide_all(
     is_flag=True,
     help="One JSON object on stdout: every manifest with its counts or its diagnostics.",
 )
-def validate(manifests: Sequence[Path], as_json: bool) -> int:
+@strict_option("the manifest is not ok")
+def validate(manifests: Sequence[Path], as_json: bool, strict: bool) -> int:
     """Check manifests, their templates and the files they use; nothing is sent."""
     failed = 0
     errors = 0
     results: list[dict[str, object]] = []
     for path in manifests:
         try:
-            plan = load_plan(path, file=str(path))
+            plan = load_plan(path, file=str(path), strict=strict)
         except ManifestError as exc:
             failed += 1
             errors += len(exc.diagnostics)
@@ -132,11 +141,16 @@ def validate(manifests: Sequence[Path], as_json: bool) -> int:
                 click.echo(str(diagnostic), err=True)
             results.append(_invalid_json(path, exc))
             continue
+        echo_warnings(plan.warnings)
         steps = len(plan.step_ids)
+        warned = len(plan.warnings)
         if as_json:
             results.append(_valid_json(path, plan))
         else:
-            click.echo(f"{path}: ok ({len(plan.tasks)} tasks in {steps} step{'s' * (steps != 1)})")
+            note = f", {warned} warning{'s' * (warned != 1)}" if warned else ""
+            click.echo(
+                f"{path}: ok ({len(plan.tasks)} tasks in {steps} step{'s' * (steps != 1)}{note})"
+            )
     if failed:
         click.echo(
             f"flux-pipeline: {errors} error(s) in {failed} of {len(manifests)} manifest(s)",
@@ -158,6 +172,10 @@ def _valid_json(path: Path, plan: Plan) -> dict[str, object]:
         "tasks": len(plan.tasks),
         "steps": {step: by_step[step] for step in plan.step_ids},
         "diagnostics": [],
+        "warnings": [
+            {"file": w.file, "line": w.line, "column": w.column, "message": w.message}
+            for w in plan.warnings
+        ],
     }
 
 
@@ -212,6 +230,7 @@ def _invalid_json(path: Path, exc: ManifestError) -> dict[str, object]:
     is_flag=True,
     help="Show expired tasks as a run with --regenerate-expired would: created again.",
 )
+@strict_option("no plan is printed")
 def plan(
     manifest: Path,
     fmt: str,
@@ -223,12 +242,14 @@ def plan(
     lock_path: Path | None,
     no_lock: bool,
     regenerate_expired: bool,
+    strict: bool,
 ) -> int:
     """List the tasks of MANIFEST, each with its state and why it would run."""
     from flux_pipeline.layout import default_out_dir, default_state_path
     from flux_pipeline.plan.shard import gha_matrix, select
 
-    the_plan = load_plan(manifest, file=str(manifest))
+    the_plan = load_plan(manifest, file=str(manifest), strict=strict)
+    echo_warnings(the_plan.warnings)
     if fmt == "gha-matrix":
         click.echo(json.dumps(gha_matrix(the_plan, max_shards), separators=(",", ":")))
         return ExitCode.OK

@@ -1,15 +1,16 @@
 """Options shared by several commands, and parsers for option values.
 
 Each parser fails with a one-line message naming the option. ``--out`` and ``--state`` are
-declared here once (``out_option``, ``state_option``) so every command spells them the same
-way; each command passes the help text that says what the option means for it (docs/cli.md).
+declared here once (``out_option``, ``state_option``, ``strict_option``) so every command
+spells them the same way; each command passes the help text that says what the option means
+for it (docs/cli.md).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,3 +128,18 @@ def lock_path_of(manifest: Path, lock_path: Path | None, no_lock: bool) -> Path 
             raise click.UsageError("--lock and --no-lock exclude each other")
         return None
     return lock_path or lock_path_for(manifest)
+
+
+def strict_option(what: str) -> Callable[[F], F]:
+    """``--strict``: warnings (values outside the API values table, docs/manifest.md) are
+    errors, exit 2, and ``what`` does not happen."""
+    return click.option(
+        "--strict",
+        help=f"Treat warnings (values the API does not document) as errors: exit 2, {what}.",
+    )
+
+
+def echo_warnings(warnings: Iterable[object]) -> None:
+    """Print each located warning on stderr (``file:line:col: warning: ...``)."""
+    for warning in warnings:
+        click.echo(str(warning), err=True)

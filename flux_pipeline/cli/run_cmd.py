@@ -14,12 +14,15 @@ import click
 from flux_pipeline.cli.options import (
     Duration,
     FiniteFloatRange,
+    echo_warnings,
     lock_options,
     lock_path_of,
     out_option,
     state_option,
+    strict_option,
 )
 from flux_pipeline.cli.review_cmds import Shard
+from flux_pipeline.manifest.apivalues import values_of
 
 if TYPE_CHECKING:
     from flux_pipeline.run.engine import RunOutcome
@@ -117,7 +120,7 @@ def summary_json(result: RunResult) -> dict[str, Any]:
 )
 @click.option(
     "--request-type",
-    type=click.Choice(["async", "callback"]),
+    type=click.Choice(values_of("request_type")),
     default="async",
     show_default=True,
     help="Poll for results, or receive callbacks.",
@@ -164,6 +167,7 @@ def summary_json(result: RunResult) -> dict[str, Any]:
     is_flag=True,
     help="At the end, the summary as one JSON object on stdout (progress stays on stderr).",
 )
+@strict_option("nothing is sent")
 def run(
     manifest: Path,
     out_dir: Path | None,
@@ -184,6 +188,7 @@ def run(
     lock_path: Path | None,
     no_lock: bool,
     as_json: bool,
+    strict: bool,
 ) -> int:
     """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
     from flux_pipeline.run.progress import progress_for
@@ -210,12 +215,14 @@ def run(
         shard=shard,
         lock_path=lock_path_of(manifest, lock_path, no_lock),
         no_lock=no_lock,
+        strict=strict,
     )
     with interrupts_raise() as reinstall:
         # every setting, the environment and the manifest first: nothing has started yet
         # (no simulator, no progress display, no state DB) when one of them is refused
         endpoint = None if simulate else endpoint_from_env(os.environ)
         prepared = prepare(options)
+        echo_warnings(prepared.plan.warnings)
         display = progress_for()
 
         async def main(endpoint: Endpoint | None) -> RunResult:

@@ -17,7 +17,7 @@ from flux_pipeline.errors import Diagnostic, ManifestError
 from flux_pipeline.layout import project_root, read_inside
 from flux_pipeline.manifest.diagnostics import describe, diagnostic
 from flux_pipeline.manifest.models import Manifest
-from flux_pipeline.manifest.yamlload import Located, load_yaml
+from flux_pipeline.manifest.yamlload import Located, Path_, load_yaml
 from flux_pipeline.media import sha256_bytes
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -64,7 +64,7 @@ def load_manifest(path: Path, *, file: str | None = None) -> LoadedManifest:
     """Read and validate ``path``. Raises ``ManifestError`` with every located problem."""
     file = file if file is not None else str(path)
     text, sha256 = read_manifest_text(path, file)
-    located = load_yaml(text, file)
+    located = load_yaml(text, file, as_text=written_as_text)
     if not isinstance(located.data, dict):
         found = describe(located.data)
         raise ManifestError(
@@ -76,6 +76,15 @@ def load_manifest(path: Path, *, file: str | None = None) -> LoadedManifest:
         errors = [diagnostic(located, error) for error in exc.errors()]
         raise ManifestError(_dedupe(errors)) from None
     return LoadedManifest(model=model, path=path, sha256=sha256, located=located)
+
+
+def written_as_text(path: Path_) -> bool:
+    """Values as written (docs/manifest.md): every plain scalar in ``vars`` and in a step's
+    matrix (axis values, ``include``/``exclude`` entries) is the text the user wrote. Nothing
+    there is a number or a boolean the schema needs; everywhere else YAML types apply."""
+    if len(path) >= 2 and path[0] == "vars":
+        return True
+    return len(path) >= 5 and path[0] == "steps" and path[2] == "matrix"
 
 
 def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:

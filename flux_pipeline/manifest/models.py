@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -21,6 +22,9 @@ from pydantic import (
     Tag,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from flux_pipeline.manifest.apivalues import API_VALUES, values_of
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 NAME_HINT = "lowercase letters, digits, '-' and '_', starting with a letter or digit"
@@ -35,24 +39,63 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _one_of(name: str) -> BeforeValidator:
+    """Accepts only the API values table's values for ``name`` (``manifest/apivalues.py``),
+    with the error (and message) of a ``Literal``."""
+    values = values_of(name)
+    quoted = [repr(v) for v in values]
+    expected = f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and value in values:
+            return value
+        raise PydanticCustomError(
+            "literal_error", "Input should be {expected}", {"expected": expected}
+        )
+
+    return BeforeValidator(check)
+
+
+def _enum(name: str) -> Any:
+    """The schema's ``enum``: the table's values for ``name``."""
+    return Field(json_schema_extra={"enum": list(values_of(name))})
+
+
+Mode = Annotated[str, _one_of("mode"), _enum("mode")]
+OutputFormat = Annotated[str, _one_of("output_format"), _enum("output_format")]
+Provider = Annotated[str, _one_of("provider"), _enum("provider")]
+_SAFETY = API_VALUES["safetyTolerance"]
+
+
 class InputFields(BaseModel):
     """Create-task ``input`` fields. Unknown fields pass through to the API untouched."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    mode: Literal["pro", "max"] | None = Field(
+    mode: Mode | None = Field(
         default=None, description="pro: higher quality, slower; max: balanced"
     )
-    aspect_ratio: str | None = Field(default=None, description='e.g. "1:1", "16:9"')
-    output_format: Literal["jpeg", "png", "webp"] | None = Field(
+    aspect_ratio: str | None = Field(
+        default=None,
+        description="width:height; another value than the examples is a warning "
+        "(the API may accept more than it documents)",
+        examples=list(values_of("aspect_ratio")),
+    )
+    output_format: OutputFormat | None = Field(
         default=None, description="image format of the results (the API's default is jpeg)"
+    )
+    safetyTolerance: Any = Field(  # the API's spelling (docs/api-contract.md)
+        default=None,
+        description=f"content moderation, {_SAFETY.minimum} (strictest) to {_SAFETY.maximum}; "
+        "passed through untouched, another value is a warning",
+        examples=[2],
     )
 
 
 class Defaults(_Model):
     """Create-task fields applied to every step."""
 
-    provider: Literal["auto", "value", "official"] = "auto"
+    provider: Provider = "auto"
     input: InputFields = Field(default_factory=lambda: InputFields())
 
 

@@ -7,6 +7,9 @@ arbitrary tags), then builds plain ``dict``/``list``/scalar values itself so tha
   (``("steps", 0, "prompt")``);
 - reject duplicate mapping keys (PyYAML silently keeps the last one);
 - keep mapping keys as the text the user wrote (``on:`` is the key ``"on"``, not ``True``);
+- keep a plain scalar where ``as_text(path)`` says so (the manifest: ``vars`` and matrix
+  values) as the text the user wrote: ``no`` stays ``"no"``, ``1.10`` stays ``"1.10"``, ``012``
+  stays ``"012"`` (docs/manifest.md, "Values as written");
 - refuse recursive aliases and alias bombs instead of looping or exhausting memory.
 
 Every problem becomes a located ``Diagnostic``; nothing here raises anything but
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,10 +83,22 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return (mark.line + 1, mark.column + 1)
 
 
+AsText = Callable[[Path_], bool]
+"""Whether the plain scalars at a path are kept as the text the user wrote."""
+
+
+def _never(path: Path_) -> bool:
+    return False
+
+
+_CORE_TAGS = frozenset({_STR, _NULL, _BOOL, _INT, _FLOAT, _TIMESTAMP})
+
+
 class _Builder:
-    def __init__(self, loader: yaml.SafeLoader, out: Located) -> None:
+    def __init__(self, loader: yaml.SafeLoader, out: Located, as_text: AsText = _never) -> None:
         self.loader = loader
         self.out = out
+        self.as_text = as_text
         self.errors: list[Diagnostic] = []
         self.count = 0
         self.active: set[int] = set()
@@ -100,6 +115,8 @@ class _Builder:
             raise _TooBig(node)
         self.out.values[path] = _mark(node)
         if isinstance(node, yaml.ScalarNode):
+            if not node.style and node.tag in _CORE_TAGS and self.as_text(path):
+                return node.value  # a plain scalar, exactly as written
             return self._scalar(node)
         if id(node) in self.active:
             self.error(node, "recursive alias: a value cannot contain itself")
@@ -203,8 +220,10 @@ def _documents(loader: yaml.SafeLoader) -> Iterator[yaml.Node]:
             yield node
 
 
-def load_yaml(text: str, file: str) -> Located:
-    """Parse one YAML document into ``Located`` data. Raises ``ManifestError`` when invalid."""
+def load_yaml(text: str, file: str, *, as_text: AsText = _never) -> Located:
+    """Parse one YAML document into ``Located`` data. Raises ``ManifestError`` when invalid.
+
+    A plain (unquoted) scalar at a path where ``as_text`` is true is the text as written."""
     out = Located(data=None, file=file)
     loader = _Loader(text)
     try:
@@ -225,7 +244,7 @@ def load_yaml(text: str, file: str) -> Located:
         raise ManifestError(
             [Diagnostic(file=file, line=where[0], column=where[1], message=message)]
         )
-    builder = _Builder(_Loader(""), out)
+    builder = _Builder(_Loader(""), out, as_text)
     try:
         out.data = builder.build(nodes[0], ())
     except _TooBig as big:

@@ -19,12 +19,14 @@ without Jinja syntax is never rendered at all.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from flux_pipeline.errors import ManifestError, did_you_mean
+from flux_pipeline.errors import Diagnostic, ManifestError, did_you_mean
 from flux_pipeline.layout import project_root
+from flux_pipeline.manifest.apivalues import WARNING_HINT
 from flux_pipeline.manifest.load import LoadedManifest, load_manifest
 from flux_pipeline.manifest.models import Step
 from flux_pipeline.manifest.yamlload import Path_
@@ -45,14 +47,27 @@ MAX_TASKS = 1_000_000
 MAX_PLAN_CHARS = 500_000_000  # rendered requests, ids and outputs of all tasks together
 
 
-def load_plan(path: Path, *, file: str | None = None, max_tasks: int = MAX_TASKS) -> Plan:
-    """Validate and expand the manifest at ``path``. Raises ``ManifestError`` (all problems)."""
+def load_plan(
+    path: Path, *, file: str | None = None, max_tasks: int = MAX_TASKS, strict: bool = False
+) -> Plan:
+    """Validate and expand the manifest at ``path``. Raises ``ManifestError`` (all problems);
+    with ``strict``, warnings (``Plan.warnings``) are errors too."""
     loaded = load_manifest(path, file=file)
     token = budget.start_plan()  # the renders of one plan share MAX_PLAN_RENDER_SECONDS
     try:
-        return _Expander(loaded, dict(loaded.model.vars), max_tasks=max_tasks).run()
+        plan = _Expander(loaded, dict(loaded.model.vars), max_tasks=max_tasks).run()
     finally:
         budget.stop_plan(token)
+    if strict and plan.warnings:
+        raise ManifestError([strict_error(w) for w in plan.warnings])
+    return plan
+
+
+def strict_error(warning: Diagnostic) -> Diagnostic:
+    """A warning as the error ``--strict`` makes of it."""
+    message = warning.message.removeprefix("warning: ")
+    message = message.replace(f"; {WARNING_HINT}", "")
+    return dataclasses.replace(warning, message=f"{message} (an error with --strict)")
 
 
 class _Expander:
@@ -149,6 +164,7 @@ class _Expander:
                 records=self.records,
                 tasks=all_tasks,
             ),
+            warnings=tuple(sorted(self.problems.warnings, key=lambda d: (d.line, d.column))),
         )
 
     def _order(self, steps: list[Step]) -> list[int]:

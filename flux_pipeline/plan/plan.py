@@ -33,6 +33,8 @@ class Plan:
     step_locations: Mapping[str, tuple[int, int]]  # step id -> (line, column) in the manifest
     local_images: Mapping[str, LocalImage]  # sha256 -> a reference file sent inline
     planner: ChildPlanner = dataclasses.field(repr=False, compare=False)
+    # located warnings (values outside the API values table); errors with --strict
+    warnings: tuple[Diagnostic, ...] = ()
 
     @property
     def step_ids(self) -> list[str]:

@@ -3,6 +3,9 @@
 Each problem is located in the manifest by its YAML path (``Located.diag``); the same message
 at the same place is reported once, and at most ``MAX_ERRORS`` are kept. A template that failed
 once is remembered (``failed``): the other tasks using it are skipped quietly.
+
+Warnings (``warn``: a value outside the API values table, ``manifest/apivalues.py``) are kept
+apart: they do not stop the plan, and ``--strict`` turns them into errors (``expand.load_plan``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class Problems:
         self.diagnostics: list[Diagnostic] = []
         self.failed: set[Path_] = set()  # templates that failed: their other tasks are skipped
         self._reported: set[tuple[Path_, str]] = set()
+        self.warnings: list[Diagnostic] = []
+        self._warned: set[tuple[Path_, str]] = set()
 
     @property
     def count(self) -> int:
@@ -36,6 +41,16 @@ class Problems:
             return
         self._reported.add((at, message))
         self.diagnostics.append(self.located.diag(at, f"{dotted(at)}: {message}", key=key))
+
+    def warn(self, at: Path_, message: str, *, once: str | None = None) -> None:
+        """A located warning: ``file:line:col: warning: PATH: message``, once per place and
+        ``once`` (default: the message; a template's warnings pass the value it rendered, so
+        that a value many tasks render is reported for the first of them)."""
+        seen = (at, message if once is None else once)
+        if seen in self._warned or len(self.warnings) >= MAX_ERRORS:
+            return
+        self._warned.add(seen)
+        self.warnings.append(self.located.diag(at, f"warning: {dotted(at)}: {message}"))
 
     def fail(self, at: Path_, message: str) -> Failed:
         """Report a failed template (once); the caller raises the returned ``Failed``."""

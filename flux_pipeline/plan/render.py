@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from flux_pipeline.manifest.apivalues import WARNING_HINT, input_warnings
 from flux_pipeline.plan import templates
 from flux_pipeline.plan.imagesets import is_http_url
 from flux_pipeline.plan.problems import Failed, Problems
@@ -175,11 +176,14 @@ class TaskRenderer:
             for template in compiled:
                 if template.at in problems.failed:
                     raise Failed
+            at = compiled[0].at if compiled else step.at
             try:
                 input_[key] = _render_value(value, context)
             except TemplateProblem as exc:
-                at = compiled[0].at if compiled else step.at
                 raise problems.fail(at, f"{exc} (in task {readable_id})") from None
+            for _, outside in input_warnings({key: input_[key]}):
+                warning = f"renders {outside} (first in task {readable_id}); {WARNING_HINT}"
+                problems.warn(at, warning, once=outside)
         input_["prompt"] = prompt
         if step.images is None:
             image_urls = [PARENT_IMAGE_URL]

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from flux_pipeline.manifest.apivalues import WARNING_HINT, input_warnings
 from flux_pipeline.manifest.models import InputFields, Manifest, Step
 from flux_pipeline.manifest.yamlload import Path_
 from flux_pipeline.plan import templates
@@ -106,6 +107,8 @@ def compile_step(
             continue
         compiled_list = [compile_one(s, origin[key]) for s in sources]
         templated.append((key, value, [c for c in compiled_list if c is not None]))
+    for key, problem in input_warnings(static_input):  # templated ones: per task (render.py)
+        problems.warn(origin[key], f"{problem}; {WARNING_HINT}")
     cells = builder.cells((*at, "matrix"), step.matrix)
     if cells is None or prompt is None or problems.count != before:
         return None

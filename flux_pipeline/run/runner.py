@@ -82,6 +82,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None  # (index, count), 1-based: run only that shard
     lock_path: Path | None = None  # default: next to the manifest (report/lockfile.py)
     no_lock: bool = False
+    strict: bool = False  # warnings are errors (exit 2) before anything starts
 
 
 def _resume_command(options: RunOptions) -> str:
@@ -147,7 +148,7 @@ def prepare(options: RunOptions) -> Prepared:
     """Check the settings, plan the manifest, pick the paths. Nothing is opened yet: called
     before the simulator starts and before the progress display shows anything."""
     check_options(options)
-    plan = load_plan(options.manifest)
+    plan = load_plan(options.manifest, strict=options.strict)
     if options.shard is not None:
         from flux_pipeline.plan.shard import select
 

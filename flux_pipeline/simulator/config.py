@@ -1,15 +1,34 @@
-"""Configuration of the simulator: every knob, with the upstream page's values as defaults."""
+"""Configuration of the simulator: every knob, with the upstream page's values as defaults.
+
+The values the create body's fields may take come from the API values table,
+``flux_pipeline/api_values.json`` (docs/api-contract.md): a data file, not product code, so the
+simulator and ``validate`` accept the same values while the simulator imports nothing of the
+product. ``safetyTolerance`` is in the table but accepted as is (it is passed through).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-# The values the upstream page documents or implies.
-ASPECT_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
-MODES = ("pro", "max")
-REQUEST_TYPES = ("async", "callback")
-PROVIDERS = ("auto", "value", "official")
-OUTPUT_FORMATS = ("jpeg", "png", "webp")
+API_VALUES_PATH = Path(__file__).parents[1] / "api_values.json"
+_FIELDS: dict[str, Any] = json.loads(API_VALUES_PATH.read_text(encoding="utf-8"))["fields"]
+
+
+def _values(name: str) -> tuple[str, ...]:
+    return tuple(_FIELDS[name]["values"])
+
+
+ASPECT_RATIOS = _values("aspect_ratio")
+MODES = _values("mode")
+REQUEST_TYPES = _values("request_type")
+PROVIDERS = _values("provider")
+OUTPUT_FORMATS = _values("output_format")
+DEFAULTS: dict[str, str] = {
+    name: spec["default"] for name, spec in _FIELDS.items() if isinstance(spec.get("default"), str)
+}
 MAX_IMAGE_URLS = 10  # not documented upstream: our choice
 MAX_REFERENCE_BYTES = 10 * 1024 * 1024  # "max 10MB per image"
 FIFTEEN_DAYS = 15 * 24 * 3600.0

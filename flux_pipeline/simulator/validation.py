@@ -1,4 +1,5 @@
-"""Validation of a create-task body, as the upstream page describes it.
+"""Validation of a create-task body, as the upstream page describes it (the values each field
+may take: the API values table, ``simulator/config.py``).
 
 ``parse_create(body)`` returns a ``CreateRequest`` or raises ``InvalidRequest`` whose message
 names the field, what was expected and what arrived. Unknown fields (top level or in ``input``)
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 from flux_pipeline.simulator.config import (
     ASPECT_RATIOS,
+    DEFAULTS,
     MAX_IMAGE_URLS,
     MODES,
     OUTPUT_FORMATS,
@@ -91,7 +93,7 @@ def parse_create(body: object) -> CreateRequest:
     prompt = inp.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequest("input.prompt: required, a non-empty string")
-    request_type = _choice(body, "request_type", "", REQUEST_TYPES, "async")
+    request_type = _choice(body, "request_type", "", REQUEST_TYPES, DEFAULTS["request_type"])
     callback_url = body.get("callback_url")
     if request_type == "callback":
         if not isinstance(callback_url, str) or not callback_url:
@@ -104,11 +106,15 @@ def parse_create(body: object) -> CreateRequest:
     return CreateRequest(
         request_type=request_type,
         callback_url=callback_url if request_type == "callback" else None,
-        provider=_choice(body, "provider", "", PROVIDERS, "auto"),
-        mode=_choice(inp, "mode", "input.", MODES, "pro"),
+        provider=_choice(body, "provider", "", PROVIDERS, DEFAULTS["provider"]),
+        mode=_choice(inp, "mode", "input.", MODES, DEFAULTS["mode"]),
         prompt=prompt,
-        aspect_ratio=_choice(inp, "aspect_ratio", "input.", ASPECT_RATIOS, "1:1"),
-        output_format=_choice(inp, "output_format", "input.", OUTPUT_FORMATS, "jpeg"),
+        aspect_ratio=_choice(
+            inp, "aspect_ratio", "input.", ASPECT_RATIOS, DEFAULTS["aspect_ratio"]
+        ),
+        output_format=_choice(
+            inp, "output_format", "input.", OUTPUT_FORMATS, DEFAULTS["output_format"]
+        ),
         image_urls=_image_urls(inp),
         input=inp,
         raw=body,
