@@ -135,6 +135,7 @@ def strict_option(what: str) -> Callable[[F], F]:
     errors, exit 2, and ``what`` does not happen."""
     return click.option(
         "--strict",
+        is_flag=True,
         help=f"Treat warnings (values the API does not document) as errors: exit 2, {what}.",
     )
 
