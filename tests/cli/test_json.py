@@ -51,6 +51,7 @@ def test_validate_json_lists_counts_and_located_diagnostics(
         "tasks": 3,
         "steps": {"shot": 3},
         "diagnostics": [],
+        "warnings": [],
     }
     assert (second["path"], second["ok"], second["tasks"]) == (str(bad), False, None)
     assert document["errors"] == len(second["diagnostics"]) >= 1
