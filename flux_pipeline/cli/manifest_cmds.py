@@ -23,7 +23,14 @@ from typing import IO
 import anyio
 import click
 
-from flux_pipeline.cli.options import Shard, lock_options, lock_path_of, out_option, state_option
+from flux_pipeline.cli.options import (
+    Shard,
+    lock_options,
+    lock_path_of,
+    out_option,
+    selection_options,
+    state_option,
+)
 from flux_pipeline.cli.plan_review import expired_hint, render_markdown, render_text, review
 from flux_pipeline.errors import ExitCode, ManifestError
 from flux_pipeline.manifest.schema import schema_text
@@ -207,6 +214,7 @@ def _invalid_json(path: Path, exc: ManifestError) -> dict[str, object]:
     "state-IofN.sqlite3 with --shard]."
 )
 @lock_options
+@selection_options
 @click.option(
     "--regenerate-expired",
     is_flag=True,
@@ -222,10 +230,13 @@ def plan(
     state_path: Path | None,
     lock_path: Path | None,
     no_lock: bool,
+    only: tuple[str, ...],
+    limit: int | None,
     regenerate_expired: bool,
 ) -> int:
     """List the tasks of MANIFEST, each with its state and why it would run."""
     from flux_pipeline.layout import default_out_dir, default_state_path
+    from flux_pipeline.plan import selection
     from flux_pipeline.plan.shard import gha_matrix, select
 
     the_plan = load_plan(manifest, file=str(manifest))
@@ -235,6 +246,8 @@ def plan(
     whole = the_plan
     if shard is not None:
         the_plan = select(the_plan, *shard)
+    sharded = the_plan
+    the_plan = selection.select(the_plan, selection.parse_only(only), limit)
     as_json = as_json or fmt == "json"
     out_dir = out_dir or default_out_dir(the_plan.name)
     path = lock_path_of(manifest, lock_path, no_lock)
@@ -251,6 +264,8 @@ def plan(
     elif as_json:
         write_json(the_plan, decisions, stream, found.to_json() if lock else None)
     else:
+        if note := selection.selection_note(sharded, the_plan):
+            stream.write(f"{note}\n")
         write_table(the_plan, decisions, stream)
         if lock is not None:
             stream.write(render_text(found))

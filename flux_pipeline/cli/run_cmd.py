@@ -17,6 +17,7 @@ from flux_pipeline.cli.options import (
     lock_options,
     lock_path_of,
     out_option,
+    selection_options,
     state_option,
 )
 from flux_pipeline.cli.review_cmds import Shard
@@ -158,6 +159,7 @@ def summary_json(result: RunResult) -> dict[str, Any]:
     "<out>/.flux-pipeline/state-IofN.sqlite3]; a shard does not write the lock file.",
 )
 @lock_options
+@selection_options
 @click.option(
     "--json",
     "as_json",
@@ -183,9 +185,12 @@ def run(
     shard: tuple[int, int] | None,
     lock_path: Path | None,
     no_lock: bool,
+    only: tuple[str, ...],
+    limit: int | None,
     as_json: bool,
 ) -> int:
     """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
+    from flux_pipeline.plan.selection import parse_only
     from flux_pipeline.run.progress import progress_for
     from flux_pipeline.run.runner import RunOptions, endpoint_from_env, execute, prepare
     from flux_pipeline.run.stops import interrupts_raise
@@ -210,12 +215,16 @@ def run(
         shard=shard,
         lock_path=lock_path_of(manifest, lock_path, no_lock),
         no_lock=no_lock,
+        only=parse_only(only),
+        limit=limit,
     )
     with interrupts_raise() as reinstall:
         # every setting, the environment and the manifest first: nothing has started yet
         # (no simulator, no progress display, no state DB) when one of them is refused
         endpoint = None if simulate else endpoint_from_env(os.environ)
         prepared = prepare(options)
+        if prepared.selected:
+            _echo(f"flux-pipeline: {prepared.selected}")
         display = progress_for()
 
         async def main(endpoint: Endpoint | None) -> RunResult:

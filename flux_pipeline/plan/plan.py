@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,10 @@ class Plan:
     step_locations: Mapping[str, tuple[int, int]]  # step id -> (line, column) in the manifest
     local_images: Mapping[str, LocalImage]  # sha256 -> a reference file sent inline
     planner: ChildPlanner = dataclasses.field(repr=False, compare=False)
+    # a selection (plan/selection.py): which chained tasks planned at run time stay in
+    keep: Callable[[TaskSpec], bool] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def step_ids(self) -> list[str]:
@@ -49,11 +53,19 @@ class Plan:
 
     def children(self, parent: TaskSpec, output_index: int) -> list[TaskSpec]:
         """Chained tasks editing output ``output_index`` of ``parent`` (``ChildPlanner``)."""
-        return self.planner.children(parent, output_index)
+        children = self.planner.children(parent, output_index)
+        return children if self.keep is None else [c for c in children if self.keep(c)]
 
-    def with_tasks(self, tasks: Iterable[TaskSpec]) -> Plan:
-        """The same plan with only ``tasks`` (a shard); children are planned as before."""
-        return dataclasses.replace(self, tasks=tuple(tasks))
+    def with_tasks(
+        self, tasks: Iterable[TaskSpec], keep: Callable[[TaskSpec], bool] | None = None
+    ) -> Plan:
+        """The same plan with only ``tasks`` (a shard, a selection); children are planned as
+        before, those ``keep`` refuses left out."""
+        if keep is None:
+            return dataclasses.replace(self, tasks=tuple(tasks))
+        old = self.keep
+        both = keep if old is None else (lambda task: old(task) and keep(task))
+        return dataclasses.replace(self, tasks=tuple(tasks), keep=both)
 
 
 @functools.lru_cache(maxsize=8)
