@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flux_pipeline.errors import Diagnostic, ManifestError
 from flux_pipeline.layout import read_inside
+from flux_pipeline.manifest.models import Pricing
 from flux_pipeline.media import sha256_bytes
 from flux_pipeline.plan.children import ChildPlanner
 from flux_pipeline.plan.imagesets import MAX_IMAGE_BYTES, LocalImage
@@ -37,6 +38,7 @@ class Plan:
     keep: Callable[[TaskSpec], bool] | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
+    pricing: Pricing | None = None  # the manifest's pricing section (plan/cost.py)
 
     @property
     def step_ids(self) -> list[str]:

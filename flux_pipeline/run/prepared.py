@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from flux_pipeline.errors import UsageError
 from flux_pipeline.layout import default_out_dir, default_state_path
 from flux_pipeline.plan import selection
 from flux_pipeline.plan.expand import Plan, load_plan
@@ -49,6 +50,7 @@ class RunOptions:
     no_lock: bool = False
     only: tuple[str, ...] = ()  # --only patterns, --limit N (plan/selection.py)
     limit: int | None = None
+    max_cost: float | None = None  # --max-cost: needs the manifest's pricing (plan/cost.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +87,8 @@ def prepare(options: RunOptions) -> Prepared:
     state_path = options.state_path or default_state_path(out_dir, options.shard)
     lock_path = None if options.no_lock else options.lock_path or lock_path_for(options.manifest)
     lock = load_lock(lock_path, plan=plan, out_dir=out_dir) if lock_path else None  # exit 2
+    if options.max_cost is not None and plan.pricing is None:
+        raise UsageError("--max-cost needs a pricing section in the manifest (docs/manifest.md)")
     note = selection.selection_note(whole, plan)
     return Prepared(
         plan=plan,

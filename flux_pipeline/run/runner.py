@@ -19,6 +19,8 @@ import anyio
 from flux_pipeline import redact
 from flux_pipeline.errors import ExitCode, UsageError
 from flux_pipeline.layout import simulator_state_path
+from flux_pipeline.manifest.models import Pricing
+from flux_pipeline.plan.cost import CostCap, describe, would_create
 from flux_pipeline.plan.resume import Policy
 from flux_pipeline.report import github as workflow_commands
 from flux_pipeline.report.files import RunInfo
@@ -210,12 +212,15 @@ async def _execute(
         keeper = None  # a shard does not write the lock (shards would race): merge does
         if ready.lock_path is not None and options.shard is None:
             keeper = LockKeeper(ready.lock_path, plan, ready.lock, echo=echo)
-        settings = _settings(options, out_dir, callbacks)
+        settings = _settings(options, out_dir, callbacks, plan.pricing)
+        paying = would_create(plan, await store.records(), settings.policy, time.time())
+        echo(f"flux-pipeline: this run would create {describe(paying, plan.pricing)}")
         summary: dict[str, Any] = settings_summary(settings) | {"rpm": options.rpm}
         if options.shard is not None:
             summary["shard"] = f"{options.shard[0]}/{options.shard[1]}"
         summary |= {"only": list(options.only)} if options.only else {}
         summary |= {"limit": options.limit} if options.limit is not None else {}
+        summary |= {"max_cost": options.max_cost} if options.max_cost is not None else {}
         run_id = await store.begin_run(
             manifest=plan.name,
             manifest_sha256=plan.manifest_sha256,
@@ -270,7 +275,9 @@ async def _execute(
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
 
 
-def _settings(options: RunOptions, out_dir: Path, callbacks: _Callbacks | None) -> EngineSettings:
+def _settings(
+    options: RunOptions, out_dir: Path, callbacks: _Callbacks | None, pricing: Pricing | None
+) -> EngineSettings:
     timing = options.timing or (
         TimingConfig(first_poll=options.sim_task_seconds * 0.6) if options.simulate else None
     )
@@ -285,6 +292,7 @@ def _settings(options: RunOptions, out_dir: Path, callbacks: _Callbacks | None) 
             regenerate_expired=options.regenerate_expired,
         ),
         max_new_tasks=options.max_new_tasks,
+        max_cost=CostCap(pricing, options.max_cost) if pricing and options.max_cost else None,
         timing=timing or TimingConfig(),
         api_down_after=options.api_down_after,
     )
