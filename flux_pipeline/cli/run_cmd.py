@@ -252,7 +252,8 @@ def run(
             display.close()
         _echo(_summary(result.outcome, str(result.out_dir), prepared.plan.pricing))
         if as_json:
-            click.echo(json.dumps(summary_json(result, prepared.plan.pricing), ensure_ascii=False, sort_keys=True))
+            document = summary_json(result, prepared.plan.pricing)
+            click.echo(json.dumps(document, ensure_ascii=False, sort_keys=True))
     return result.outcome.exit_code
 
 

@@ -213,8 +213,6 @@ async def _execute(
         if ready.lock_path is not None and options.shard is None:
             keeper = LockKeeper(ready.lock_path, plan, ready.lock, echo=echo)
         settings = _settings(options, out_dir, callbacks, plan.pricing)
-        paying = would_create(plan, await store.records(), settings.policy, time.time())
-        echo(f"flux-pipeline: this run would create {describe(paying, plan.pricing)}")
         summary: dict[str, Any] = settings_summary(settings) | {"rpm": options.rpm}
         if options.shard is not None:
             summary["shard"] = f"{options.shard[0]}/{options.shard[1]}"
@@ -227,6 +225,8 @@ async def _execute(
             settings=summary,
             planned=len(plan.tasks),
         )
+        paying = would_create(plan, await store.records(), settings.policy, time.time())
+        echo(f"flux-pipeline: this run would create {describe(paying, plan.pricing)}")
         store.start(outer)
         if keeper is not None:
             outer.start_soon(keeper.every, store)

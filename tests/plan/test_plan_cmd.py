@@ -127,6 +127,7 @@ def test_plan_json_is_stable_and_complete(
         "manifest_sha256",
         "counts",
         "steps",
+        "cost",
         "tasks",
     ]
     assert document["steps"] == {"hero": 6, "banner": 6}
