@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from flux_pipeline.simulator import SimulatorThread
-from tests.run.support import cli, quick_sim, sim_tasks, spawn_run, write_manifest
+from flux_pipeline.simulator import SimConfig, SimulatorThread
+from tests.run.support import SimAdmin, cli, quick_sim, sim_tasks, spawn_run, write_manifest
 
 KEY = "sim-cost-test-key"
 RUNS = itertools.count()
@@ -123,3 +123,22 @@ def test_a_bad_pricing_section_is_refused(tmp_path: Path, pricing: str) -> None:
     )
     code, _ = cli("validate", str(manifest))
     assert code == 2
+
+
+def test_the_simulators_credits_price_a_manifest(tmp_path: Path) -> None:
+    """SimConfig.per_task has the shape of pricing.per_task: priced with it, the run's cost
+    is the simulator's credits spent."""
+    config = SimConfig(api_keys=(KEY,), task_seconds=0.2, task_spread=0.0, credits=1000.0)
+    prices = json.dumps(config.per_task)
+    write_manifest(
+        tmp_path,
+        PRICED.replace(
+            "{currency: USD, per_task: {pro: 0.04, max: 0.08}}", f"{{per_task: {prices}}}"
+        ),
+    )
+    with SimulatorThread(config) as sim:
+        code, text, summary = run(sim, tmp_path)
+        spent = SimAdmin(sim.base_url).stats()["credits_spent"]
+    assert code == 0, text
+    assert summary["cost"]["currency"] == "credits"
+    assert summary["cost"]["total"] == spent == 3 * config.cost_pro + 3 * config.cost_max
