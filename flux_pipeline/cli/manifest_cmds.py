@@ -16,9 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from json.encoder import encode_basestring
 from pathlib import Path
-from typing import IO
 
 import anyio
 import click
@@ -29,22 +27,22 @@ from flux_pipeline.cli.options import (
     lock_options,
     lock_path_of,
     out_option,
+    selection_options,
     state_option,
     strict_option,
 )
+from flux_pipeline.cli.plan_output import write_json, write_table
 from flux_pipeline.cli.plan_review import expired_hint, render_markdown, render_text, review
 from flux_pipeline.errors import ExitCode, ManifestError
 from flux_pipeline.manifest.schema import schema_text
 from flux_pipeline.media import write_atomic
+from flux_pipeline.plan.cost import by_mode, cost_json, describe
 from flux_pipeline.plan.expand import Plan, load_plan
-from flux_pipeline.plan.resume import Decision, Policy, Reason, decide, urls_expired
-from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.plan.resume import Action, Decision, Policy, Reason, decide, urls_expired
 from flux_pipeline.report.lockfile import Lock, load_lock
 from flux_pipeline.run.adopt import known_records
 from flux_pipeline.run.verify import Verifier
 from flux_pipeline.states import OutputRecord, TaskState
-
-CHUNK = 2000  # tasks per write when streaming the plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +191,9 @@ def _invalid_json(path: Path, exc: ManifestError) -> dict[str, object]:
     }
 
 
+PAY = (Action.SUBMIT, Action.WAIT)  # created by a run: new, and waiting for a parent
+
+
 @click.command()
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option(
@@ -225,6 +226,7 @@ def _invalid_json(path: Path, exc: ManifestError) -> dict[str, object]:
     "state-IofN.sqlite3 with --shard]."
 )
 @lock_options
+@selection_options
 @click.option(
     "--regenerate-expired",
     is_flag=True,
@@ -241,11 +243,14 @@ def plan(
     state_path: Path | None,
     lock_path: Path | None,
     no_lock: bool,
+    only: tuple[str, ...],
+    limit: int | None,
     regenerate_expired: bool,
     strict: bool,
 ) -> int:
     """List the tasks of MANIFEST, each with its state and why it would run."""
     from flux_pipeline.layout import default_out_dir, default_state_path
+    from flux_pipeline.plan import selection
     from flux_pipeline.plan.shard import gha_matrix, select
 
     the_plan = load_plan(manifest, file=str(manifest), strict=strict)
@@ -256,6 +261,8 @@ def plan(
     whole = the_plan
     if shard is not None:
         the_plan = select(the_plan, *shard)
+    sharded = the_plan
+    the_plan = selection.select(the_plan, selection.parse_only(only), limit)
     as_json = as_json or fmt == "json"
     out_dir = out_dir or default_out_dir(the_plan.name)
     path = lock_path_of(manifest, lock_path, no_lock)
@@ -267,16 +274,21 @@ def plan(
     found = review(
         the_plan, decisions, lock or Lock(path=path or manifest, manifest=""), whole=whole
     )
+    paying = by_mode(t for t, d in zip(the_plan.tasks, decisions, strict=True) if d.action in PAY)
     if fmt == "md":
         stream.write(render_markdown(the_plan, found))
     elif as_json:
-        write_json(the_plan, decisions, stream, found.to_json() if lock else None)
+        cost = cost_json(paying, the_plan.pricing)
+        write_json(the_plan, decisions, stream, found.to_json() if lock else None, cost)
     else:
+        if note := selection.selection_note(sharded, the_plan):
+            stream.write(f"{note}\n")
         write_table(the_plan, decisions, stream)
         if lock is not None:
             stream.write(render_text(found))
         elif hint := expired_hint(found):
             stream.write(hint + "\n")
+        stream.write(f"would create {describe(paying, the_plan.pricing)}\n")
     stream.flush()
     return ExitCode.OK
 
@@ -295,105 +307,6 @@ def schema(output: Path | None) -> int:
     else:
         write_atomic(output, schema_text())
     return ExitCode.OK
-
-
-def _counts(plan: Plan, decisions: Sequence[Decision]) -> tuple[dict[str, int], dict[str, int]]:
-    by_reason = Counter(d.reason for d in decisions)
-    reasons = {reason.value: by_reason[reason] for reason in Reason if by_reason[reason]}
-    by_step = Counter(task.step for task in plan.tasks)
-    steps = {step: by_step[step] for step in plan.step_ids}
-    return reasons, steps
-
-
-def _output(task: TaskSpec) -> str:
-    return f"{task.output}.{task.extension}"
-
-
-def write_json(
-    plan: Plan,
-    decisions: Sequence[Decision],
-    stream: IO[str],
-    lock: dict[str, object] | None = None,
-) -> None:
-    """The plan as one JSON document, written in chunks (100,000 tasks stay cheap); ``lock``:
-    the review against the lock file (``plan_review.Review.to_json``)."""
-    reasons, steps = _counts(plan, decisions)
-    head = {
-        "manifest": plan.name,
-        "manifest_path": str(plan.manifest_path),
-        "manifest_sha256": plan.manifest_sha256,
-        "counts": reasons,
-        "steps": steps,
-    }
-    if lock is not None:
-        head["lock"] = lock
-    text = json.dumps(head, ensure_ascii=False, indent=None)
-    stream.write(text[:-1] + ', "tasks": [')
-    dumps = encode_basestring  # json.dumps(str, ensure_ascii=False), in C
-    step_json = {step: dumps(step) for step in plan.step_ids}
-    chunk: list[str] = []
-    for i, (task, decision) in enumerate(zip(plan.tasks, decisions, strict=True)):
-        chunk.append(
-            ("\n" if i == 0 else ",\n")
-            + '{"readable_id": '
-            + dumps(task.readable_id)
-            + ', "key": "'
-            + task.key
-            + '", "step": '
-            + step_json[task.step]
-            + ', "parent": '
-            + (f'"{task.parent_key}"' if task.parent_key else "null")
-            + ', "parent_output_index": '
-            + ("null" if task.parent_output_index is None else str(task.parent_output_index))
-            + ', "repeat_index": '
-            + str(task.repeat_index)
-            + ', "reason": "'
-            + decision.reason.value
-            + '", "action": "'
-            + decision.action.value
-            + '", "output": '
-            + dumps(_output(task))
-            + ', "request": '
-            + task.request_json  # canonical JSON already
-            + "}"
-        )
-        if len(chunk) >= CHUNK:
-            stream.write("".join(chunk))
-            chunk.clear()
-    stream.write("".join(chunk))
-    stream.write("\n]}\n")
-
-
-def write_table(plan: Plan, decisions: Sequence[Decision], stream: IO[str]) -> None:
-    """Per-step counts, counts by reason, then one line per task."""
-    reasons, steps = _counts(plan, decisions)
-    total = len(plan.tasks)
-    lines = [
-        f"{plan.name}: {total} task{'s' * (total != 1)} in {len(steps)} "
-        f"step{'s' * (len(steps) != 1)} (manifest sha256 {plan.manifest_sha256[:12]})",
-        "",
-    ]
-    width = max([len("STEP"), *(len(s) for s in steps)])
-    lines.append(f"{'STEP':<{width}}  TASKS")
-    lines += [f"{step:<{width}}  {count:>5}" for step, count in steps.items()]
-    lines.append("")
-    rwidth = max([len("REASON"), *(len(r) for r in reasons)])
-    lines.append(f"{'REASON':<{rwidth}}  TASKS")
-    lines += [f"{reason:<{rwidth}}  {count:>5}" for reason, count in reasons.items()]
-    lines.append("")
-    stream.write("\n".join(lines) + "\n")
-    rwidth = max(rwidth, *(len(r.value) for r in Reason))
-    iwidth = min(max([len("TASK"), *(len(t.readable_id) for t in plan.tasks[:1000])]), 80)
-    stream.write(f"{'REASON':<{rwidth}}  {'TASK':<{iwidth}}  OUTPUT\n")
-    chunk: list[str] = []
-    for task, decision in zip(plan.tasks, decisions, strict=True):
-        chunk.append(
-            f"{decision.reason.value:<{rwidth}}  {task.readable_id:<{iwidth}}  {_output(task)}\n"
-        )
-        if len(chunk) >= CHUNK:
-            stream.write("".join(chunk))
-            chunk.clear()
-    stream.write("".join(chunk))
 
 
 COMMANDS: list[click.Command] = [validate, plan, schema]

@@ -144,3 +144,23 @@ def echo_warnings(warnings: Iterable[object]) -> None:
     """Print each located warning on stderr (``file:line:col: warning: ...``)."""
     for warning in warnings:
         click.echo(str(warning), err=True)
+
+
+def selection_options(func: F) -> F:
+    """``--only PATTERN`` (repeatable) -> ``only`` and ``--limit N`` -> ``limit``
+    (plan/selection.py)."""
+    func = click.option(
+        "--limit",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Only the first N tasks in plan order (a chained task only with its parent): "
+        "a cheap check of a prompt before the whole run.",
+    )(func)
+    return click.option(
+        "--only",
+        "only",
+        multiple=True,
+        metavar="PATTERN",
+        help="Only these tasks: a step id or a glob of readable ids (repeatable or "
+        "comma-separated); chained tasks follow their parents.",
+    )(func)

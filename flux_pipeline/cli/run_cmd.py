@@ -18,6 +18,7 @@ from flux_pipeline.cli.options import (
     lock_options,
     lock_path_of,
     out_option,
+    selection_options,
     state_option,
     strict_option,
 )
@@ -25,6 +26,7 @@ from flux_pipeline.cli.review_cmds import Shard
 from flux_pipeline.manifest.apivalues import values_of
 
 if TYPE_CHECKING:
+    from flux_pipeline.manifest.models import Pricing
     from flux_pipeline.run.engine import RunOutcome
     from flux_pipeline.run.runner import Endpoint, RunResult
 
@@ -36,14 +38,16 @@ def _echo(line: str) -> None:
     click.echo(line, err=True)
 
 
-def _summary(outcome: RunOutcome, out_dir: str) -> str:
+def _summary(outcome: RunOutcome, out_dir: str, pricing: Pricing | None = None) -> str:
     """The run's last lines: the verdict and the buckets (as report.md and ``status`` count
     them), the tasks created (billed: taskIds the API returned), and held ambiguous tasks."""
     from flux_pipeline.outcome import ambiguous_message, verdict
+    from flux_pipeline.plan.cost import describe
     from flux_pipeline.run.caps import one_line  # API text: one line each, escaped
 
     text = f"flux-pipeline: {verdict(outcome.exit_code)}: {outcome.buckets.summary()}"
     text += f"; {outcome.created} task(s) created (billed) in {outcome.elapsed:.1f}s"
+    text += f"\nflux-pipeline: created {describe(outcome.created_modes, pricing)}"
     if outcome.stop_reason:
         text += f"\nflux-pipeline: stop reason: {one_line(outcome.stop_reason, LINE_CHARS)}"
     if outcome.error:
@@ -65,9 +69,10 @@ REPORT_FILES = {
 }
 
 
-def summary_json(result: RunResult) -> dict[str, Any]:
+def summary_json(result: RunResult, pricing: Pricing | None = None) -> dict[str, Any]:
     """``run --json``: the run's summary as one JSON object (docs/cli.md has the shape)."""
     from flux_pipeline.outcome import verdict
+    from flux_pipeline.plan.cost import cost_json
     from flux_pipeline.report.reportfile import buckets_json
 
     outcome = result.outcome
@@ -78,6 +83,7 @@ def summary_json(result: RunResult) -> dict[str, Any]:
         "buckets": buckets_json(outcome.buckets),
         "total": outcome.buckets.total,
         "created": outcome.created,
+        "cost": cost_json(outcome.created_modes, pricing),
         "elapsed_seconds": round(outcome.elapsed, 3),
         "stop_reason": outcome.stop_reason,
         "last_error": outcome.error,
@@ -160,7 +166,14 @@ def summary_json(result: RunResult) -> dict[str, Any]:
     help="Run only shard I of N (e.g. 2/3; chains stay whole) [default state: "
     "<out>/.flux-pipeline/state-IofN.sqlite3]; a shard does not write the lock file.",
 )
+@click.option(
+    "--max-cost",
+    type=FiniteFloatRange(min=0),
+    help="Stop submitting (exit 3) before a create would bring the cost of this run's tasks "
+    "over this (the manifest's pricing currency; needs a pricing section).",
+)
 @lock_options
+@selection_options
 @click.option(
     "--json",
     "as_json",
@@ -187,10 +200,14 @@ def run(
     shard: tuple[int, int] | None,
     lock_path: Path | None,
     no_lock: bool,
+    only: tuple[str, ...],
+    limit: int | None,
+    max_cost: float | None,
     as_json: bool,
     strict: bool,
 ) -> int:
     """Run MANIFEST: create, poll, download, report. Rerun the same command to resume."""
+    from flux_pipeline.plan.selection import parse_only
     from flux_pipeline.run.progress import progress_for
     from flux_pipeline.run.runner import RunOptions, endpoint_from_env, execute, prepare
     from flux_pipeline.run.stops import interrupts_raise
@@ -216,6 +233,9 @@ def run(
         lock_path=lock_path_of(manifest, lock_path, no_lock),
         no_lock=no_lock,
         strict=strict,
+        only=parse_only(only),
+        limit=limit,
+        max_cost=max_cost,
     )
     with interrupts_raise() as reinstall:
         # every setting, the environment and the manifest first: nothing has started yet
@@ -223,6 +243,8 @@ def run(
         endpoint = None if simulate else endpoint_from_env(os.environ)
         prepared = prepare(options)
         echo_warnings(prepared.plan.warnings)
+        if prepared.selected:
+            _echo(f"flux-pipeline: {prepared.selected}")
         display = progress_for()
 
         async def main(endpoint: Endpoint | None) -> RunResult:
@@ -235,9 +257,10 @@ def run(
         finally:
             reinstall()  # the event loop put the default handlers back
             display.close()
-        _echo(_summary(result.outcome, str(result.out_dir)))
+        _echo(_summary(result.outcome, str(result.out_dir), prepared.plan.pricing))
         if as_json:
-            click.echo(json.dumps(summary_json(result), ensure_ascii=False, sort_keys=True))
+            document = summary_json(result, prepared.plan.pricing)
+            click.echo(json.dumps(document, ensure_ascii=False, sort_keys=True))
     return result.outcome.exit_code
 
 

@@ -268,6 +268,18 @@ class Step(_Model):
     )
 
 
+class Pricing(_Model):
+    """What a task costs, by mode (docs/manifest.md#pricing): ``plan`` and ``run`` show the cost
+    of the tasks they would create and ``run --max-cost`` caps it."""
+
+    currency: Annotated[str, StringConstraints(min_length=1, max_length=20)] = Field(
+        default="credits", description="the unit of the prices: credits, USD, EUR, ..."
+    )
+    per_task: dict[Literal["pro", "max"], Annotated[float, Field(ge=0, allow_inf_nan=False)]] = (
+        Field(description="mode -> price of one task (a task without a mode is pro)")
+    )
+
+
 class Manifest(_Model):
     """A flux-pipeline manifest, version 1."""
 
@@ -285,3 +297,6 @@ class Manifest(_Model):
         default_factory=dict, description="named lists of reference images"
     )
     steps: list[Step] = Field(min_length=1)
+    pricing: Pricing | None = Field(
+        default=None, description="optional: the price of a task by mode, for cost estimates"
+    )

@@ -157,6 +157,7 @@ class _Expander:
             step_order=tuple(step.id for step in in_order),
             step_locations=MappingProxyType({s.id: located.where(s.at) for s in in_order}),
             local_images=MappingProxyType(resolver.local),
+            pricing=model.pricing,
             planner=ChildPlanner(
                 located=located,
                 variables=self.vars,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from flux_pipeline.errors import Diagnostic, ManifestError
 from flux_pipeline.layout import read_inside
+from flux_pipeline.manifest.models import Pricing
 from flux_pipeline.media import sha256_bytes
 from flux_pipeline.plan.children import ChildPlanner
 from flux_pipeline.plan.imagesets import MAX_IMAGE_BYTES, LocalImage
@@ -35,6 +36,11 @@ class Plan:
     planner: ChildPlanner = dataclasses.field(repr=False, compare=False)
     # located warnings (values outside the API values table); errors with --strict
     warnings: tuple[Diagnostic, ...] = ()
+    # a selection (plan/selection.py): which chained tasks planned at run time stay in
+    keep: Callable[[TaskSpec], bool] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+    pricing: Pricing | None = None  # the manifest's pricing section (plan/cost.py)
 
     @property
     def step_ids(self) -> list[str]:
@@ -51,11 +57,19 @@ class Plan:
 
     def children(self, parent: TaskSpec, output_index: int) -> list[TaskSpec]:
         """Chained tasks editing output ``output_index`` of ``parent`` (``ChildPlanner``)."""
-        return self.planner.children(parent, output_index)
+        children = self.planner.children(parent, output_index)
+        return children if self.keep is None else [c for c in children if self.keep(c)]
 
-    def with_tasks(self, tasks: Iterable[TaskSpec]) -> Plan:
-        """The same plan with only ``tasks`` (a shard); children are planned as before."""
-        return dataclasses.replace(self, tasks=tuple(tasks))
+    def with_tasks(
+        self, tasks: Iterable[TaskSpec], keep: Callable[[TaskSpec], bool] | None = None
+    ) -> Plan:
+        """The same plan with only ``tasks`` (a shard, a selection); children are planned as
+        before, those ``keep`` refuses left out."""
+        if keep is None:
+            return dataclasses.replace(self, tasks=tuple(tasks))
+        old = self.keep
+        both = keep if old is None else (lambda task: old(task) and keep(task))
+        return dataclasses.replace(self, tasks=tuple(tasks), keep=both)
 
 
 @functools.lru_cache(maxsize=8)

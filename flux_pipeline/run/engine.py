@@ -30,6 +30,7 @@ from anyio.abc import TaskGroup
 
 from flux_pipeline.errors import FluxPipelineError
 from flux_pipeline.outcome import Bucket, exit_code_for
+from flux_pipeline.plan.cost import CostCap
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.resume import Action, Policy, Reason, decide, urls_expired
 from flux_pipeline.plan.tasks import TaskSpec
@@ -62,6 +63,7 @@ class EngineSettings:
     callback_url: str | None = None
     policy: Policy = field(default_factory=Policy)
     max_new_tasks: int | None = None
+    max_cost: CostCap | None = None  # run --max-cost (plan/cost.py)
     max_downloads: int = 16
     max_status_calls: int = 64
     download_attempts: int = 5
@@ -144,6 +146,7 @@ class Engine:
                 callback_url=settings.callback_url,
                 resubmit_ambiguous=settings.policy.resubmit_ambiguous,
                 max_new_tasks=settings.max_new_tasks,
+                max_cost=settings.max_cost,
                 api_down_after=settings.api_down_after,
                 resolve_horizon=lambda: timing.next_delay(
                     age=0.0, polls=0, waiting=0, poll_rate=1.0, callback=True
@@ -389,6 +392,7 @@ class Engine:
             stop_reason=self.stop_reason,
             error=run_error(self.ledger, self.fatal, self.last_error, self.store.failures),
             ambiguous=sorted(self.ledger.ambiguous),
+            created_modes=dict(sorted(self.ledger.created_modes.items())),
             stats=run_stats(self.ledger, self.store, self.budget, self.admission)
             | {"resolved_by_callback": self.submitter.resolved},
         )

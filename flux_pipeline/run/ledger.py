@@ -93,6 +93,8 @@ class Ledger:
     held: dict[str, str] = field(default_factory=dict)
     unexpected: int = 0  # tasks held or failed by an exception nobody expected (a bug)
     created: int = 0
+    created_modes: Counter[str] = field(default_factory=Counter)  # created (billed), by mode
+    spent: float = 0.0  # the price of the tasks created (run --max-cost, plan/cost.py)
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
     # --- waking ----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ class RunOutcome:
     error: str | None
     ambiguous: list[str]
     stats: dict[str, float] = field(default_factory=dict)
+    created_modes: dict[str, int] = field(default_factory=dict)  # created (billed), by mode
 
 
 def settings_summary(settings: EngineSettings) -> dict[str, Any]:

@@ -7,34 +7,29 @@ engine so the engine never touches the environment, the terminal or signals.
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 
 from flux_pipeline import redact
 from flux_pipeline.errors import ExitCode, UsageError
-from flux_pipeline.layout import default_out_dir, default_state_path, simulator_state_path
-from flux_pipeline.plan.expand import Plan, load_plan
+from flux_pipeline.layout import simulator_state_path
+from flux_pipeline.manifest.models import Pricing
+from flux_pipeline.plan.cost import CostCap, describe, would_create
 from flux_pipeline.plan.resume import Policy
 from flux_pipeline.report import github as workflow_commands
 from flux_pipeline.report.files import RunInfo
-from flux_pipeline.report.lockfile import Lock, load_lock, lock_path_for
 from flux_pipeline.run.adopt import adopt_into
-from flux_pipeline.run.api import RequestType
 from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.checks import (
     Endpoint,
     ProbedApp,
-    check_callback_urls,
     check_owner,
-    check_step_summary,
     endpoint_from_env,
     parse_listen,
     probe_public_url,
@@ -47,6 +42,7 @@ from flux_pipeline.run.finish import finish_run
 from flux_pipeline.run.lease import hold_lease
 from flux_pipeline.run.lock_keeper import LockKeeper
 from flux_pipeline.run.preflight import check_writable
+from flux_pipeline.run.prepared import Prepared, RunOptions, prepare
 from flux_pipeline.run.receiver import BackgroundServer, CallbackReceiver, bind
 from flux_pipeline.run.scheduler import TimingConfig
 from flux_pipeline.run.simulated import simulated_endpoint
@@ -54,35 +50,6 @@ from flux_pipeline.run.stops import Stops
 from flux_pipeline.run.store import Store
 
 __all__ = ["Endpoint", "RunOptions", "RunResult", "endpoint_from_env", "execute", "prepare"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunOptions:
-    manifest: Path
-    out_dir: Path | None = None
-    state_path: Path | None = None
-    simulate: bool = False
-    sim_task_seconds: float = 1.5
-    max_active: int = 1000
-    rpm: float = 10_000
-    request_type: RequestType = "async"
-    retry_failed: bool = False
-    resubmit_ambiguous: bool = False
-    regenerate_expired: bool = False
-    deadline: float | None = None
-    max_new_tasks: int | None = None
-    listen: str = "127.0.0.1:0"
-    public_url: str | None = None
-    argv: tuple[str, ...] = ()
-    timing: TimingConfig | None = None
-    handle_signals: bool = True
-    api_down_after: float = 120.0
-    retry: RetryPolicy | None = None
-    transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
-    shard: tuple[int, int] | None = None  # (index, count), 1-based: run only that shard
-    lock_path: Path | None = None  # default: next to the manifest (report/lockfile.py)
-    no_lock: bool = False
-    strict: bool = False  # warnings are errors (exit 2) before anything starts
 
 
 def _resume_command(options: RunOptions) -> str:
@@ -123,43 +90,6 @@ class _Callbacks:
     url: str
 
     token: str | None = None  # the probe's, when the public URL is probed (run/checks.py)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Prepared:
-    """What a run is about, known before anything is opened: the plan and the paths."""
-
-    plan: Plan
-    out_dir: Path
-    state_path: Path
-    lock_path: Path | None = None  # None: --no-lock
-    lock: Lock | None = None  # the lock file read (None: none yet)
-
-
-def check_options(options: RunOptions) -> None:
-    """The settings that need no manifest (``UsageError``, exit 2): callback addresses, the
-    step summary file."""
-    if options.request_type == "callback":
-        check_callback_urls(options.listen, options.public_url)
-    check_step_summary(os.environ.get("GITHUB_STEP_SUMMARY"))
-
-
-def prepare(options: RunOptions) -> Prepared:
-    """Check the settings, plan the manifest, pick the paths. Nothing is opened yet: called
-    before the simulator starts and before the progress display shows anything."""
-    check_options(options)
-    plan = load_plan(options.manifest, strict=options.strict)
-    if options.shard is not None:
-        from flux_pipeline.plan.shard import select
-
-        plan = select(plan, *options.shard)
-    out_dir = options.out_dir or default_out_dir(plan.name)
-    state_path = options.state_path or default_state_path(out_dir, options.shard)
-    lock_path = None if options.no_lock else options.lock_path or lock_path_for(options.manifest)
-    lock = load_lock(lock_path, plan=plan, out_dir=out_dir) if lock_path else None  # exit 2
-    return Prepared(
-        plan=plan, out_dir=out_dir, state_path=state_path, lock_path=lock_path, lock=lock
-    )
 
 
 def _callbacks(
@@ -282,16 +212,21 @@ async def _execute(
         keeper = None  # a shard does not write the lock (shards would race): merge does
         if ready.lock_path is not None and options.shard is None:
             keeper = LockKeeper(ready.lock_path, plan, ready.lock, echo=echo)
-        settings = _settings(options, out_dir, callbacks)
+        settings = _settings(options, out_dir, callbacks, plan.pricing)
         summary: dict[str, Any] = settings_summary(settings) | {"rpm": options.rpm}
         if options.shard is not None:
             summary["shard"] = f"{options.shard[0]}/{options.shard[1]}"
+        summary |= {"only": list(options.only)} if options.only else {}
+        summary |= {"limit": options.limit} if options.limit is not None else {}
+        summary |= {"max_cost": options.max_cost} if options.max_cost is not None else {}
         run_id = await store.begin_run(
             manifest=plan.name,
             manifest_sha256=plan.manifest_sha256,
             settings=summary,
             planned=len(plan.tasks),
         )
+        paying = would_create(plan, await store.records(), settings.policy, time.time())
+        echo(f"flux-pipeline: this run would create {describe(paying, plan.pricing)}")
         store.start(outer)
         if keeper is not None:
             outer.start_soon(keeper.every, store)
@@ -340,7 +275,9 @@ async def _execute(
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
 
 
-def _settings(options: RunOptions, out_dir: Path, callbacks: _Callbacks | None) -> EngineSettings:
+def _settings(
+    options: RunOptions, out_dir: Path, callbacks: _Callbacks | None, pricing: Pricing | None
+) -> EngineSettings:
     timing = options.timing or (
         TimingConfig(first_poll=options.sim_task_seconds * 0.6) if options.simulate else None
     )
@@ -355,6 +292,7 @@ def _settings(options: RunOptions, out_dir: Path, callbacks: _Callbacks | None) 
             regenerate_expired=options.regenerate_expired,
         ),
         max_new_tasks=options.max_new_tasks,
+        max_cost=CostCap(pricing, options.max_cost) if pricing and options.max_cost else None,
         timing=timing or TimingConfig(),
         api_down_after=options.api_down_after,
     )

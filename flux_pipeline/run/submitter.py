@@ -31,6 +31,7 @@ from flux_pipeline.errors import (
     TerminalApiError,
 )
 from flux_pipeline.outcome import AMBIGUOUS_RESUBMITS, Bucket
+from flux_pipeline.plan.cost import CostCap, mode_of
 from flux_pipeline.plan.tasks import TaskSpec, resolve_request
 from flux_pipeline.run.admission import Admission
 from flux_pipeline.run.api import RequestType, build_create_body
@@ -74,6 +75,7 @@ class CreateSettings:
     resubmit_ambiguous: bool
     max_new_tasks: int | None
     api_down_after: float
+    max_cost: CostCap | None = None
     # callback mode: how long a lost create waits for its callback (the poll sweep horizon)
     resolve_horizon: Callable[[], float] = field(default=lambda: RESOLVE_WAIT_CAP)
 
@@ -131,8 +133,20 @@ class Submitter:
                     continue
                 self._control.stop_submitting(f"--max-new-tasks {limit} reached")
                 return
+            if (cap := self._settings.max_cost) is not None and self._over(cap, pending):
+                ledger.children.appendleft(pending)
+                if ledger.creating:  # creates in progress may still come back empty
+                    await ledger.wait_change()
+                    continue
+                self._control.stop_submitting(cap.stop_line(ledger.spent, pending.spec))
+                return
             ledger.creating[pending.spec.key] = pending
             tg.start_soon(self._submit, pending, tg)
+
+    def _over(self, cap: CostCap, pending: Pending) -> bool:
+        """Would creating ``pending`` (after those being created) exceed ``cap``?"""
+        creating = sum(cap.price(p.spec) for p in self._ledger.creating.values())
+        return self._ledger.spent + creating + cap.price(pending.spec) > cap.cap + 1e-9
 
     def _callback_url(self, spec: TaskSpec) -> str | None:
         """Callback mode: the run's receiver URL with the task's key as its last segment."""
@@ -226,6 +240,9 @@ class Submitter:
         self._store.mark_submitted(spec.key, task_id)
         self._leave(spec)
         self._ledger.created += 1
+        self._ledger.created_modes[mode_of(spec)] += 1
+        if self._settings.max_cost is not None:
+            self._ledger.spent += self._settings.max_cost.price(spec)
         (self._on_resolved if finished else self._on_created)(spec, task_id)
 
     def _ambiguous(self, pending: Pending) -> None:

@@ -134,5 +134,11 @@ class SimConfig:
     def spread(self) -> float:
         return self.task_seconds / 4 if self.task_spread is None else self.task_spread
 
+    @property
+    def per_task(self) -> dict[str, float]:
+        """Credits per task by mode: the shape of a manifest's ``pricing.per_task``
+        (docs/manifest.md#pricing), so a manifest can price the simulator's credits."""
+        return {"pro": self.cost_pro, "max": self.cost_max}
+
     def cost(self, mode: str) -> float:
-        return self.cost_max if mode == "max" else self.cost_pro
+        return self.per_task.get(mode, self.cost_pro)

@@ -22,6 +22,7 @@ RUN_KEYS = {
     "buckets",
     "total",
     "created",
+    "cost",
     "elapsed_seconds",
     "stop_reason",
     "last_error",

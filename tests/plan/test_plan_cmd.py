@@ -10,13 +10,8 @@ import anyio
 import pytest
 
 from flux_pipeline.cli import run_cli
-from flux_pipeline.cli.manifest_cmds import (
-    StoredTask,
-    decide_all,
-    load_states,
-    write_json,
-    write_table,
-)
+from flux_pipeline.cli.manifest_cmds import StoredTask, decide_all, load_states
+from flux_pipeline.cli.plan_output import write_json, write_table
 from flux_pipeline.media import sha256_bytes
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.resume import Reason
@@ -132,6 +127,7 @@ def test_plan_json_is_stable_and_complete(
         "manifest_sha256",
         "counts",
         "steps",
+        "cost",
         "tasks",
     ]
     assert document["steps"] == {"hero": 6, "banner": 6}

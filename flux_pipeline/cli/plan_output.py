@@ -1,0 +1,117 @@
+"""``plan``'s output: the table and the JSON document, streamed in chunks (docs/cli.md)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from json.encoder import encode_basestring
+from typing import IO
+
+from flux_pipeline.plan.expand import Plan
+from flux_pipeline.plan.resume import Decision, Reason
+from flux_pipeline.plan.tasks import TaskSpec
+
+CHUNK = 2000  # tasks per write when streaming the plan
+
+
+def _counts(plan: Plan, decisions: Sequence[Decision]) -> tuple[dict[str, int], dict[str, int]]:
+    by_reason = Counter(d.reason for d in decisions)
+    reasons = {reason.value: by_reason[reason] for reason in Reason if by_reason[reason]}
+    by_step = Counter(task.step for task in plan.tasks)
+    steps = {step: by_step[step] for step in plan.step_ids}
+    return reasons, steps
+
+
+def _output(task: TaskSpec) -> str:
+    return f"{task.output}.{task.extension}"
+
+
+def write_json(
+    plan: Plan,
+    decisions: Sequence[Decision],
+    stream: IO[str],
+    lock: dict[str, object] | None = None,
+    cost: dict[str, object] | None = None,
+) -> None:
+    """The plan as one JSON document, written in chunks (100,000 tasks stay cheap); ``lock``:
+    the review against the lock file (``plan_review.Review.to_json``)."""
+    reasons, steps = _counts(plan, decisions)
+    head = {
+        "manifest": plan.name,
+        "manifest_path": str(plan.manifest_path),
+        "manifest_sha256": plan.manifest_sha256,
+        "counts": reasons,
+        "steps": steps,
+    }
+    if lock is not None:
+        head["lock"] = lock
+    if cost is not None:
+        head["cost"] = cost
+    text = json.dumps(head, ensure_ascii=False, indent=None)
+    stream.write(text[:-1] + ', "tasks": [')
+    dumps = encode_basestring  # json.dumps(str, ensure_ascii=False), in C
+    step_json = {step: dumps(step) for step in plan.step_ids}
+    chunk: list[str] = []
+    for i, (task, decision) in enumerate(zip(plan.tasks, decisions, strict=True)):
+        chunk.append(
+            ("\n" if i == 0 else ",\n")
+            + '{"readable_id": '
+            + dumps(task.readable_id)
+            + ', "key": "'
+            + task.key
+            + '", "step": '
+            + step_json[task.step]
+            + ', "parent": '
+            + (f'"{task.parent_key}"' if task.parent_key else "null")
+            + ', "parent_output_index": '
+            + ("null" if task.parent_output_index is None else str(task.parent_output_index))
+            + ', "repeat_index": '
+            + str(task.repeat_index)
+            + ', "reason": "'
+            + decision.reason.value
+            + '", "action": "'
+            + decision.action.value
+            + '", "output": '
+            + dumps(_output(task))
+            + ', "request": '
+            + task.request_json  # canonical JSON already
+            + "}"
+        )
+        if len(chunk) >= CHUNK:
+            stream.write("".join(chunk))
+            chunk.clear()
+    stream.write("".join(chunk))
+    stream.write("\n]}\n")
+
+
+def write_table(plan: Plan, decisions: Sequence[Decision], stream: IO[str]) -> None:
+    """Per-step counts, counts by reason, then one line per task."""
+    reasons, steps = _counts(plan, decisions)
+    total = len(plan.tasks)
+    lines = [
+        f"{plan.name}: {total} task{'s' * (total != 1)} in {len(steps)} "
+        f"step{'s' * (len(steps) != 1)} (manifest sha256 {plan.manifest_sha256[:12]})",
+        "",
+    ]
+    width = max([len("STEP"), *(len(s) for s in steps)])
+    lines.append(f"{'STEP':<{width}}  TASKS")
+    lines += [f"{step:<{width}}  {count:>5}" for step, count in steps.items()]
+    lines.append("")
+    rwidth = max([len("REASON"), *(len(r) for r in reasons)])
+    lines.append(f"{'REASON':<{rwidth}}  TASKS")
+    lines += [f"{reason:<{rwidth}}  {count:>5}" for reason, count in reasons.items()]
+    lines.append("")
+    stream.write("\n".join(lines) + "\n")
+    rwidth = max(rwidth, *(len(r.value) for r in Reason))
+    iwidth = min(max([len("TASK"), *(len(t.readable_id) for t in plan.tasks[:1000])]), 80)
+    stream.write(f"{'REASON':<{rwidth}}  {'TASK':<{iwidth}}  OUTPUT\n")
+    chunk: list[str] = []
+    for task, decision in zip(plan.tasks, decisions, strict=True):
+        chunk.append(
+            f"{decision.reason.value:<{rwidth}}  {task.readable_id:<{iwidth}}  {_output(task)}\n"
+        )
+        if len(chunk) >= CHUNK:
+            stream.write("".join(chunk))
+            chunk.clear()
+    stream.write("".join(chunk))

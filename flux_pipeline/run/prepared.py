@@ -1,0 +1,101 @@
+"""What a run is about, settled before anything opens: ``RunOptions`` (the command's
+settings), ``prepare`` (the settings checked, the plan made, shard and selection applied, the
+paths picked) and its result ``Prepared``. Kept apart from ``run/runner.py``, which runs it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from flux_pipeline.errors import UsageError
+from flux_pipeline.layout import default_out_dir, default_state_path
+from flux_pipeline.plan import selection
+from flux_pipeline.plan.expand import Plan, load_plan
+from flux_pipeline.report.lockfile import Lock, load_lock, lock_path_for
+from flux_pipeline.run.api import RequestType
+from flux_pipeline.run.checks import check_callback_urls, check_step_summary
+from flux_pipeline.run.client import RetryPolicy
+from flux_pipeline.run.scheduler import TimingConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    manifest: Path
+    out_dir: Path | None = None
+    state_path: Path | None = None
+    simulate: bool = False
+    sim_task_seconds: float = 1.5
+    max_active: int = 1000
+    rpm: float = 10_000
+    request_type: RequestType = "async"
+    retry_failed: bool = False
+    resubmit_ambiguous: bool = False
+    regenerate_expired: bool = False
+    deadline: float | None = None
+    max_new_tasks: int | None = None
+    listen: str = "127.0.0.1:0"
+    public_url: str | None = None
+    argv: tuple[str, ...] = ()
+    timing: TimingConfig | None = None
+    handle_signals: bool = True
+    api_down_after: float = 120.0
+    retry: RetryPolicy | None = None
+    transport: httpx.AsyncBaseTransport | None = field(default=None, repr=False)
+    shard: tuple[int, int] | None = None  # (index, count), 1-based: run only that shard
+    lock_path: Path | None = None  # default: next to the manifest (report/lockfile.py)
+    no_lock: bool = False
+    strict: bool = False  # warnings are errors (exit 2) before anything starts
+    only: tuple[str, ...] = ()  # --only patterns, --limit N (plan/selection.py)
+    limit: int | None = None
+    max_cost: float | None = None  # --max-cost: needs the manifest's pricing (plan/cost.py)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """What a run is about, known before anything is opened: the plan and the paths."""
+
+    plan: Plan
+    out_dir: Path
+    state_path: Path
+    lock_path: Path | None = None  # None: --no-lock
+    lock: Lock | None = None  # the lock file read (None: none yet)
+    selected: str | None = None  # "3 of 12 task(s) selected": --only/--limit
+
+
+def check_options(options: RunOptions) -> None:
+    """The settings that need no manifest (``UsageError``, exit 2): callback addresses, the
+    step summary file."""
+    if options.request_type == "callback":
+        check_callback_urls(options.listen, options.public_url)
+    check_step_summary(os.environ.get("GITHUB_STEP_SUMMARY"))
+
+
+def prepare(options: RunOptions) -> Prepared:
+    """Check the settings, plan the manifest, pick the paths. Nothing is opened yet: called
+    before the simulator starts and before the progress display shows anything."""
+    check_options(options)
+    plan = load_plan(options.manifest, strict=options.strict)
+    if options.shard is not None:
+        from flux_pipeline.plan.shard import select
+
+        plan = select(plan, *options.shard)
+    whole, plan = plan, selection.select(plan, options.only, options.limit)
+    out_dir = options.out_dir or default_out_dir(plan.name)
+    state_path = options.state_path or default_state_path(out_dir, options.shard)
+    lock_path = None if options.no_lock else options.lock_path or lock_path_for(options.manifest)
+    lock = load_lock(lock_path, plan=plan, out_dir=out_dir) if lock_path else None  # exit 2
+    if options.max_cost is not None and plan.pricing is None:
+        raise UsageError("--max-cost needs a pricing section in the manifest (docs/manifest.md)")
+    note = selection.selection_note(whole, plan)
+    return Prepared(
+        plan=plan,
+        out_dir=out_dir,
+        state_path=state_path,
+        lock_path=lock_path,
+        lock=lock,
+        selected=note,
+    )
