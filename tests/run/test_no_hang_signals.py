@@ -1,4 +1,9 @@
-"""A signal while the reports are being written (docs/exit-codes.md): SIGINT and SIGTERM
+"""Signals while the manifest is planned and while the reports are written
+(docs/exit-codes.md).
+
+While a 100,000-task manifest is planned, SIGINT and SIGTERM exit 3 at once with nothing
+opened (before: SIGINT had started the simulator and the state DB; SIGTERM killed the run,
+-15). While the reports are being written, SIGINT and SIGTERM
 both exit 3 within 5 s (never 143, never a hang), with the reports whole and the state DB
 closed. The rerun's report is rewritten (report.json removed), and the signal is sent the
 moment report.json is in place: the other report files are still to be written, or the run
@@ -67,3 +72,50 @@ def spawn_argv(manifest: Path, out: Path) -> list[str]:
 def _wal_empty(db: Path) -> bool:
     """A state DB closed cleanly leaves no write-ahead log to replay."""
     return Path(f"{db}-wal").stat().st_size == 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (Linux ``/proc``), 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / 100  # utime, stime in clock ticks (USER_HZ)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_manifest_is_planned_exits_3_and_opens_nothing(
+    tmp_path: Path, signum: int
+) -> None:
+    """100,000 tasks take seconds to plan: a signal then (SIGTERM as SIGINT, run/stops.py)
+    exits 3 at once, before the simulator, the state DB or the output directory exist."""
+    matrix = "[" + ", ".join(f"v{i}" for i in range(100)) + "]"
+    manifest = tmp_path / "big.yaml"
+    manifest.write_text(
+        "version: 1\nname: big\ndefaults:\n  input: {mode: pro, aspect_ratio: '1:1'}\n"
+        f"steps:\n  - id: s\n    repeat: 1000\n    matrix: {{a: {matrix}}}\n"
+        "    prompt: 'x {{ a }}'\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*spawn_argv(manifest, out), "--simulate"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_with(),
+    )
+    try:
+        # past the interpreter's start and the imports: it is planning (about 4 s of CPU)
+        wait_for(lambda: _cpu_seconds(proc.pid) > 1.2, timeout=60, what="the plan to start")
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "flux-pipeline: interrupted", err
+    assert not out.exists()  # no state DB, no simulator state, no reports
