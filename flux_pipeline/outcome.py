@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 
 from flux_pipeline.errors import ExitCode
+from flux_pipeline.states import TaskState
 
 
 class Bucket(StrEnum):
@@ -22,6 +23,20 @@ class Bucket(StrEnum):
     EXPIRED = "expired"
     IN_FLIGHT = "in flight"
     NOT_STARTED = "not started"
+
+
+# The bucket of a task by its recorded state, one rule for the run (run/tally.py), the report
+# (report/reportfile.py) and merge. A ``planned`` task (or one with no row) is not here: it is
+# blocked behind an ancestor in a ``BLOCKING`` bucket, else not started.
+STATE_BUCKET: dict[TaskState, Bucket] = {
+    TaskState.DOWNLOADED: Bucket.DONE,
+    TaskState.FAILED: Bucket.FAILED,
+    TaskState.EXPIRED: Bucket.EXPIRED,
+    TaskState.SUBMITTING: Bucket.AMBIGUOUS,
+    TaskState.SUBMITTED: Bucket.IN_FLIGHT,
+    TaskState.SUCCEEDED: Bucket.IN_FLIGHT,  # its files are downloaded by the next run
+}
+BLOCKING = frozenset({Bucket.FAILED, Bucket.EXPIRED, Bucket.AMBIGUOUS})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from flux_pipeline.errors import UsageError
-from flux_pipeline.outcome import Bucket, Buckets
+from flux_pipeline.outcome import BLOCKING, STATE_BUCKET, Bucket, Buckets
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report.entry import TaskEntry, counts_by_state
 from flux_pipeline.states import TaskState
@@ -67,17 +67,6 @@ class Report:
         return {task.readable_id: task for task in self.tasks}
 
 
-_BUCKET = {  # as ``run`` counts a task (flux_pipeline/outcome.py, run/tally.py)
-    TaskState.DOWNLOADED: Bucket.DONE,
-    TaskState.FAILED: Bucket.FAILED,
-    TaskState.EXPIRED: Bucket.EXPIRED,
-    TaskState.SUBMITTING: Bucket.AMBIGUOUS,
-    TaskState.SUBMITTED: Bucket.IN_FLIGHT,
-    TaskState.SUCCEEDED: Bucket.IN_FLIGHT,  # its files are downloaded by the next run
-}
-_BLOCKING = frozenset({TaskState.FAILED, TaskState.EXPIRED, TaskState.SUBMITTING})
-
-
 def entry_buckets(entries: Sequence[TaskEntry]) -> Buckets:
     """The outcome buckets of a report's tasks, as the run counts them: a planned task is
     blocked when the nearest ancestor that is not planned failed, expired or is ambiguous (a
@@ -85,12 +74,12 @@ def entry_buckets(entries: Sequence[TaskEntry]) -> Buckets:
     by_id = {entry.readable_id: entry for entry in entries}
     counts: Counter[Bucket] = Counter()
     for entry in entries:
-        bucket = _BUCKET.get(entry.state)
+        bucket = STATE_BUCKET.get(entry.state)
         if bucket is None:  # planned
             above = by_id.get(entry.parent) if entry.parent else None
             while above is not None and above.state is TaskState.PLANNED:
                 above = by_id.get(above.parent) if above.parent else None
-            blocked = above is not None and above.state in _BLOCKING
+            blocked = above is not None and STATE_BUCKET.get(above.state) in BLOCKING
             bucket = Bucket.BLOCKED if blocked else Bucket.NOT_STARTED
         counts[bucket] += 1
     return Buckets.of(counts)

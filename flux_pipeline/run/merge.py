@@ -32,7 +32,7 @@ import anyio
 from flux_pipeline.errors import UsageError
 from flux_pipeline.layout import STATE_DIR, inside
 from flux_pipeline.media import copy_atomic
-from flux_pipeline.outcome import Bucket, Buckets, exit_code_for
+from flux_pipeline.outcome import STATE_BUCKET, Bucket, Buckets, exit_code_for
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.report.entry import TaskEntry
@@ -251,21 +251,10 @@ def gather_files(
     return copied, present, sorted(missing)
 
 
-_BUCKET = {  # as ``run`` counts a task (its exit code: flux_pipeline/outcome.py)
-    TaskState.DOWNLOADED: Bucket.DONE,
-    TaskState.FAILED: Bucket.FAILED,
-    TaskState.EXPIRED: Bucket.EXPIRED,
-    TaskState.SUBMITTING: Bucket.AMBIGUOUS,
-    TaskState.SUBMITTED: Bucket.IN_FLIGHT,
-    TaskState.SUCCEEDED: Bucket.IN_FLIGHT,  # its files are downloaded by the next run
-    TaskState.PLANNED: Bucket.NOT_STARTED,
-}
-
-
 def buckets_of(states: Iterable[TaskState]) -> Buckets:
     """The merged tasks' buckets. A planned task counts as not started even behind a failed
     parent (where ``run`` would say blocked): merge reads no lineage, it exits 3 for it."""
-    return Buckets.of(Counter(_BUCKET[state] for state in states))
+    return Buckets.of(Counter(STATE_BUCKET.get(state, Bucket.NOT_STARTED) for state in states))
 
 
 async def merge(

@@ -12,28 +12,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
-from flux_pipeline.outcome import Bucket, Buckets
+from flux_pipeline.outcome import BLOCKING, STATE_BUCKET, Bucket, Buckets
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.admission import Admission
 from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.ledger import Closed, Ledger
 from flux_pipeline.run.state_store import StateStore
-from flux_pipeline.states import TaskRecord, TaskState
+from flux_pipeline.states import TaskRecord
 
 Chained = Callable[[TaskSpec, int], list[TaskSpec]]
-
-
-# the bucket of a task the run never considered, by its row (as the report counts it:
-# report/reportfile.py ``entry_buckets``); a planned one (or none) is blocked or not started
-_BY_STATE = {
-    TaskState.DOWNLOADED: Bucket.DONE,
-    TaskState.FAILED: Bucket.FAILED,
-    TaskState.EXPIRED: Bucket.EXPIRED,
-    TaskState.SUBMITTING: Bucket.AMBIGUOUS,
-    TaskState.SUBMITTED: Bucket.IN_FLIGHT,
-    TaskState.SUCCEEDED: Bucket.IN_FLIGHT,
-}
-_BLOCKING = (Bucket.FAILED, Bucket.EXPIRED, Bucket.AMBIGUOUS)
 
 
 def unreached(
@@ -59,11 +46,11 @@ def unreached(
             continue
         seen.add(spec.key)
         record = records.get(spec.key)
-        bucket = _BY_STATE.get(record.state) if record else None
+        bucket = STATE_BUCKET.get(record.state) if record else None
         if bucket is None:
             bucket = Bucket.BLOCKED if blocks else Bucket.NOT_STARTED
         else:
-            blocks = bucket in _BLOCKING
+            blocks = bucket in BLOCKING
         counts[bucket] += 1
         below(spec, record.result_urls if record else (), blocks)
     return counts
