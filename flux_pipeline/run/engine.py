@@ -172,8 +172,9 @@ class Engine:
         self._tg: TaskGroup | None = None
         store.watch(self.fail_run)  # a taskId that cannot be stored, a full disk: exit 2
 
-    async def run(self) -> RunOutcome:
-        self._records = await self.store.records()
+    async def run(self, records: dict[str, TaskRecord] | None = None) -> RunOutcome:
+        """``records``: the state DB's rows, when the caller has just read them."""
+        self._records = await self.store.records() if records is None else records
         self._intact = await intact_keys(self._records, self.settings.out_dir, self.store)
         await self._consider(Pending(spec) for spec in self.plan.tasks if spec.parent_key is None)
         try:

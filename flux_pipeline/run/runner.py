@@ -48,6 +48,7 @@ from flux_pipeline.run.scheduler import TimingConfig
 from flux_pipeline.run.simulated import simulated_endpoint
 from flux_pipeline.run.stops import Stops
 from flux_pipeline.run.store import Store
+from flux_pipeline.states import TaskRecord
 
 __all__ = ["Endpoint", "RunOptions", "RunResult", "endpoint_from_env", "execute", "prepare"]
 
@@ -225,7 +226,8 @@ async def _execute(
             settings=summary,
             planned=len(plan.tasks),
         )
-        paying = would_create(plan, await store.records(), settings.policy, time.time())
+        records = await store.records()  # read once: the cost line, then the engine
+        paying = would_create(plan, records, settings.policy, time.time())
         echo(f"flux-pipeline: this run would create {describe(paying, plan.pricing)}")
         store.start(outer)
         if keeper is not None:
@@ -251,7 +253,7 @@ async def _execute(
             )
             relay.connect(engine.on_callback)
             stops.attach(engine)
-            outcome = await _run_engine(engine, options, callbacks)
+            outcome = await _run_engine(engine, options, callbacks, records)
         finally:
             stops.detach()
             if keeper is not None:
@@ -309,13 +311,16 @@ def _client_config(options: RunOptions, endpoint: Endpoint) -> ClientConfig:
 
 
 async def _run_engine(
-    engine: Engine, options: RunOptions, callbacks: _Callbacks | None
+    engine: Engine,
+    options: RunOptions,
+    callbacks: _Callbacks | None,
+    records: dict[str, TaskRecord],
 ) -> RunOutcome:
     """The engine, with the receiver's shutdown and the deadline around it."""
     async with anyio.create_task_group() as tg:
         if options.deadline is not None:
             tg.start_soon(_watch_deadline, engine, options.deadline)
-        outcome = await engine.run()
+        outcome = await engine.run(records)
         if callbacks is not None:
             await callbacks.server.stop()
         tg.cancel_scope.cancel()
