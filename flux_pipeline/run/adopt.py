@@ -27,6 +27,7 @@ from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.report.lockfile import Lock, LockEntry
 from flux_pipeline.run.merge import records_from_report
+from flux_pipeline.run.spec_record import spec_record
 from flux_pipeline.run.store import Store, import_records, read_records
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
@@ -67,29 +68,16 @@ def _specs(plan: Plan, entries: Mapping[str, LockEntry]) -> dict[str, TaskSpec]:
 
 def record_of(spec: TaskSpec, entry: LockEntry, now: float) -> TaskRecord:
     urls = entry.result_urls
-    return TaskRecord(
-        key=spec.key,
-        readable_id=spec.readable_id,
-        step=spec.step,
-        parent_key=spec.parent_key,
-        parent_output_index=spec.parent_output_index,
-        state=entry.state,
+    return spec_record(
+        spec,
+        entry.state,
+        updated_at=now,
         task_id=entry.task_id,
-        request_json=spec.request_json,
-        output=spec.output,
-        output_format=spec.output_format,
         result_urls=urls,
         fail_code=entry.fail_code,
         fail_msg="adopted from the lock file" if entry.fail_code else None,
         attempts=entry.attempts,
-        api_create_time=None,
-        api_complete_time=None,
-        cost_time=None,
-        first_submitted_at=None,
-        submitted_at=None,
         finished_at=entry.finished_at,
-        downloaded_at=None,
-        updated_at=now,
         outputs=[
             OutputRecord(
                 index=i,

@@ -16,6 +16,7 @@ from typing import Any
 
 from flux_pipeline.errors import StateError
 from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.run.spec_record import spec_record
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
 
@@ -88,30 +89,7 @@ class MemoryStore:
         now = self._clock()
         row = self.rows.get(spec.key)
         if row is None:
-            row = TaskRecord(
-                key=spec.key,
-                readable_id=spec.readable_id,
-                step=spec.step,
-                parent_key=spec.parent_key,
-                parent_output_index=spec.parent_output_index,
-                state=TaskState.SUBMITTING,
-                task_id=None,
-                request_json=spec.request_json,
-                output=spec.output,
-                output_format=spec.output_format,
-                result_urls=(),
-                fail_code=None,
-                fail_msg=None,
-                attempts=0,
-                api_create_time=None,
-                api_complete_time=None,
-                cost_time=None,
-                first_submitted_at=now,
-                submitted_at=None,
-                finished_at=None,
-                downloaded_at=None,
-                updated_at=now,
-            )
+            row = spec_record(spec, TaskState.SUBMITTING, updated_at=now, first_submitted_at=now)
             self.rows[spec.key] = row
         self._update(
             spec.key,

@@ -41,6 +41,7 @@ from flux_pipeline.report.reportfile import load_report
 from flux_pipeline.run.lease import hold_lease
 from flux_pipeline.run.lock_keeper import LockKeeper
 from flux_pipeline.run.merge_inputs import check_records
+from flux_pipeline.run.spec_record import spec_record
 from flux_pipeline.run.store import Store, import_records
 from flux_pipeline.run.verify import Verifier
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
@@ -166,17 +167,11 @@ def records_from_report(plan: Plan, path: Path) -> tuple[dict[str, TaskRecord], 
         if state is TaskState.PLANNED or (state is TaskState.SUBMITTED and not entry.task_id):
             continue
         stamps = entry.timestamps
-        records[spec.key] = TaskRecord(
-            key=spec.key,
-            readable_id=spec.readable_id,
-            step=spec.step,
-            parent_key=spec.parent_key,
-            parent_output_index=spec.parent_output_index,
-            state=state,
+        records[spec.key] = spec_record(
+            spec,
+            state,
+            updated_at=max(stamps.values(), default=0.0),
             task_id=entry.task_id,
-            request_json=spec.request_json,
-            output=spec.output,
-            output_format=spec.output_format,
             result_urls=tuple(o.url for o in outputs),
             fail_code=entry.fail_code,
             fail_msg=entry.fail_msg,
@@ -188,7 +183,6 @@ def records_from_report(plan: Plan, path: Path) -> tuple[dict[str, TaskRecord], 
             submitted_at=stamps.submitted,
             finished_at=stamps.finished,
             downloaded_at=stamps.downloaded,
-            updated_at=max(stamps.values(), default=0.0),
             outputs=outputs,
         )
     return records, ignored
