@@ -14,7 +14,17 @@ import textwrap
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+# Pillow loads its WebP plugin lazily, on the first WebP saved, and silently leaves WebP out
+# when that import fails (seen under the tests' address-space limit, tests/manifest/helpers.py
+# ``cli_limited``, when it came late in a worker thread): a 500 for every WebP result. Loaded
+# here, at start, while memory is plentiful, and a failure is an error at start, not mid-run.
+from PIL import (
+    Image,
+    ImageDraw,
+    ImageFont,
+    ImageOps,
+    WebPImagePlugin,  # noqa: F401  (registers the WebP encoder)
+)
 
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
