@@ -90,7 +90,8 @@ def decide_all(
     verifier = verifier or Verifier(out_dir)
     decisions: list[Decision] = []
     done: set[str] = set()
-    memo: dict[tuple[TaskState | None, bool, bool, bool], Decision] = {}
+    held: set[str] = set()  # held by the policy, or below one that is: children are blocked
+    memo: dict[tuple[TaskState | None, bool, bool, bool, bool], Decision] = {}
     now = time.time()
     policy = policy or Policy()
     for task in plan.tasks:
@@ -102,15 +103,23 @@ def decide_all(
             else True
         )
         ready = task.parent_key is None or task.parent_key in done
+        blocked = task.parent_key is not None and task.parent_key in held
         gone = stored is not None and urls_expired(stored.finished_at, now)
-        decision = memo.get((state, intact, ready, gone))
+        decision = memo.get((state, intact, ready, blocked, gone))
         if decision is None:
             decision = decide(
-                state, outputs_intact=intact, parent_ready=ready, policy=policy, urls_expired=gone
+                state,
+                outputs_intact=intact,
+                parent_ready=ready,
+                parent_held=blocked,
+                policy=policy,
+                urls_expired=gone,
             )
-            memo[(state, intact, ready, gone)] = decision
+            memo[(state, intact, ready, blocked, gone)] = decision
         if decision.reason is Reason.DONE:
             done.add(task.key)
+        elif decision.action is Action.HOLD:
+            held.add(task.key)
         decisions.append(decision)
     return decisions
 
@@ -276,7 +285,7 @@ def plan(
     )
     paying = by_mode(t for t, d in zip(the_plan.tasks, decisions, strict=True) if d.action in PAY)
     if fmt == "md":
-        stream.write(render_markdown(the_plan, found))
+        stream.write(render_markdown(the_plan, found, cost=describe(paying, the_plan.pricing)))
     elif as_json:
         cost = cost_json(paying, the_plan.pricing)
         write_json(the_plan, decisions, stream, found.to_json() if lock else None, cost)

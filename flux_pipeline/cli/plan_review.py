@@ -208,9 +208,12 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
 
 
-def render_markdown(plan: Plan, r: Review, *, limit: int = 500) -> str:
-    """For a pull request comment or a step summary; long tables are cut at ``limit`` rows."""
+def render_markdown(plan: Plan, r: Review, *, cost: str | None = None, limit: int = 500) -> str:
+    """For a pull request comment or a step summary; long tables are cut at ``limit`` rows.
+    ``cost``: what a run would create (``plan/cost.py`` ``describe``), shown under the counts."""
     lines = [f"### flux-pipeline plan: {_md(plan.name)}", "", summary_line(r), ""]
+    if cost is not None:
+        lines += [f"**Would create {_md(cost)}**", ""]
 
     def table(title: str, head: str, rows: list[str]) -> None:
         columns = head.count("|") - 1

@@ -75,17 +75,22 @@ def would_create(
     plan: Plan, records: Mapping[str, TaskRecord], policy: Policy, now: float
 ) -> dict[str, int]:
     """Per mode, the tasks of ``plan`` a run would create (new, or waiting for a parent) by
-    the resume rule (plan/resume.py), taking downloaded outputs as intact."""
+    the resume rule (plan/resume.py), taking downloaded outputs as intact; the chained tasks
+    of a held parent (failed, ambiguous, expired, left by the policy) are blocked, not created."""
     paying = []
+    held: set[str] = set()  # the policy leaves them: their chained tasks are blocked
     for task in plan.tasks:
         record = records.get(task.key)
         decision = decide(
             record.state if record else None,
+            parent_held=task.parent_key is not None and task.parent_key in held,
             policy=policy,
             urls_expired=record is not None and urls_expired(record.finished_at, now),
         )
         if decision.action in (Action.SUBMIT, Action.WAIT):
             paying.append(task)
+        elif decision.action is Action.HOLD:
+            held.add(task.key)
     return by_mode(paying)
 
 

@@ -29,6 +29,7 @@ class Reason(StrEnum):
     EXPIRED = "expired"
     OUTPUT_MISSING = "done but output missing"
     WAITING_FOR_PARENT = "waiting for parent"
+    BLOCKED = "blocked by parent"  # its parent is held (failed, ambiguous, expired)
 
 
 class Action(StrEnum):
@@ -62,6 +63,7 @@ def decide(
     *,
     outputs_intact: bool = True,
     parent_ready: bool = True,
+    parent_held: bool = False,
     policy: Policy = Policy(),
     urls_expired: bool = False,
 ) -> Decision:
@@ -70,7 +72,9 @@ def decide(
     ``state`` is None when the DB has no row. ``outputs_intact`` matters only for downloaded
     tasks; ``parent_ready`` only for chained tasks that have not been submitted yet;
     ``urls_expired`` (its result URLs are past their lifetime) only for a task whose files
-    would have to be downloaded: it is expired, not downloaded.
+    would have to be downloaded: it is expired, not downloaded. ``parent_held``: the parent
+    (or an ancestor) is left as it is by the policy (``Action.HOLD``), so a chained task not
+    sent yet cannot run: blocked, and a run does not create it.
     """
     regenerate = policy.retry_failed or policy.regenerate_expired
     if urls_expired and (
@@ -78,6 +82,8 @@ def decide(
     ):
         return Decision(Reason.EXPIRED, Action.SUBMIT if regenerate else Action.HOLD)
     if state is None or state is TaskState.PLANNED:
+        if parent_held:
+            return Decision(Reason.BLOCKED, Action.HOLD)
         if not parent_ready:
             return Decision(Reason.WAITING_FOR_PARENT, Action.WAIT)
         return Decision(Reason.NEW, Action.SUBMIT)

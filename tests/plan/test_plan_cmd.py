@@ -14,7 +14,7 @@ from flux_pipeline.cli.manifest_cmds import StoredTask, decide_all, load_states
 from flux_pipeline.cli.plan_output import write_json, write_table
 from flux_pipeline.media import sha256_bytes
 from flux_pipeline.plan.expand import Plan
-from flux_pipeline.plan.resume import Reason
+from flux_pipeline.plan.resume import Policy, Reason
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.store import Store
 from flux_pipeline.states import OutputRecord, TaskState
@@ -73,7 +73,11 @@ def test_every_reason_from_stored_states(plan: Plan, tmp_path: Path) -> None:
         Reason.FAILED,
         Reason.EXPIRED,
         Reason.NEW,  # its parent is done: the banner can be submitted
-        *[Reason.WAITING_FOR_PARENT] * 5,
+        Reason.WAITING_FOR_PARENT,  # its parent is downloaded again
+        Reason.BLOCKED,  # ambiguous parent, held
+        Reason.WAITING_FOR_PARENT,  # its parent is in flight
+        Reason.BLOCKED,  # failed parent
+        Reason.BLOCKED,  # expired parent, held
     ]
     stream = io.StringIO()
     write_json(plan, decisions, stream)
@@ -86,7 +90,8 @@ def test_every_reason_from_stored_states(plan: Plan, tmp_path: Path) -> None:
         "failed": 1,
         "expired": 1,
         "done but output missing": 1,
-        "waiting for parent": 5,
+        "waiting for parent": 2,
+        "blocked by parent": 3,
     }
     assert [t["action"] for t in document["tasks"][:7]] == [
         "skip",
@@ -103,8 +108,8 @@ def test_every_reason_from_stored_states(plan: Plan, tmp_path: Path) -> None:
     assert lines[0] == f"states: 12 tasks in 2 steps (manifest sha256 {plan.manifest_sha256[:12]})"
     assert "done but output missing" in table.getvalue()
     assert lines[-1].split() == [
-        "waiting",
-        "for",
+        "blocked",
+        "by",
         "parent",
         "hero@n=6#1/banner#1",
         "banner/hero-n-6-1-banner-1.png",
@@ -198,3 +203,57 @@ def test_plan_reads_the_state_db(tmp_path: Path, capsys: pytest.CaptureFixture[s
     # without --state the DB is looked for in its default place in the output directory
     assert run_cli(["plan", "--json", str(tmp_path / "m.yaml"), "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["counts"] == {"new": 6, "waiting for parent": 6}
+
+
+def test_children_of_a_failed_parent_are_blocked_not_created(plan: Plan, tmp_path: Path) -> None:
+    """A failed (or held) parent's chained tasks cannot run: ``plan`` shows them blocked and
+    does not count them among the tasks a run would create."""
+    heroes = plan.tasks[:6]
+    states = {
+        heroes[0].key: StoredTask(TaskState.FAILED),
+        heroes[1].key: StoredTask(TaskState.SUBMITTING),  # ambiguous, held by default
+        heroes[2].key: StoredTask(TaskState.EXPIRED),
+    }
+    decisions = decide_all(plan, states, tmp_path / "out")
+    reasons = [d.reason for d in decisions[6:]]
+    assert reasons == [Reason.BLOCKED] * 3 + [Reason.WAITING_FOR_PARENT] * 3
+    assert [d.action.value for d in decisions[6:9]] == ["hold"] * 3
+    retried = decide_all(plan, states, tmp_path / "out", policy=Policy(retry_failed=True))
+    assert retried[6].reason is Reason.WAITING_FOR_PARENT  # its parent is created again
+
+
+def test_plan_counts_no_creates_below_a_failed_parent(
+    plan: Plan, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    state = out / "s.sqlite3"
+
+    async def record() -> None:
+        async with await Store.open(state) as store:
+            for hero in plan.tasks[:6]:
+                await store.mark_submitting(hero)
+                store.mark_submitted(hero.key, f"task_{hero.key[:6]}")
+                store.mark_failed(hero.key, "BAD", "refused")
+
+    anyio.run(record)
+    args = ["plan", str(tmp_path / "m.yaml"), "--out", str(out), "--state", str(state)]
+    assert run_cli([*args, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["counts"] == {"failed": 6, "blocked by parent": 6}
+    assert document["cost"]["tasks"] == 0
+    assert run_cli([*args, "--format", "md", "--no-lock"]) == 0
+    assert "**Would create 0 task(s)" in capsys.readouterr().out
+
+
+def test_the_run_cost_line_leaves_out_children_of_failed_parents(plan: Plan) -> None:
+    """``run``'s "this run would create" line (plan/cost.py ``would_create``) uses the same
+    rule: a failed hero's banner is not created unless ``--retry-failed``."""
+    from flux_pipeline.plan.cost import would_create
+    from flux_pipeline.run.spec_record import spec_record
+
+    records = {
+        hero.key: spec_record(hero, TaskState.FAILED, updated_at=0.0, attempts=1)
+        for hero in plan.tasks[:2]
+    }
+    assert would_create(plan, records, Policy(), 0.0) == {"pro": 8}
+    assert would_create(plan, records, Policy(retry_failed=True), 0.0) == {"pro": 12}
