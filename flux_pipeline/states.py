@@ -101,3 +101,7 @@ class TaskRecord:
     downloaded_at: float | None
     updated_at: float
     outputs: list[OutputRecord] = field(default_factory=list)
+    # a deliberate regeneration (flux_pipeline/plan/generations.py): its generation 0 key and
+    # its number; None and 0 for a task never regenerated
+    base_key: str | None = None
+    generation: int = 0

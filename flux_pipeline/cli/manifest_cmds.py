@@ -1,11 +1,12 @@
 """``validate``, ``plan`` and ``schema`` (docs/cli.md). Nothing here talks to the API.
 
 ``plan`` asks ``flux_pipeline.plan.resume.decide`` what would happen to each task, given what the
-state DB and the lock file know of it (``load_states``: the adoption ``run`` does,
-``flux_pipeline/run/adopt.py``, in memory) and whether its files are intact by the rule ``run``
-uses (``flux_pipeline/run/verify.py``); against a lock it also says what is new, unchanged and
-orphaned (``cli/plan_review.py``). ``plan`` writes nothing: a file it hashes and finds right is
-hashed again by the next ``plan``, until a ``run`` records its memo.
+state DB and the lock file know of it (``known_state``: the adoption ``run`` does,
+``flux_pipeline/run/adopt.py``, in memory; then ``flux_pipeline/plan/focus.py``, as ``run``)
+and whether its files are intact by the rule ``run`` uses (``flux_pipeline/run/verify.py``);
+against a lock it also says what is new, unchanged and orphaned (``cli/plan_review.py``).
+``plan`` writes nothing: a file it hashes and finds right is hashed again by the next
+``plan``, until a ``run`` records its memo.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ from flux_pipeline.manifest.schema import schema_text
 from flux_pipeline.media import write_atomic
 from flux_pipeline.plan.cost import by_mode, cost_json, describe
 from flux_pipeline.plan.expand import Plan, load_plan
+from flux_pipeline.plan.focus import focus
+from flux_pipeline.plan.generations import with_generations
 from flux_pipeline.plan.resume import Action, Decision, Policy, Reason, decide, urls_expired
 from flux_pipeline.report.lockfile import Lock, load_lock
-from flux_pipeline.run.adopt import known_records
+from flux_pipeline.run.adopt import known_state
 from flux_pipeline.run.verify import Verifier
-from flux_pipeline.states import OutputRecord, TaskState
+from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,23 +57,17 @@ class StoredTask:
     finished_at: float | None = None  # result URLs expire 15 days after
 
 
-def load_states(
-    state_path: Path,
-    plan: Plan | None = None,
-    lock: Lock | None = None,
-    out_dir: Path | None = None,
-) -> Mapping[str, StoredTask]:
-    """Stored task states by key: the state DB's, with what the lock (or, with neither,
-    ``OUT/report.json``) adds when ``plan`` is given; ``{}`` when nothing is known."""
-    if plan is None and not state_path.exists():
+def load_states(state_path: Path) -> Mapping[str, StoredTask]:
+    """Stored task states by key, as the state DB has them; ``{}`` without a DB."""
+    if not state_path.exists():
         return {}
-    if plan is None:
-        from flux_pipeline.run.store import read_records
+    from flux_pipeline.run.store import read_records
 
-        records = anyio.run(read_records, state_path)
-    else:
-        out = out_dir or state_path.parent.parent
-        records, _ = anyio.run(known_records, plan, state_path, lock, out)
+    return stored_tasks(anyio.run(read_records, state_path))
+
+
+def stored_tasks(records: Mapping[str, TaskRecord]) -> dict[str, StoredTask]:
+    """What the resume rule needs of each record."""
     return {
         key: StoredTask(record.state, tuple(record.outputs), record.finished_at)
         for key, record in records.items()
@@ -254,6 +251,7 @@ def plan(
     no_lock: bool,
     only: tuple[str, ...],
     limit: int | None,
+    regenerate: tuple[str, ...],
     regenerate_expired: bool,
     strict: bool,
 ) -> int:
@@ -270,13 +268,20 @@ def plan(
     whole = the_plan
     if shard is not None:
         the_plan = select(the_plan, *shard)
-    sharded = the_plan
-    the_plan = selection.select(the_plan, selection.parse_only(only), limit)
+    only, again = selection.parse_only(only), selection.parse_only(regenerate)
+    selection.select(the_plan, only, limit)  # its patterns checked before anything is read
+    if again:
+        selection.check_patterns(the_plan, again, "--regenerate")
     as_json = as_json or fmt == "json"
     out_dir = out_dir or default_out_dir(the_plan.name)
     path = lock_path_of(manifest, lock_path, no_lock)
     lock = load_lock(path, plan=the_plan, out_dir=out_dir) if path is not None else None
-    states = load_states(state_path or default_state_path(out_dir, shard), the_plan, lock, out_dir)
+    state = state_path or default_state_path(out_dir, shard)
+    known = anyio.run(known_state, the_plan, state, lock, out_dir)
+    focused = focus(known.plan, known.records, regenerate=again, only=only, limit=limit)
+    the_plan = focused.plan
+    whole = with_generations(whole, the_plan.generations)  # what the manifest makes now
+    states = stored_tasks(known.records)
     policy = Policy(regenerate_expired=regenerate_expired)
     decisions = decide_all(the_plan, states, out_dir, policy=policy)
     stream = sys.stdout
@@ -290,7 +295,7 @@ def plan(
         cost = cost_json(paying, the_plan.pricing)
         write_json(the_plan, decisions, stream, found.to_json() if lock else None, cost)
     else:
-        if note := selection.selection_note(sharded, the_plan):
+        for note in focused.notes:
             stream.write(f"{note}\n")
         write_table(the_plan, decisions, stream)
         if lock is not None:

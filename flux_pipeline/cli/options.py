@@ -147,8 +147,17 @@ def echo_warnings(warnings: Iterable[object]) -> None:
 
 
 def selection_options(func: F) -> F:
-    """``--only PATTERN`` (repeatable) -> ``only`` and ``--limit N`` -> ``limit``
-    (plan/selection.py)."""
+    """``--only PATTERN`` (repeatable) -> ``only``, ``--limit N`` -> ``limit`` and
+    ``--regenerate PATTERN`` -> ``regenerate`` (plan/selection.py, plan/generations.py)."""
+    func = click.option(
+        "--regenerate",
+        "regenerate",
+        multiple=True,
+        metavar="PATTERN",
+        help="Make a new generation of these finished tasks (a step id or a glob of readable "
+        "ids, repeatable or comma-separated): a new key, paid again; the old image and its "
+        "record stay until the new image is downloaded over it. Chained tasks follow.",
+    )(func)
     func = click.option(
         "--limit",
         type=click.IntRange(min=1),

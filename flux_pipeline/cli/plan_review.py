@@ -45,6 +45,7 @@ class Review:
     new: tuple[NewTask, ...]
     unchanged: tuple[LockedTask, ...]
     orphaned: tuple[LockEntry, ...]
+    superseded: tuple[LockEntry, ...]  # older generations of regenerated tasks (kept)
     to_create: int  # tasks the plan says a run creates (new, retried, regenerated)
     expired_held: int  # expired tasks a run leaves (re-created with --regenerate-expired)
 
@@ -55,6 +56,7 @@ class Review:
                 "new": len(self.new),
                 "unchanged": len(self.unchanged),
                 "orphaned": len(self.orphaned),
+                "superseded": len(self.superseded),
                 "to_create": self.to_create,
                 "expired_held": self.expired_held,
             },
@@ -82,6 +84,10 @@ class Review:
                     "taskId": e.task_id,
                 }
                 for e in self.orphaned
+            ],
+            "superseded": [
+                {"readable_id": e.readable_id, "key": e.key, "generation": e.generation}
+                for e in self.superseded
             ],
         }
 
@@ -145,18 +151,29 @@ def review(
             continue
         old = by_id.get(task.readable_id)
         parts = _parts(plan, task, old, lock, specs) if old is not None else ()
+        if old is not None and task.generation != old.generation:  # the key's only change
+            kept = tuple(p for p in parts if p.part != "other")
+            parts = (*kept, PartChange("generation", old.generation, task.generation))
         was = old.key if old is not None else None
         new.append(NewTask(task.readable_id, task.key, decision.reason.value, was, parts))
-    orphans = [  # a parent's chained tasks of its other outputs are made at run time
-        e
-        for k, e in lock.entries.items()
-        if k not in made and not (e.parent_key in made and e.parent_output_index)
-    ]
+    regenerated = {t.base_key for t in made.values() if t.generation}
+    orphans: list[LockEntry] = []
+    superseded: list[LockEntry] = []
+    older: set[str] = set()  # keys of older generations, and of their chained tasks
+    for k, e in sorted(lock.entries.items(), key=lambda item: item[1].readable_id):
+        if k in made or (e.parent_key in made and e.parent_output_index):
+            continue  # a parent's chained tasks of its other outputs are made at run time
+        if (e.base_key or e.key) in regenerated or (e.parent_key or "") in older:
+            older.add(k)
+            superseded.append(e)
+        else:
+            orphans.append(e)
     return Review(
         lock=lock.path,
         new=tuple(sorted(new, key=lambda t: t.readable_id)),
         unchanged=tuple(sorted(unchanged, key=lambda t: t.readable_id)),
         orphaned=tuple(sorted(orphans, key=lambda e: e.readable_id)),
+        superseded=tuple(sorted(superseded, key=lambda e: (e.readable_id, e.generation))),
         to_create=to_create,
         expired_held=expired_held,
     )
@@ -175,9 +192,10 @@ def _change(task: NewTask, sep: str = "; ") -> str:
 
 
 def summary_line(r: Review) -> str:
+    older = f", {len(r.superseded)} older generation(s) kept" if r.superseded else ""
     return (
         f"{len(r.new)} new, {len(r.unchanged)} unchanged, {len(r.orphaned)} orphaned "
-        f"(in the lock, no longer in the manifest); {r.to_create} to create"
+        f"(in the lock, no longer in the manifest){older}; {r.to_create} to create"
     )
 
 
@@ -198,6 +216,10 @@ def render_text(r: Review) -> str:
     lines += [
         f"{'orphaned':<{width}}  {e.readable_id}  ({LOCK_STATE[e.state]}, taskId {e.task_id})"
         for e in r.orphaned
+    ]
+    lines += [
+        f"{'superseded':<{width}}  {e.readable_id}  (generation {e.generation}, kept)"
+        for e in r.superseded
     ]
     if hint := expired_hint(r):
         lines.append(hint)
@@ -239,6 +261,9 @@ def render_markdown(plan: Plan, r: Review, *, cost: str | None = None, limit: in
         ]
         title = "Orphaned: in the lock, no longer in the manifest (kept)"
         table(title, "| task | state | taskId |", rows)
+    if r.superseded:
+        rows = [f"| `{_md(e.readable_id)}` | {e.generation} |" for e in r.superseded]
+        table("Older generations of regenerated tasks (kept)", "| task | generation |", rows)
     if hint := expired_hint(r):
         lines += [hint, ""]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -202,6 +202,7 @@ def run(
     no_lock: bool,
     only: tuple[str, ...],
     limit: int | None,
+    regenerate: tuple[str, ...],
     max_cost: float | None,
     as_json: bool,
     strict: bool,
@@ -235,6 +236,7 @@ def run(
         strict=strict,
         only=parse_only(only),
         limit=limit,
+        regenerate=parse_only(regenerate),
         max_cost=max_cost,
     )
     with interrupts_raise() as reinstall:
@@ -243,8 +245,6 @@ def run(
         endpoint = None if simulate else endpoint_from_env(os.environ)
         prepared = prepare(options)
         echo_warnings(prepared.plan.warnings)
-        if prepared.selected:
-            _echo(f"flux-pipeline: {prepared.selected}")
         display = progress_for()
 
         async def main(endpoint: Endpoint | None) -> RunResult:

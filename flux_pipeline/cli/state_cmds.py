@@ -13,6 +13,8 @@ import click
 from flux_pipeline.cli.options import lock_options, lock_path_of, out_option, state_option
 from flux_pipeline.errors import ExitCode, UsageError
 from flux_pipeline.outcome import ambiguous_message, exit_code_for, verdict
+from flux_pipeline.plan.expand import Plan
+from flux_pipeline.plan.generations import of_records, superseded, with_generations
 from flux_pipeline.report.reportfile import buckets_json
 from flux_pipeline.run.caps import one_line
 from flux_pipeline.run.lease import hold_lease
@@ -48,20 +50,22 @@ def _known(
     state: Path,
     lock_file: Path | None,
     records: dict[str, TaskRecord],
-) -> dict[str, TaskRecord]:
-    """The state DB's ``records`` with what the lock (or, with neither, ``report.json``)
-    adds (``run/adopt.py``, in memory)."""
+) -> tuple[Plan, dict[str, TaskRecord]]:
+    """The manifest's plan at its recorded generations (plan/generations.py), and the state
+    DB's ``records`` with what the lock (or, with neither, ``report.json``) adds
+    (``run/adopt.py``, in memory)."""
     from flux_pipeline.layout import default_out_dir
     from flux_pipeline.plan.expand import load_plan
     from flux_pipeline.report.lockfile import load_lock
-    from flux_pipeline.run.adopt import known_records
+    from flux_pipeline.run.adopt import known_state
 
     plan = load_plan(manifest)
     out = out_dir or default_out_dir(plan.name)
     lock = load_lock(lock_file, plan=plan, out_dir=out) if lock_file is not None else None
     if lock is None and state.exists():
-        return records
-    return anyio.run(known_records, plan, state, lock, out)[0]
+        return with_generations(plan, of_records(records.values())), records
+    known = anyio.run(known_state, plan, state, lock, out)
+    return known.plan, known.records
 
 
 @click.command()
@@ -83,23 +87,24 @@ def status(
     path = _state_path(manifest, out_dir, state_path)
     lock_file = lock_path_of(manifest, lock_path, no_lock) if manifest is not None else None
     records, last_run = anyio.run(_read, path) if path.exists() else ({}, None)
+    plan = None
     if manifest is not None:
-        records = _known(manifest, out_dir, path, lock_file, records)
+        plan, records = _known(manifest, out_dir, path, lock_file, records)
     if not path.exists() and not records:
         raise UsageError(f"no state DB at {path}: nothing has run yet")
     counts = Counter(r.state.value for r in records.values())
     planned_total = None
-    if manifest is not None:
-        from flux_pipeline.plan.expand import load_plan
+    if plan is not None:
         from flux_pipeline.report.files import task_entries
         from flux_pipeline.report.reportfile import entry_buckets
 
-        plan = load_plan(manifest)
         planned_total = len(plan.tasks)
         counts[TaskState.PLANNED.value] += sum(1 for t in plan.tasks if t.key not in records)
         buckets = entry_buckets(task_entries(plan, records))
-    else:  # no plan, no lineage: a planned row counts as not started
-        buckets = buckets_of(r.state for r in records.values())
+    else:  # no plan, no lineage: a planned row counts as not started; older generations
+        # of regenerated tasks are kept rows, not tasks (plan/generations.py)
+        older = superseded(records)
+        buckets = buckets_of(r.state for k, r in records.items() if k not in older)
     ambiguous = sorted(r.readable_id for r in records.values() if r.state is TaskState.SUBMITTING)
     code = exit_code_for(buckets)
     last_error = last_run.get("last_error") if last_run else None

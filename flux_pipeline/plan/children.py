@@ -17,7 +17,7 @@ time.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from flux_pipeline.manifest.yamlload import Located
 from flux_pipeline.plan.problems import Problems
 from flux_pipeline.plan.render import Planned, TaskRenderer
 from flux_pipeline.plan.steps import CompiledStep
-from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.plan.tasks import TaskSpec, at_generation
 
 TEMPLATE_ERROR = "TEMPLATE_ERROR"  # the fail code of chained tasks that could not be planned
 
@@ -76,12 +76,14 @@ class ChildPlanner:
         steps: Sequence[CompiledStep],
         records: dict[str, Planned],
         tasks: Sequence[TaskSpec],
+        generations: Mapping[str, int] | None = None,
     ) -> None:
         self._located = located
         self._vars = variables
         self._steps = list(steps)
         self._records = records
         self._tasks = tasks
+        self._generations = generations or {}  # base key -> generation (plan/generations.py)
         self._up_front: dict[str, list[TaskSpec]] | None = None  # parent key -> output 0 tasks
         self._on_demand: dict[tuple[str, int], list[TaskSpec]] = {}
         self._on_demand_keys: set[str] = set()  # tasks planned here, not in ``tasks``
@@ -152,7 +154,30 @@ class ChildPlanner:
                 found.extend(renderer.tasks_of(step, parent, output_index))
         return found, problems
 
-    @staticmethod
-    def _admit(step: CompiledStep, spec: TaskSpec) -> TaskSpec:
+    def _admit(self, step: CompiledStep, spec: TaskSpec) -> TaskSpec:
         output = on_demand_output(step, spec.output, spec.parent_output_index or 0)
-        return spec if output == spec.output else dataclasses.replace(spec, output=output)
+        spec = spec if output == spec.output else dataclasses.replace(spec, output=output)
+        return at_generation(spec, spec.parent_key, self._generations)
+
+    def regenerated(
+        self,
+        tasks: Sequence[TaskSpec],
+        renamed: Mapping[str, str],
+        generations: Mapping[str, int],
+    ) -> ChildPlanner:
+        """This planner for ``tasks``, the plan's tasks at ``generations``, where ``renamed``
+        maps each old key to its new one: chained tasks planned on demand are planned under
+        the new keys, at their own generations."""
+        records = dict(self._records)
+        by_key = {task.key: task for task in tasks}
+        for old, new in renamed.items():
+            planned = records[old]
+            records[new] = dataclasses.replace(planned, spec=by_key[new])
+        return ChildPlanner(
+            located=self._located,
+            variables=self._vars,
+            steps=self._steps,
+            records=records,
+            tasks=tasks,
+            generations=generations,
+        )

@@ -41,6 +41,8 @@ class Plan:
         default=None, repr=False, compare=False
     )
     pricing: Pricing | None = None  # the manifest's pricing section (plan/cost.py)
+    # base key -> generation of the tasks deliberately regenerated (plan/generations.py)
+    generations: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def step_ids(self) -> list[str]:

@@ -42,11 +42,24 @@ def parse_only(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-class _Matcher:
+class Matcher:
+    """Step ids and readable-id globs; ``used`` records the patterns that matched."""
+
     def __init__(self, patterns: Sequence[str], steps: Sequence[str]) -> None:
+        self.all_steps = list(steps)
         self.steps = {p for p in patterns if p in steps}
         self.globs = [p for p in patterns if p not in self.steps]
         self.used: set[str] = set(self.steps)
+
+    def check(self, patterns: Sequence[str], flag: str) -> None:
+        """``UsageError`` (exit 2) for the first of ``patterns`` that matched nothing."""
+        unused = [p for p in patterns if p not in self.used]
+        if unused:
+            hint = did_you_mean(unused[0], self.all_steps)
+            raise UsageError(
+                f"{flag} {unused[0]!r} matches no step id and no task's readable id{hint} "
+                f"(steps: {', '.join(self.all_steps)})"
+            )
 
     def __call__(self, task: TaskSpec) -> bool:
         hit = task.step in self.steps
@@ -57,25 +70,27 @@ class _Matcher:
         return hit
 
 
+def check_patterns(plan: Plan, patterns: Sequence[str], flag: str) -> None:
+    """``UsageError`` (exit 2) unless each of ``patterns`` matches a step or a planned task."""
+    matches = Matcher(patterns, plan.step_ids)
+    for task in plan.tasks:
+        matches(task)
+    matches.check(patterns, flag)
+
+
 def select_only(plan: Plan, patterns: Sequence[str]) -> Plan:
     """The tasks of ``plan`` that ``patterns`` select (module docstring). ``UsageError`` for a
     pattern that matches no step and no task."""
     if not patterns:
         return plan
-    matches = _Matcher(patterns, plan.step_ids)
+    matches = Matcher(patterns, plan.step_ids)
     chosen: set[str] = set()  # matched, or a chained task of a chosen one
     parents: dict[str, str | None] = {}
     for task in plan.tasks:
         parents[task.key] = task.parent_key
         if matches(task) or (task.parent_key is not None and task.parent_key in chosen):
             chosen.add(task.key)
-    unused = [p for p in patterns if p not in matches.used]
-    if unused:
-        hint = did_you_mean(unused[0], plan.step_ids)
-        raise UsageError(
-            f"--only {unused[0]!r} matches no step id and no task's readable id{hint} "
-            f"(steps: {', '.join(plan.step_ids)})"
-        )
+    matches.check(patterns, "--only")
     needed = set(chosen)
     for key in chosen:  # the ancestors a chosen chained task edits the images of
         parent = parents.get(key)

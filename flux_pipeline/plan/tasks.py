@@ -12,6 +12,7 @@ A ``TaskSpec`` is immutable and small: plans of 100,000 tasks stay in memory. It
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -39,6 +40,7 @@ def task_key(
     parent_key: str | None,
     parent_output_index: int | None,
     repeat_index: int,
+    generation: int = 0,
 ) -> str:
     """SHA-256 over the canonical request and its lineage (docs/keys.md)."""
     return key_of_request_json(
@@ -46,6 +48,7 @@ def task_key(
         parent_key=parent_key,
         parent_output_index=parent_output_index,
         repeat_index=repeat_index,
+        generation=generation,
     )
 
 
@@ -55,20 +58,24 @@ def key_of_request_json(
     parent_key: str | None,
     parent_output_index: int | None,
     repeat_index: int,
+    generation: int = 0,
 ) -> str:
     """``task_key`` of a request already in canonical JSON: where every task key is computed.
 
     The material hashed is ``canonical_json({"parent": lineage, "repeat": repeat_index,
     "request": request})`` (docs/keys.md), written out here so that a request encoded once
     (``TaskSpec.request_json``) is not encoded again; lineage is ``[parent_key, output index]``
-    or ``null`` for a root task. Keys are hex digests: they need no JSON escaping.
+    or ``null`` for a root task. Keys are hex digests: they need no JSON escaping. A deliberate
+    regeneration (``generation`` > 0, plan/generations.py) adds ``"generation": N`` first (it
+    sorts first), so generation 0 is the key every task always had.
     """
     if parent_key:
         index = "null" if parent_output_index is None else parent_output_index
         lineage = f'["{parent_key}",{index}]'
     else:
         lineage = "null"
-    material = f'{{"parent":{lineage},"repeat":{repeat_index},"request":{request_json}}}'
+    again = f'"generation":{generation},' if generation else ""
+    material = f'{{{again}"parent":{lineage},"repeat":{repeat_index},"request":{request_json}}}'
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -86,6 +93,20 @@ class TaskSpec:
     output: str  # output path relative to OUT, without extension ("hero/mug-watercolor-1")
     output_format: str  # the API's output_format ("png", "jpeg", "webp")
     cell: tuple[tuple[str, str], ...] = ()  # own matrix cell: (axis, value label), id order
+    generation: int = 0  # deliberate regenerations of this request (plan/generations.py)
+
+    @property
+    def base_key(self) -> str:
+        """The key of generation 0 of this request and lineage: what names the task across
+        its regenerations (the key itself when it was never regenerated)."""
+        if not self.generation:
+            return self.key
+        return key_of_request_json(
+            self.request_json,
+            parent_key=self.parent_key,
+            parent_output_index=self.parent_output_index,
+            repeat_index=self.repeat_index,
+        )
 
     @property
     def request(self) -> dict[str, Any]:
@@ -101,6 +122,34 @@ class TaskSpec:
         if count == 1:
             return [f"{self.output}.{self.extension}"]
         return [f"{self.output}-{i}.{self.extension}" for i in range(1, count + 1)]
+
+
+def at_generation(
+    task: TaskSpec, parent_key: str | None, generations: Mapping[str, int]
+) -> TaskSpec:
+    """``task`` under ``parent_key`` (its parent's key, which a regeneration may have changed)
+    at the generation ``generations`` records for it (base key -> generation; none: 0)."""
+    if parent_key == task.parent_key and not generations and not task.generation:
+        return task
+    base = key_of_request_json(
+        task.request_json,
+        parent_key=parent_key,
+        parent_output_index=task.parent_output_index,
+        repeat_index=task.repeat_index,
+    )
+    generation = generations.get(base, 0)
+    key = base
+    if generation:
+        key = key_of_request_json(
+            task.request_json,
+            parent_key=parent_key,
+            parent_output_index=task.parent_output_index,
+            repeat_index=task.repeat_index,
+            generation=generation,
+        )
+    if key == task.key:
+        return task
+    return dataclasses.replace(task, key=key, parent_key=parent_key, generation=generation)
 
 
 def map_strings(value: Any, change: Callable[[str], str]) -> Any:

@@ -89,13 +89,16 @@ class LockEntry:
     parent: str | None = None  # the parent's readable id
     parent_key: str | None = None
     parent_output_index: int | None = None
+    base_key: str | None = None  # a regeneration's generation 0 key (plan/generations.py)
+    generation: int = 0
 
     @property
     def finished_at(self) -> float | None:
         return None if self.urls_expire is None else float(self.urls_expire - RESULT_URL_LIFETIME)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        again = {"generation": self.generation, "regenerates": self.base_key}
+        return (again if self.generation else {}) | {
             "attempts": self.attempts,
             "failCode": self.fail_code,
             "id": self.readable_id,
@@ -121,7 +124,13 @@ class Lock:
     entries: Mapping[str, LockEntry] = field(default_factory=dict)
 
     def by_id(self) -> dict[str, LockEntry]:
-        return {entry.readable_id: entry for entry in self.entries.values()}
+        """The entry of each readable id (of a regenerated task: its latest generation)."""
+        ordered = sorted(self.entries.values(), key=lambda e: e.generation)
+        return {entry.readable_id: entry for entry in ordered}
+
+    def generations(self) -> list[tuple[str | None, int]]:
+        """``(base key, generation)`` of every regeneration the lock records."""
+        return [(e.base_key, e.generation) for e in self.entries.values() if e.generation]
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -187,6 +196,8 @@ def entry_of(
         parent=parent_id,
         parent_key=record.parent_key,
         parent_output_index=record.parent_output_index,
+        base_key=record.base_key if record.generation else None,
+        generation=record.generation,
     )
 
 
@@ -293,8 +304,14 @@ def _entry(key: str, data: object, out_dir: Confinement) -> LockEntry:
             parent=text_or_none(data, "parent"),
             parent_key=text_or_none(data, "parent_key"),
             parent_output_index=count_or_none(data, "parent_output_index"),
+            base_key=text(data, "regenerates") if "regenerates" in data else None,
+            generation=count(data, "generation") if "generation" in data else 0,
         )
         depth(entry.request)
+        if (entry.base_key is None) != (entry.generation == 0):
+            fail("'generation' (at least 1) and 'regenerates' come together")
+        if entry.base_key is not None and not _KEY.match(entry.base_key):
+            fail("'regenerates' must be 64 lowercase hex digits")
         if entry.parent_key is not None and not _KEY.match(entry.parent_key):
             fail("'parent_key' must be 64 lowercase hex digits or null")
         if state is TaskState.DOWNLOADED and not entry.outputs:

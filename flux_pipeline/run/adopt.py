@@ -17,13 +17,14 @@ stays.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 
 from flux_pipeline.plan.expand import Plan
+from flux_pipeline.plan.generations import latest, of_records, with_generations
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.report.lockfile import Lock, LockEntry
 from flux_pipeline.run.merge import records_from_report
@@ -51,6 +52,14 @@ def behind(row: TaskRecord | None, known: TaskRecord) -> bool:
     if row.attempts != known.attempts:
         return row.attempts < known.attempts
     return _STAGE[row.state] < _STAGE[known.state]
+
+
+def at_generations(plan: Plan, db: Iterable[tuple[str | None, int]], lock: Lock | None) -> Plan:
+    """``plan`` at the generations the state DB (``db``: ``(base key, generation)`` pairs)
+    and the lock record (plan/generations.py): the highest of either, so a regeneration the
+    lock knows is not lost with the DB."""
+    known = [*db, *(lock.generations() if lock is not None else [])]
+    return with_generations(plan, latest(known))
 
 
 def _specs(plan: Plan, entries: Mapping[str, LockEntry]) -> dict[str, TaskSpec]:
@@ -147,7 +156,21 @@ async def known_records(
 ) -> tuple[dict[str, TaskRecord], Adoption]:
     """What ``plan`` and ``status`` know of each task: the state DB's rows with the adopted
     ones applied (nothing is written)."""
+    known = await known_state(plan, state_path, lock, out_dir)
+    return known.records, known.adopted
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    plan: Plan  # at the recorded generations
+    records: dict[str, TaskRecord]  # the DB's rows with the adopted ones applied
+    adopted: Adoption
+
+
+async def known_state(plan: Plan, state_path: Path, lock: Lock | None, out_dir: Path) -> Known:
+    """``known_records``, with ``plan`` at the generations the DB and the lock record."""
     had_db = state_path.exists()
     db = await read_records(state_path) if had_db else {}
+    plan = at_generations(plan, of_records(db.values()).items(), lock)
     adopted = adoption(plan, db, lock, out_dir, had_db=had_db)
-    return db | adopted.records, adopted
+    return Known(plan, db | adopted.records, adopted)

@@ -34,6 +34,7 @@ from flux_pipeline.layout import STATE_DIR, inside
 from flux_pipeline.media import copy_atomic
 from flux_pipeline.outcome import STATE_BUCKET, Bucket, Buckets, exit_code_for
 from flux_pipeline.plan.expand import Plan
+from flux_pipeline.plan.generations import latest, of_records, with_generations
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.report.entry import TaskEntry
 from flux_pipeline.report.files import RunInfo, task_entries, write_reports
@@ -279,6 +280,9 @@ async def _merge(
         if shard:
             shards.add(shard)
     merged = combine(batches)
+    # the tasks at the generations the shards ran (plan/generations.py)
+    known = [*of_records(merged.values()).items(), *(lock.old.generations() if lock.old else [])]
+    plan = with_generations(plan, latest(known))
     ignored = 0
     for report in found.reports:
         from_report, skipped = records_from_report(plan, report)

@@ -51,6 +51,7 @@ class RunOptions:
     strict: bool = False  # warnings are errors (exit 2) before anything starts
     only: tuple[str, ...] = ()  # --only patterns, --limit N (plan/selection.py)
     limit: int | None = None
+    regenerate: tuple[str, ...] = ()  # --regenerate patterns (plan/generations.py)
     max_cost: float | None = None  # --max-cost: needs the manifest's pricing (plan/cost.py)
 
 
@@ -58,12 +59,11 @@ class RunOptions:
 class Prepared:
     """What a run is about, known before anything is opened: the plan and the paths."""
 
-    plan: Plan
+    plan: Plan  # the manifest's plan (a shard of it with --shard); the runner focuses it
     out_dir: Path
     state_path: Path
     lock_path: Path | None = None  # None: --no-lock
     lock: Lock | None = None  # the lock file read (None: none yet)
-    selected: str | None = None  # "3 of 12 task(s) selected": --only/--limit
 
 
 def check_options(options: RunOptions) -> None:
@@ -83,19 +83,17 @@ def prepare(options: RunOptions) -> Prepared:
         from flux_pipeline.plan.shard import select
 
         plan = select(plan, *options.shard)
-    whole, plan = plan, selection.select(plan, options.only, options.limit)
+    # the patterns are checked now (exit 2 before anything opens); they are applied once the
+    # state is known (plan/focus.py, in run/runner.py): a regeneration changes keys
+    selection.select(plan, options.only, options.limit)
+    if options.regenerate:
+        selection.check_patterns(plan, options.regenerate, "--regenerate")
     out_dir = options.out_dir or default_out_dir(plan.name)
     state_path = options.state_path or default_state_path(out_dir, options.shard)
     lock_path = None if options.no_lock else options.lock_path or lock_path_for(options.manifest)
     lock = load_lock(lock_path, plan=plan, out_dir=out_dir) if lock_path else None  # exit 2
     if options.max_cost is not None and plan.pricing is None:
         raise UsageError("--max-cost needs a pricing section in the manifest (docs/manifest.md)")
-    note = selection.selection_note(whole, plan)
     return Prepared(
-        plan=plan,
-        out_dir=out_dir,
-        state_path=state_path,
-        lock_path=lock_path,
-        lock=lock,
-        selected=note,
+        plan=plan, out_dir=out_dir, state_path=state_path, lock_path=lock_path, lock=lock
     )

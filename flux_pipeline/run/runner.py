@@ -21,10 +21,11 @@ from flux_pipeline.errors import ExitCode, UsageError
 from flux_pipeline.layout import simulator_state_path
 from flux_pipeline.manifest.models import Pricing
 from flux_pipeline.plan.cost import CostCap, describe, would_create
+from flux_pipeline.plan.focus import focus
 from flux_pipeline.plan.resume import Policy
 from flux_pipeline.report import github as workflow_commands
 from flux_pipeline.report.files import RunInfo
-from flux_pipeline.run.adopt import adopt_into
+from flux_pipeline.run.adopt import adopt_into, at_generations
 from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.checks import (
     Endpoint,
@@ -206,10 +207,19 @@ async def _execute(
         store = await Store.open(state_path)
         stack.push_async_callback(store.aclose)
         await check_owner(store, plan.name, explicit=options.state_path is not None)
-        # before the engine decides anything (docs/lockfile.md)
+        # before the engine decides anything (docs/lockfile.md): the tasks at the generations
+        # the DB and the lock record, what the lock adds, then this run's focus
+        plan = at_generations(plan, await store.generations(), ready.lock)
         adopted = await adopt_into(store, plan, ready.lock, out_dir, had_db=had_db)
         if adopted.records:
             echo(f"flux-pipeline: adopted {len(adopted.records)} task(s) from the {adopted.source}")
+        records = await store.records()  # read once: the focus, the cost line, the engine
+        focused = focus(
+            plan, records, regenerate=options.regenerate, only=options.only, limit=options.limit
+        )
+        plan = focused.plan
+        for note in focused.notes:
+            echo(f"flux-pipeline: {note}")
         keeper = None  # a shard does not write the lock (shards would race): merge does
         if ready.lock_path is not None and options.shard is None:
             keeper = LockKeeper(ready.lock_path, plan, ready.lock, echo=echo)
@@ -219,6 +229,7 @@ async def _execute(
             summary["shard"] = f"{options.shard[0]}/{options.shard[1]}"
         summary |= {"only": list(options.only)} if options.only else {}
         summary |= {"limit": options.limit} if options.limit is not None else {}
+        summary |= {"regenerate": list(options.regenerate)} if options.regenerate else {}
         summary |= {"max_cost": options.max_cost} if options.max_cost is not None else {}
         run_id = await store.begin_run(
             manifest=plan.name,
@@ -226,7 +237,6 @@ async def _execute(
             settings=summary,
             planned=len(plan.tasks),
         )
-        records = await store.records()  # read once: the cost line, then the engine
         paying = would_create(plan, records, settings.policy, time.time())
         echo(f"flux-pipeline: this run would create {describe(paying, plan.pricing)}")
         store.start(outer)

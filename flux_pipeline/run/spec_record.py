@@ -54,4 +54,6 @@ def spec_record(
         downloaded_at=downloaded_at,
         updated_at=updated_at,
         outputs=list(outputs),
+        base_key=spec.base_key if spec.generation else None,
+        generation=spec.generation,
     )

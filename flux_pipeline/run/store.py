@@ -50,6 +50,7 @@ from flux_pipeline.run.store_schema import (
     prepare,
     record_from_row,
     sqlite_problem,
+    submitting_row,
 )
 from flux_pipeline.run.store_writer import Write, Writer
 from flux_pipeline.states import OutputRecord, TaskRecord
@@ -207,18 +208,7 @@ class Store:
         now = time.time()
         await self.write(
             SQL_SUBMITTING,
-            (
-                spec.key,
-                spec.readable_id,
-                spec.step,
-                spec.parent_key,
-                spec.parent_output_index,
-                spec.request_json,
-                spec.output,
-                spec.output_format,
-                now,
-                now,
-            ),
+            submitting_row(spec, now),
             key=spec.key,
             what="state submitting",
             critical=True,
@@ -346,6 +336,12 @@ class Store:
                     if row[0] in records:
                         records[row[0]].outputs.append(output_from_row(row))
         return records
+
+    async def generations(self) -> list[tuple[str | None, int]]:
+        """``(base key, generation)`` of every regenerated task's row (plan/generations.py)."""
+        query = "SELECT base_key, generation FROM tasks WHERE generation > 0"
+        async with self._db.execute(query) as cursor:
+            return [(row[0], row[1]) for row in await cursor.fetchall()]
 
     async def fingerprint(self) -> str:
         """SHA-256 over every task row and output row: equal fingerprints, equal reports."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flux_pipeline.errors import StateError
+from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -91,9 +92,17 @@ def _m002_output_mtime(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE outputs ADD COLUMN mtime_ns INTEGER")
 
 
+def _m003_generations(db: sqlite3.Connection) -> None:
+    """Deliberate regenerations (flux_pipeline/plan/generations.py): a row of generation N > 0
+    names the generation 0 key of its task; every older row is generation 0."""
+    db.execute("ALTER TABLE tasks ADD COLUMN base_key TEXT")
+    db.execute("ALTER TABLE tasks ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", _m001_initial),
     ("m002_output_mtime", _m002_output_mtime),
+    ("m003_generations", _m003_generations),
 ]
 
 
@@ -206,13 +215,24 @@ def output_from_row(row: Sequence[Any]) -> OutputRecord:
 
 SQL_SUBMITTING = """
 INSERT INTO tasks (key, readable_id, step, parent_key, parent_output_index, state, request_json,
-                   output, output_format, attempts, first_submitted_at, updated_at)
-VALUES (?, ?, ?, ?, ?, 'submitting', ?, ?, ?, 1, ?, ?)
+                   output, output_format, attempts, first_submitted_at, updated_at, base_key,
+                   generation)
+VALUES (?, ?, ?, ?, ?, 'submitting', ?, ?, ?, 1, ?, ?, ?, ?)
 ON CONFLICT(key) DO UPDATE SET
     state = 'submitting', task_id = NULL, result_urls = NULL, fail_code = NULL, fail_msg = NULL,
     readable_id = excluded.readable_id, step = excluded.step, output = excluded.output,
     attempts = attempts + 1, updated_at = excluded.updated_at
 """
+
+
+def submitting_row(spec: TaskSpec, now: float) -> tuple[Any, ...]:
+    """The parameters of ``SQL_SUBMITTING`` for ``spec``, sent at ``now``."""
+    lineage = (spec.parent_key, spec.parent_output_index)
+    request = (spec.request_json, spec.output, spec.output_format)
+    regeneration = (spec.base_key if spec.generation else None, spec.generation)
+    return (spec.key, spec.readable_id, spec.step, *lineage, *request, now, now, *regeneration)
+
+
 SQL_SUBMITTED = (
     "UPDATE tasks SET state = 'submitted', task_id = ?, submitted_at = ?, updated_at = ?"
     " WHERE key = ?"
