@@ -23,6 +23,7 @@ from pathlib import Path
 
 import anyio
 
+from flux_pipeline.errors import UsageError
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.generations import latest, of_records, with_generations
 from flux_pipeline.plan.tasks import TaskSpec
@@ -58,8 +59,19 @@ def at_generations(plan: Plan, db: Iterable[tuple[str | None, int]], lock: Lock 
     """``plan`` at the generations the state DB (``db``: ``(base key, generation)`` pairs)
     and the lock record (plan/generations.py): the highest of either, so a regeneration the
     lock knows is not lost with the DB."""
-    known = [*db, *(lock.generations() if lock is not None else [])]
-    return with_generations(plan, latest(known))
+    recorded = latest(db)
+    claimed = latest(lock.generations()) if lock is not None else {}
+    moved = with_generations(plan, latest([*recorded.items(), *claimed.items()]))
+    for task in moved.tasks if claimed else ():
+        base = task.base_key
+        lock_only = task.generation and claimed.get(base) == task.generation > recorded.get(base, 0)
+        if lock_only and lock is not None and task.key not in lock.entries:
+            raise UsageError(  # it would create (and bill) a key nobody asked for
+                f"{lock.path}: not a valid flux-pipeline lock file: generation "
+                f"{task.generation} of task {task.readable_id} is recorded under another key "
+                "than this manifest makes for it (was the lock edited?)"
+            )
+    return moved
 
 
 def _specs(plan: Plan, entries: Mapping[str, LockEntry]) -> dict[str, TaskSpec]:

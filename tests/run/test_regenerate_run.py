@@ -214,3 +214,43 @@ def test_plan_against_the_lock_names_the_generation_and_keeps_the_old_one(
     assert lock["counts"]["orphaned"] == 0  # the old generations are not orphans
     assert lock["counts"]["superseded"] == 2  # the mug's generation 0 and its edit's
     assert {e["readable_id"] for e in lock["superseded"]} == {MUG, MUG_EDIT}
+
+
+def test_an_edited_generation_in_the_lock_is_refused_before_any_create(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    """The lock is untrusted input: a generation it claims under a key the manifest does not
+    make for it (an edited lock) would create, and bill, a task nobody asked for. Refused with
+    one line, exit 2, before anything is sent; as is a half-written generation."""
+    manifest, out = _setup(sim, tmp_path)
+    _run(sim, manifest, out, "--regenerate", MUG)
+    assert _creates(sim) == 6
+    lock_path = manifest.with_name("shots.lock.json")
+    good = lock_path.read_text()
+    document = json.loads(good)
+    key = next(k for k, e in document["tasks"].items() if e.get("generation") == 1)
+    entry = document["tasks"].pop(key)
+    entry["generation"] = 7
+    document["tasks"]["f" * 64] = entry
+    lock_path.write_text(json.dumps(document))
+    shutil.rmtree(out / ".flux-pipeline")
+    done = subprocess.run(
+        run_argv(manifest, out),
+        env=clean_env(APIXO_API_KEY=KEY, APIXO_BASE_URL=sim.base_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "generation 7 of task shot@subject=mug,style=ink#1 is recorded under another key" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert _creates(sim) == 6
+    document = json.loads(good)
+    document["tasks"][key]["generation"] = 0
+    lock_path.write_text(json.dumps(document))
+    code, text = _plan(manifest, out)
+    assert code == 2
+    assert "'generation' (at least 1) and 'regenerates' come together" in text
