@@ -221,36 +221,57 @@ def lock_entries(
     return entries
 
 
+_ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
+
+def _encode(value: object) -> str:  # scalars without the encoder's overhead
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return encode_basestring(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _ENCODE(value)
+
+
+def entry_block(entry: LockEntry) -> str:
+    """One task's block of the lock's text: its key, then a field a line (compact JSON)."""
+    body = entry.to_json()
+    lines = ",\n".join(f'      "{name}": {_encode(body[name])}' for name in sorted(body))
+    return f'    "{entry.key}": {{\n' + lines + "\n    }"
+
+
+def lock_parts(manifest: str, blocks: Mapping[str, str]) -> list[str]:
+    """The lock's text in three parts (written as they are: the tasks are joined once, never
+    copied again), from every task's ``entry_block`` by key: tasks sorted by key."""
+    head = '{\n  "format": ' + str(FORMAT) + ',\n  "manifest": ' + _encode(manifest)
+    if not blocks:
+        return [head + ',\n  "tasks": {}\n}\n']
+    tasks = ",\n".join(map(blocks.__getitem__, sorted(blocks)))  # one copy, made in C
+    return [head + ',\n  "tasks": {\n', tasks, "\n  }\n}\n"]
+
+
+def lock_text(manifest: str, blocks: Mapping[str, str]) -> str:
+    """The lock's text (``lock_parts`` joined)."""
+    return "".join(lock_parts(manifest, blocks))
+
+
 def lock_pieces(manifest: str, entries: Mapping[str, LockEntry]) -> Iterator[str]:
-    """The lock's text in pieces: a task a block, a field a line (values in compact JSON)."""
-    encoder = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
-
-    def encode(value: object) -> str:  # scalars without the encoder's overhead
-        if value is None:
-            return "null"
-        if isinstance(value, str):
-            return encode_basestring(value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return encoder(value)
-
-    yield '{\n  "format": ' + str(FORMAT) + ',\n  "manifest": ' + encode(manifest)
-    if not entries:
-        yield ',\n  "tasks": {}\n}\n'
-        return
-    yield ',\n  "tasks": {\n'
-    for i, key in enumerate(sorted(entries)):
-        body = entries[key].to_json()
-        lines = ",\n".join(f'      "{name}": {encode(body[name])}' for name in sorted(body))
-        yield ("    },\n" if i else "") + f'    "{key}": {{\n' + lines + "\n"
-    yield "    }\n  }\n}\n"
+    """The lock's text (in one piece; kept for callers that join pieces)."""
+    yield lock_text(manifest, {key: entry_block(entry) for key, entry in entries.items()})
 
 
 def write_lock(path: Path, manifest: str, entries: Mapping[str, LockEntry]) -> bool:
     """Write the lock atomically unless its text is already exactly this; True if written."""
-    text = "".join(lock_pieces(manifest, entries))
+    return write_lock_text(path, "".join(lock_pieces(manifest, entries)))
+
+
+def write_lock_text(path: Path, text: str | list[str], *, compare: bool = True) -> bool:
+    """Write ``text`` (or its parts) atomically at ``path`` unless the file holds exactly it
+    (``compare`` False: the caller knows it does not); True if written."""
     try:
-        if path.read_text(encoding="utf-8") == text:
+        joined = text if isinstance(text, str) else "".join(text) if compare else ""
+        if compare and path.read_text(encoding="utf-8") == joined:
             return False
     except (OSError, UnicodeDecodeError):
         pass

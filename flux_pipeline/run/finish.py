@@ -13,8 +13,6 @@ import dataclasses
 import sqlite3
 from pathlib import Path
 
-import anyio
-
 from flux_pipeline.errors import OutputsNotWritableError, StateError
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report import github as workflow_commands
@@ -83,7 +81,7 @@ async def _report(
     # 3b. the lock file (docs/lockfile.md), before the report consumes the records
     if not lock_current:
         assert keeper is not None
-        await anyio.to_thread.run_sync(keeper.write, records)
+        await keeper.write_from(store, records)
     # 4. the failed tasks for the annotations, taken before the report consumes the records
     failed = [r for r in records.values() if r.state in FAILED_STATES]
     # 5. the report (and the step summary, which write_reports and keep_reports append)

@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 import anyio
 
 from flux_pipeline.plan.expand import Plan
-from flux_pipeline.report.lockfile import Lock, load_lock, lock_entries, lock_path_for, write_lock
+from flux_pipeline.report.lockfile import (
+    Lock,
+    entry_block,
+    entry_of,
+    load_lock,
+    lock_entries,
+    lock_parts,
+    lock_path_for,
+    sent,
+    write_lock_text,
+)
 from flux_pipeline.run.store import Store
 from flux_pipeline.states import TaskRecord
 
@@ -20,7 +31,12 @@ LOCK_INTERVAL = 30.0  # seconds between two writes of the lock during a run
 
 class LockKeeper:
     """Writes ``plan``'s lock at ``path``; ``old`` is the lock read at the start (its entries
-    the state DB lacks are kept: every key ever sent stays)."""
+    the state DB lacks are kept: every key ever sent stays).
+
+    The text is kept as one block per task (``lockfile.entry_block``): the first write makes
+    every block; a later one remakes only the blocks of the tasks written since (the store's
+    ``take_touched``), so the write at a stop of a 100,000-task run costs a join and a file
+    write, not 100,000 entries made again (docs/performance.md)."""
 
     def __init__(
         self,
@@ -36,9 +52,13 @@ class LockKeeper:
         self.old = old
         self.interval = interval
         self._echo = echo
-        self._scope = anyio.CancelScope()
+        self._scope: anyio.CancelScope | None = None  # of ``every``
+        self._stopped = False
         self._failed = False
+        self._written = False
         self._writing = threading.Lock()  # the periodic write and the last one never overlap
+        self._blocks: dict[str, str] | None = None  # key -> its block of the lock's text
+        self._ids: dict[str, str] = {}  # key -> readable id (a chained task names its parent)
 
     @classmethod
     def next_to_manifest(cls, plan: Plan, out_dir: Path) -> LockKeeper:
@@ -48,36 +68,77 @@ class LockKeeper:
 
     @property
     def on_disk(self) -> bool:
-        """Was a lock read at the start (a run that changed nothing need not rewrite it)?"""
-        return self.old is not None and self.path.exists()
+        """Was a lock read at the start, or written since (a run that changed nothing need
+        not rewrite it)?"""
+        return (self.old is not None or self._written) and self.path.exists()
 
-    def write(self, records: Mapping[str, TaskRecord]) -> bool:
-        """The lock of ``records`` (and the old lock), written if its text changed."""
+    def write(self, records: Mapping[str, TaskRecord], *, changed: bool = False) -> bool:
+        """The lock of ``records`` (and the old lock), written if its text changed.
+        ``changed``: ``records`` are only the rows written since the last write."""
         with self._writing:
-            entries = lock_entries(self.plan, records, self.old)
-            self.old = Lock(path=self.path, manifest=self.plan.name, entries=entries)
+            old = self.old.entries if self.old is not None else {}
+            known = self._written and self.path.exists()  # the file holds our last text
+            if self._blocks is None or not changed:
+                entries = lock_entries(self.plan, records, self.old)
+                blocks = {key: entry_block(entry) for key, entry in entries.items()}
+                dirty = blocks != self._blocks
+                self._blocks = blocks
+                self._ids = {key: entry.readable_id for key, entry in entries.items()}
+            else:
+                dirty = False
+                for key, record in records.items():
+                    if not sent(record):
+                        continue
+                    parent = self._ids.get(record.parent_key) if record.parent_key else None
+                    entry = entry_of(self.plan, record, parent, old.get(key))
+                    block = entry_block(entry)
+                    dirty = dirty or self._blocks.get(key) != block
+                    self._blocks[key] = block
+                    self._ids[key] = entry.readable_id
+            if known and not dirty:
+                return False  # the file already says exactly this: not even read
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                return write_lock(self.path, self.plan.name, entries)
+                parts = lock_parts(self.plan.name, self._blocks)
+                wrote = write_lock_text(self.path, parts, compare=not known)
             except OSError as exc:
                 self._fail(exc)
                 return False
+            self._written = True
+            return wrote
 
     def _fail(self, exc: OSError) -> None:
         if not self._failed:  # said once
             self._echo(f"flux-pipeline: cannot write the lock file {self.path}: {exc}")
         self._failed = True
 
-    async def write_from(self, store: Store) -> bool:
-        records = await store.records()
-        return await anyio.to_thread.run_sync(self.write, records)
+    async def write_from(
+        self, store: Store, records: Mapping[str, TaskRecord] | None = None
+    ) -> bool:
+        """Write the lock of ``store``'s rows: the first time all of them, then those written
+        since. ``records``: every row, read after everything queued was committed (a stop
+        reads them after ``end_run``, run/finish.py)."""
+        touched = store.take_touched()  # before the flush: a later write is in the next set
+        if self._blocks is None:
+            rows = records if records is not None else await store.records()
+            return await anyio.to_thread.run_sync(self.write, rows)
+        if records is None:
+            await store.flush_and_wait()
+            rows = await store.records(keys=touched)
+        else:
+            rows = {key: records[key] for key in touched if key in records}
+        return await anyio.to_thread.run_sync(partial(self.write, rows, changed=True))
 
     async def every(self, store: Store) -> None:
         """Write the lock every ``interval`` seconds until ``stop``."""
-        with self._scope:
+        with anyio.CancelScope() as self._scope:
+            if self._stopped:
+                self._scope.cancel()
             while True:
                 await anyio.sleep(self.interval)
                 await self.write_from(store)
 
     def stop(self) -> None:
-        self._scope.cancel()
+        self._stopped = True
+        if self._scope is not None:
+            self._scope.cancel()

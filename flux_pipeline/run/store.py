@@ -15,7 +15,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,44 +26,44 @@ from anyio.abc import TaskGroup
 from flux_pipeline import redact
 from flux_pipeline.errors import StateError
 from flux_pipeline.plan.tasks import TaskSpec
-from flux_pipeline.run.store_import import import_records
+from flux_pipeline.run.store_import import import_records as import_records
 from flux_pipeline.run.store_schema import (
-    MIGRATIONS,
+    MIGRATIONS as MIGRATIONS,
+)
+from flux_pipeline.run.store_schema import (
     OPEN_LOCK_WAIT_MS,
+    OUTPUT_COLUMNS,
+    OUTPUT_ORDER,
     RUN_FIELDS,
     SQL_DOWNLOADED,
     SQL_EXPIRED,
     SQL_FAILED,
+    SQL_FINGERPRINT,
+    SQL_GENERATIONS,
     SQL_LAST_RUN,
     SQL_OUTPUT,
     SQL_OUTPUT_MEMO,
-    SQL_OUTPUTS,
     SQL_SUBMITTED,
     SQL_SUBMITTING,
     SQL_SUCCEEDED,
     SQL_UNSENT,
     TASK_COLUMNS,
     WRITER_LOCK_WAIT_MS,
-    migrate,
     output_from_row,
     output_row,
-    prepare,
+    reads,
     record_from_row,
     sqlite_problem,
     submitting_row,
 )
+from flux_pipeline.run.store_schema import (
+    migrate as migrate,
+)
+from flux_pipeline.run.store_schema import (
+    prepare as prepare,
+)
 from flux_pipeline.run.store_writer import Write, Writer
 from flux_pipeline.states import OutputRecord, TaskRecord
-
-__all__ = [
-    "MIGRATIONS",
-    "Store",
-    "import_records",
-    "migrate",
-    "open_store",
-    "prepare",
-    "read_records",
-]
 
 
 class Store:
@@ -322,25 +322,32 @@ class Store:
 
     # --- reads -----------------------------------------------------------------------------
 
-    async def records(self, *, with_outputs: bool = True) -> dict[str, TaskRecord]:
-        """Every task row, by key."""
+    async def records(
+        self, *, with_outputs: bool = True, keys: Collection[str] | None = None
+    ) -> dict[str, TaskRecord]:
+        """Every task row by key (``keys``: only those, read in chunks)."""
         records: dict[str, TaskRecord] = {}
-        query = f"SELECT {TASK_COLUMNS} FROM tasks"  # noqa: S608 (constant text)
-        async with self._db.execute(query) as cursor:
-            for row in await cursor.fetchall():
-                record = record_from_row(row)
-                records[record.key] = record
-        if with_outputs:
-            async with self._db.execute(SQL_OUTPUTS) as cursor:
+        for query, params in reads(keys, TASK_COLUMNS, "tasks"):
+            async with self._db.execute(query, params) as cursor:
+                for row in await cursor.fetchall():
+                    record = record_from_row(row)
+                    records[record.key] = record
+        outputs = reads(keys, OUTPUT_COLUMNS, "outputs", OUTPUT_ORDER) if with_outputs else []
+        for query, params in outputs:
+            async with self._db.execute(query, params) as cursor:
                 for row in await cursor.fetchall():
                     if row[0] in records:
                         records[row[0]].outputs.append(output_from_row(row))
         return records
 
+    def take_touched(self) -> set[str]:
+        """The keys written since the last call (the lock file's incremental write)."""
+        touched, self._w.touched = self._w.touched, set()
+        return touched
+
     async def generations(self) -> list[tuple[str | None, int]]:
         """``(base key, generation)`` of every regenerated task's row (plan/generations.py)."""
-        query = "SELECT base_key, generation FROM tasks WHERE generation > 0"
-        async with self._db.execute(query) as cursor:
+        async with self._db.execute(SQL_GENERATIONS) as cursor:
             return [(row[0], row[1]) for row in await cursor.fetchall()]
 
     async def fingerprint(self) -> str:
@@ -350,19 +357,15 @@ class Store:
 
     def _fingerprint_sync(self) -> str:
         digest = hashlib.sha256()
-        for query in (
-            f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY key",  # noqa: S608 (constant text)
-            "SELECT key, idx, path, url, bytes, sha256 FROM outputs ORDER BY key, idx",
-        ):
+        for query in (f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY key", SQL_FINGERPRINT):  # noqa: S608
             for row in self._w.db.execute(query):
                 digest.update(repr(row).encode())
         return digest.hexdigest()
 
     async def last_run(self) -> dict[str, Any] | None:
         async with self._db.execute(SQL_LAST_RUN) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            return None
+            if (row := await cursor.fetchone()) is None:
+                return None
         run = dict(zip(RUN_FIELDS, row, strict=True))
         run["settings"] = json.loads(run["settings"])
         return run

@@ -8,7 +8,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,11 +256,34 @@ SQL_OUTPUT = (
     "INSERT OR REPLACE INTO outputs (key, idx, path, url, bytes, sha256, mtime_ns)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-SQL_OUTPUTS = "SELECT key, idx, path, url, bytes, sha256, mtime_ns FROM outputs ORDER BY key, idx"
+OUTPUT_COLUMNS = "key, idx, path, url, bytes, sha256, mtime_ns"
+OUTPUT_ORDER = "ORDER BY key, idx"
+SQL_OUTPUTS = f"SELECT {OUTPUT_COLUMNS} FROM outputs ORDER BY key, idx"  # noqa: S608
 SQL_OUTPUT_MEMO = "UPDATE outputs SET mtime_ns = ? WHERE key = ? AND idx = ?"
 SQL_DOWNLOADED = (
     "UPDATE tasks SET state = 'downloaded', downloaded_at = ?, updated_at = ? WHERE key = ?"
 )
+
+SQL_GENERATIONS = "SELECT base_key, generation FROM tasks WHERE generation > 0"
+SQL_FINGERPRINT = "SELECT key, idx, path, url, bytes, sha256 FROM outputs ORDER BY key, idx"
+CHUNK = 500  # keys per ``IN (...)``: under SQLite's limit of bound parameters
+
+
+def reads(
+    keys: Collection[str] | None, columns: str, table: str, order: str = ""
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The ``SELECT``s (and their parameters) of ``columns`` of ``table``'s rows (``order``:
+    an ``ORDER BY`` clause): every row (``keys`` None), or those of ``keys`` in chunks."""
+    if keys is None:
+        return [(f"SELECT {columns} FROM {table} {order}", ())]  # noqa: S608 (constants)
+    ordered = sorted(keys)
+    found = []
+    for start in range(0, len(ordered), CHUNK):
+        chunk = tuple(ordered[start : start + CHUNK])
+        marks = ", ".join("?" for _ in chunk)
+        found.append((f"SELECT {columns} FROM {table} WHERE key IN ({marks}) {order}", chunk))  # noqa: S608
+    return found
+
 
 SQL_LAST_RUN = (
     "SELECT id, manifest, manifest_sha256, settings_json, planned, started_at,"

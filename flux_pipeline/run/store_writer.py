@@ -123,6 +123,7 @@ class Writer:
         self.failed = 0
         self.fatal: StateError | None = None
         self.on_fatal: Callable[[StateError], None] | None = None
+        self.touched: set[str] = set()  # keys written since ``Store.take_touched``
         self.batches = 0
         self.writes = 0
         self.write_seconds = 0.0
@@ -130,6 +131,8 @@ class Writer:
 
     def add(self, write: Write) -> Write:
         write.params = storable_params(write.params)
+        if write.key is not None:
+            self.touched.add(write.key)
         self.queue.append(write)
         self.wake.set()
         return write

@@ -5,8 +5,9 @@ Run: ``python tests/benchmarks/bench_lockfile.py [--entries N] [--keep DIR]``
 The entries are what a finished run of 100,000 one-image tasks leaves (a taskId, one output,
 one result URL, a request with a prompt). Prints the seconds to make the entries from state DB
 records (``lock_entries``), to write the file (``write_lock``: text and atomic write), a
-rewrite that changes nothing (compared, not written), and to read and check it
-(``load_lock``), and the file's size.
+rewrite that changes nothing (compared, not written), to read and check it (``load_lock``),
+a run's lock keeper's first write and its write at a stop with 1% of the tasks changed
+(run/lock_keeper.py: only their blocks are made again), and the file's size.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from flux_pipeline.plan.expand import load_plan  # noqa: E402
 from flux_pipeline.report.lockfile import load_lock, lock_entries, write_lock  # noqa: E402
+from flux_pipeline.run.lock_keeper import LockKeeper  # noqa: E402
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState  # noqa: E402
 
 MANIFEST = """\
@@ -114,12 +116,27 @@ def main() -> None:
         assert loaded is not None
         assert len(loaded.entries) == args.entries
 
+        # a run's lock keeper (run/lock_keeper.py): its first write makes every block; the
+        # write at a stop remakes only the blocks of the tasks written since (1% here)
+        keeper = LockKeeper(directory / "keeper.lock.json", plan, None)
+        started = time.perf_counter()
+        keeper.write(rows)
+        first = time.perf_counter() - started
+        changed = dict(list(rows.items())[: max(1, args.entries // 100)])
+        for record in changed.values():
+            record.attempts += 1
+        started = time.perf_counter()
+        assert keeper.write(changed, changed=True)
+        at_stop = time.perf_counter() - started
+
         size = lock.stat().st_size
     print(f"lock file of {args.entries:,} entries: {size / 1e6:.1f} MB")
     print(f"  entries from state DB records: {built:6.2f} s")
     print(f"  write (text + atomic write):   {written:6.2f} s")
     print(f"  rewrite, nothing changed:      {unchanged:6.2f} s (compared, not written)")
     print(f"  read and check (load_lock):    {read:6.2f} s")
+    print(f"  a run's keeper, first write:   {first:6.2f} s (every entry)")
+    print(f"  a run's keeper, write at stop: {at_stop:6.2f} s ({len(changed):,} tasks changed)")
 
 
 if __name__ == "__main__":
