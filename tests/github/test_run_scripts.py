@@ -360,14 +360,17 @@ def action_runner(repo: Repo) -> Runner:
 
 
 @pytest.mark.parametrize(("resumable_exit", "step_exit"), [("0", 0), ("3", 3)])
-def test_a_stop_before_the_end_is_resumable_not_a_crash(
+def test_a_deadline_stop_is_resumable_not_a_crash(
     repo: Repo, resumable_exit: str, step_exit: int
 ) -> None:
+    """``--deadline`` reached (exit 3): by default a green step with a notice and
+    ``resumable == 'true'``, red with ``resumable-exit: 3``; the rerun finishes the rest."""
+    repo.write("pipelines/many.yaml", manifest("many", 30))
     runner = action_runner(repo)
     with_ = {
-        "manifest": "pipelines/a.yaml",
+        "manifest": "pipelines/many.yaml",
         "api-key": KEY,
-        "args": "--max-new-tasks 1",
+        "args": "--deadline 2 --rpm 60",  # about a request a second: the deadline comes first
         "resumable-exit": resumable_exit,
     }
     result = runner.run_action(with_, "flux-pipeline", runner.contexts)
@@ -375,16 +378,18 @@ def test_a_stop_before_the_end_is_resumable_not_a_crash(
     assert result.returncode == step_exit
     assert result.outputs["exit-code"] == "3"
     assert result.outputs["resumable"] == "true"
-    assert (result.outputs["done"], result.outputs["total"]) == ("1", "2")
-    assert "::notice title=flux-pipeline stopped at the deadline::stopped early" in result.stdout
+    assert int(result.outputs["done"]) < int(result.outputs["total"]) == 30
+    notice = "::notice title=flux-pipeline stopped at the deadline, resumable::stopped at the"
+    assert notice in result.stdout
     assert "the next push continues where it stopped" in runner.summary.read_text()
-    # and the rerun continues: the one task left, nothing paid twice
+    # and the rerun continues: only the tasks not created yet are created, none twice
     again = runner.run_action(with_ | {"args": ""}, "flux-pipeline", runner.contexts)
-    assert (again.outcome, again.outputs["exit-code"], again.outputs["created"]) == (
+    assert (again.outcome, again.outputs["exit-code"], again.outputs["done"]) == (
         "success",
         "0",
-        "1",
+        "30",
     )
+    assert int(result.outputs["created"]) + int(again.outputs["created"]) == 30
     assert again.outputs["resumable"] == "false"
 
 

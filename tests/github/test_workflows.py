@@ -240,7 +240,7 @@ def test_action_outcome_outputs_and_exit(
     (outcome,) = [s for s in steps if s.get("id") == "outcome"]
     assert outcome["if"].startswith("always()")
     summary = tmp_path / "summary.json"
-    document = SUMMARY | {"exit_code": exit_code, "stop_reason": "deadline reached"}
+    document = SUMMARY | {"exit_code": exit_code, "stop_reason": "deadline of 3000s reached"}
     summary.write_text(json.dumps(document) if exit_code is not None else "")
     output = tmp_path / "github_output"
     step_summary = tmp_path / "step_summary"
@@ -280,7 +280,8 @@ def test_action_outcome_outputs_and_exit(
         "report-md": "out/report.md",
     }
     if exit_code == 3:
-        assert "::notice title=flux-pipeline stopped at the deadline::" in process.stdout
+        notice = "::notice title=flux-pipeline stopped at the deadline, resumable::stopped at"
+        assert notice in process.stdout
         assert "Rerun this job, or the next push continues" in step_summary.read_text()
     else:
         assert not step_summary.exists()

@@ -88,13 +88,14 @@ def main() -> int:
     code = int(values["exit-code"])
     counts = f"{values['done']} of {values['total']} done, {values['failed']} failed"
     if code == RESUMABLE:
-        reason = summary.get("stop_reason") or "a limit"
+        reason = str(summary.get("stop_reason") or "a limit")
+        when = "at the deadline" if reason.startswith("deadline") else "early"
         text = (
-            f"stopped early ({reason}), resumable: {counts}, {values['unfinished']} to go. "
+            f"stopped {when} ({reason}), resumable: {counts}, {values['unfinished']} to go. "
             "Rerun this job, or the next push continues where it stopped: tasks already "
             "created are polled, never paid twice."
         )
-        print(f"::notice title=flux-pipeline stopped at the deadline::{text}")
+        print(f"::notice title=flux-pipeline stopped {when}, resumable::{text}")
         _append("GITHUB_STEP_SUMMARY", f"\n> [!NOTE]\n> **flux-pipeline** {text}\n")
         exit_code = os.environ.get("FP_RESUMABLE_EXIT", "0").strip() or "0"
         return int(exit_code) if exit_code.isdigit() else 0
