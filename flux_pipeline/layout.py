@@ -1,7 +1,8 @@
 """Where things live: default paths, and the confinement of every path a manifest names.
 
 Default paths: ``out/<manifest name>`` for outputs, ``OUT/.flux-pipeline/state.sqlite3`` for
-the state DB (one DB per shard: ``state-2of3.sqlite3``), and beside it the ``--simulate``
+the state DB (one DB per shard: ``state-2of3.sqlite3``, and one set of reports per shard:
+``report.shard-2of3.json``), and beside it the ``--simulate``
 simulator's own state (``state.simulator.db``).
 
 Reading: a manifest may read local files only inside its project.
@@ -33,10 +34,26 @@ def default_out_dir(name: str) -> Path:
     return Path("out") / name
 
 
+def shard_tag(shard: tuple[int, int]) -> str:
+    """``(2, 3)`` -> ``2of3``: how a shard's own files are told apart in a shared directory."""
+    return f"{shard[0]}of{shard[1]}"
+
+
 def default_state_path(out_dir: Path, shard: tuple[int, int] | None = None) -> Path:
     """One DB per shard, so shard runs sharing an output directory never share a DB."""
-    name = f"state-{shard[0]}of{shard[1]}.sqlite3" if shard else "state.sqlite3"
+    name = f"state-{shard_tag(shard)}.sqlite3" if shard else "state.sqlite3"
     return out_dir / STATE_DIR / name
+
+
+_REPORTS = {"json": ("report", "json"), "markdown": ("report", "md"), "junit": ("junit", "xml")}
+
+
+def report_name(kind: str, shard: tuple[int, int] | None = None) -> str:
+    """The file name of a report (``json``, ``markdown``, ``junit``; docs/reports.md): one set
+    per shard (``report.shard-2of3.json``), like the state DB, so shard runs sharing an output
+    directory never overwrite each other's report; ``merge`` writes the unsuffixed ones."""
+    stem, ext = _REPORTS[kind]
+    return f"{stem}.shard-{shard_tag(shard)}.{ext}" if shard else f"{stem}.{ext}"
 
 
 def simulator_state_path(state_path: Path) -> Path:

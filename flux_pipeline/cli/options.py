@@ -79,6 +79,22 @@ class Shard(click.ParamType):  # type: ignore[type-arg]
             self.fail(str(exc), param, ctx)
 
 
+MAX_ACTIVE = 1000  # run's defaults for one key: tasks in flight, requests a minute
+RPM = 10_000.0
+
+
+def shard_limits(
+    max_active: int | None, rpm: float | None, shard: tuple[int, int] | None
+) -> tuple[int, float]:
+    """``--max-active`` and ``--rpm`` as one run uses them. They are the API key's limits
+    (given, or the defaults); with ``--shard I/N`` each shard takes 1/N of them (tasks in
+    flight rounded up, at least 1), so N shards running at once on one key ask for the key's
+    limits once, not N times (docs/cli.md)."""
+    count = shard[1] if shard is not None else 1
+    active = max_active if max_active is not None else MAX_ACTIVE
+    return max(1, math.ceil(active / count)), (rpm if rpm is not None else RPM) / count
+
+
 def out_option(help: str) -> Callable[[F], F]:
     """``--out DIR`` -> parameter ``out_dir`` (a ``Path`` or ``None``: the command picks the
     default, ``layout.default_out_dir``)."""

@@ -19,6 +19,7 @@ from flux_pipeline.cli.options import (
     lock_path_of,
     out_option,
     selection_options,
+    shard_limits,
     state_option,
     strict_option,
 )
@@ -38,7 +39,12 @@ def _echo(line: str) -> None:
     click.echo(line, err=True)
 
 
-def _summary(outcome: RunOutcome, out_dir: str, pricing: Pricing | None = None) -> str:
+def _summary(
+    outcome: RunOutcome,
+    out_dir: str,
+    pricing: Pricing | None = None,
+    shard: tuple[int, int] | None = None,
+) -> str:
     """The run's last lines: the verdict and the buckets (as report.md and ``status`` count
     them), the tasks created (billed: taskIds the API returned), and held ambiguous tasks."""
     from flux_pipeline.outcome import ambiguous_message, verdict
@@ -54,29 +60,39 @@ def _summary(outcome: RunOutcome, out_dir: str, pricing: Pricing | None = None) 
         text += f"\nflux-pipeline: last error: {one_line(outcome.error, LINE_CHARS)}"
     if outcome.ambiguous:
         text += f"\nflux-pipeline: {ambiguous_message(outcome.ambiguous)}"
-    text += (
-        f"\nflux-pipeline: images and report in {out_dir}/"
-        " (index.html to browse, report.md, report.json, junit.xml)"
-    )
+    if shard is None:
+        text += (
+            f"\nflux-pipeline: images and report in {out_dir}/"
+            " (index.html to browse, report.md, report.json, junit.xml)"
+        )
+    else:
+        files = ", ".join(name for name in report_files(shard).values() if name)
+        text += (
+            f"\nflux-pipeline: images and this shard's report in {out_dir}/ ({files}); "
+            "`flux-pipeline merge` combines the shards into one report and gallery"
+        )
     return text
 
 
-REPORT_FILES = {
-    "json": "report.json",
-    "markdown": "report.md",
-    "html": "index.html",
-    "junit": "junit.xml",
-}
+def report_files(shard: tuple[int, int] | None) -> dict[str, str | None]:
+    """The report files a run writes, by kind (a shard's own names, and no gallery)."""
+    from flux_pipeline.layout import report_name
+
+    names: dict[str, str | None] = {k: report_name(k, shard) for k in ("json", "markdown")}
+    return names | {"html": None if shard else "index.html", "junit": report_name("junit", shard)}
 
 
-def summary_json(result: RunResult, pricing: Pricing | None = None) -> dict[str, Any]:
+def summary_json(
+    result: RunResult, pricing: Pricing | None = None, shard: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """``run --json``: the run's summary as one JSON object (docs/cli.md has the shape)."""
     from flux_pipeline.outcome import verdict
     from flux_pipeline.plan.cost import cost_json
     from flux_pipeline.report.reportfile import buckets_json
 
     outcome = result.outcome
-    reports = {kind: result.out_dir / name for kind, name in REPORT_FILES.items()}
+    names = report_files(shard).items()
+    reports = {kind: result.out_dir / name if name else None for kind, name in names}
     return {
         "exit_code": int(outcome.exit_code),
         "verdict": verdict(outcome.exit_code),
@@ -90,7 +106,7 @@ def summary_json(result: RunResult, pricing: Pricing | None = None) -> dict[str,
         "ambiguous": list(outcome.ambiguous),
         "out_dir": str(result.out_dir),
         "state_db": str(result.state_path),
-        "reports": {kind: str(path) if path.exists() else None for kind, path in reports.items()},
+        "reports": {kind: str(p) if p and p.exists() else None for kind, p in reports.items()},
     }
 
 
@@ -113,16 +129,16 @@ def summary_json(result: RunResult, pricing: Pricing | None = None) -> dict[str,
 @click.option(
     "--max-active",
     type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Tasks in flight at the API at once.",
+    default=None,
+    help="Tasks in flight at the API at once, for the key [default: 1000]; with --shard I/N "
+    "each shard takes 1/N (rounded up).",
 )
 @click.option(
     "--rpm",
     type=FiniteFloatRange(min=1),
-    default=10_000,
-    show_default=True,
-    help="Request budget per minute, shared by every API call.",
+    default=None,
+    help="Request budget per minute of the key, shared by every API call [default: 10000]; "
+    "with --shard I/N each shard takes 1/N, so N shards at once stay inside the key's limit.",
 )
 @click.option(
     "--request-type",
@@ -187,8 +203,8 @@ def run(
     state_path: Path | None,
     simulate: bool,
     sim_task_seconds: float,
-    max_active: int,
-    rpm: float,
+    max_active: int | None,
+    rpm: float | None,
     request_type: str,
     listen: str,
     public_url: str | None,
@@ -213,14 +229,15 @@ def run(
     from flux_pipeline.run.runner import RunOptions, endpoint_from_env, execute, prepare
     from flux_pipeline.run.stops import interrupts_raise
 
+    active, budget = shard_limits(max_active, rpm, shard)  # the key's limits, 1/N a shard
     options = RunOptions(
         manifest=manifest,
         out_dir=out_dir,
         state_path=state_path,
         simulate=simulate,
         sim_task_seconds=sim_task_seconds,
-        max_active=max_active,
-        rpm=rpm,
+        max_active=active,
+        rpm=budget,
         request_type="callback" if request_type == "callback" else "async",
         retry_failed=retry_failed,
         resubmit_ambiguous=resubmit_ambiguous,
@@ -257,9 +274,9 @@ def run(
         finally:
             reinstall()  # the event loop put the default handlers back
             display.close()
-        _echo(_summary(result.outcome, str(result.out_dir), prepared.plan.pricing))
+        _echo(_summary(result.outcome, str(result.out_dir), prepared.plan.pricing, shard))
         if as_json:
-            document = summary_json(result, prepared.plan.pricing)
+            document = summary_json(result, prepared.plan.pricing, shard)
             click.echo(json.dumps(document, ensure_ascii=False, sort_keys=True))
     return result.outcome.exit_code
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import click
 
-from flux_pipeline.cli.options import lock_options, lock_path_of, out_option, state_option
+from flux_pipeline.cli.options import F, Shard, lock_options, lock_path_of, out_option, state_option
 from flux_pipeline.errors import ExitCode, UsageError
 from flux_pipeline.outcome import ambiguous_message, exit_code_for, verdict
 from flux_pipeline.plan.expand import Plan
@@ -22,18 +23,51 @@ from flux_pipeline.run.merge import buckets_of
 from flux_pipeline.run.store import Store, read_records
 from flux_pipeline.states import TaskRecord, TaskState
 
+ShardValue = tuple[int, int] | None
 
-def _state_path(manifest: Path | None, out_dir: Path | None, state: Path | None) -> Path:
+
+def _shard_option(what: str) -> Callable[[F], F]:
+    return click.option(
+        "--shard",
+        type=Shard(),
+        help=f"{what} shard I of N (as `run --shard I/N` ran it): its state DB "
+        "[<out>/.flux-pipeline/state-IofN.sqlite3] and its tasks only.",
+    )
+
+
+def _plan(manifest: Path, shard: ShardValue) -> Plan:
+    """The manifest's plan; with ``shard``, that shard's tasks (as ``run --shard`` plans)."""
+    from flux_pipeline.plan.expand import load_plan
+    from flux_pipeline.plan.shard import select
+
+    plan = load_plan(manifest)
+    return select(plan, *shard) if shard is not None else plan
+
+
+def _state_path(
+    manifest: Path | None, out_dir: Path | None, state: Path | None, shard: ShardValue
+) -> Path:
     from flux_pipeline.layout import default_out_dir, default_state_path
     from flux_pipeline.plan.expand import load_plan
 
     if state is not None:
         return state
     if out_dir is not None:
-        return default_state_path(out_dir)
+        return default_state_path(out_dir, shard)
     if manifest is not None:
-        return default_state_path(default_out_dir(load_plan(manifest).name))
+        return default_state_path(default_out_dir(load_plan(manifest).name), shard)
     raise UsageError("give a MANIFEST, --out or --state to find the state DB")
+
+
+def _nothing_ran(path: Path) -> UsageError:
+    """No state DB at ``path``; shard DBs beside it are named, with how to read them."""
+    shards = sorted(p.name for p in path.parent.glob("state-*of*.sqlite3"))
+    if not shards or path.name != "state.sqlite3":
+        return UsageError(f"no state DB at {path}: nothing has run yet")
+    return UsageError(
+        f"no state DB at {path}, but shard runs left {', '.join(shards)}: give --shard I/N "
+        "for one of them, or `flux-pipeline merge` them first"
+    )
 
 
 async def _read(path: Path) -> tuple[dict[str, TaskRecord], dict[str, object] | None]:
@@ -45,7 +79,7 @@ async def _read(path: Path) -> tuple[dict[str, TaskRecord], dict[str, object] | 
 
 
 def _known(
-    manifest: Path,
+    plan: Plan,
     out_dir: Path | None,
     state: Path,
     lock_file: Path | None,
@@ -55,11 +89,9 @@ def _known(
     DB's ``records`` with what the lock (or, with neither, ``report.json``) adds
     (``run/adopt.py``, in memory)."""
     from flux_pipeline.layout import default_out_dir
-    from flux_pipeline.plan.expand import load_plan
     from flux_pipeline.report.lockfile import load_lock
     from flux_pipeline.run.adopt import known_state
 
-    plan = load_plan(manifest)
     out = out_dir or default_out_dir(plan.name)
     lock = load_lock(lock_file, plan=plan, out_dir=out) if lock_file is not None else None
     if lock is None and state.exists():
@@ -74,6 +106,7 @@ def _known(
 @state_option(help="State DB to read [default: <out>/.flux-pipeline/state.sqlite3].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @lock_options
+@_shard_option("Status of")
 def status(
     manifest: Path | None,
     out_dir: Path | None,
@@ -81,17 +114,18 @@ def status(
     as_json: bool,
     lock_path: Path | None,
     no_lock: bool,
+    shard: ShardValue,
 ) -> int:
     """Buckets and verdict, counts by state from the state DB (and, with MANIFEST, its lock
     file), ambiguous tasks, and the last error."""
-    path = _state_path(manifest, out_dir, state_path)
+    path = _state_path(manifest, out_dir, state_path, shard)
     lock_file = lock_path_of(manifest, lock_path, no_lock) if manifest is not None else None
     records, last_run = anyio.run(_read, path) if path.exists() else ({}, None)
-    plan = None
-    if manifest is not None:
-        plan, records = _known(manifest, out_dir, path, lock_file, records)
+    plan = _plan(manifest, shard) if manifest is not None else None
+    if plan is not None:
+        plan, records = _known(plan, out_dir, path, lock_file, records)
     if not path.exists() and not records:
-        raise UsageError(f"no state DB at {path}: nothing has run yet")
+        raise _nothing_ran(path)
     counts = Counter(r.state.value for r in records.values())
     planned_total = None
     if plan is not None:
@@ -148,18 +182,19 @@ def status(
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @out_option(help="Output directory to write the reports to [default: out/<manifest name>].")
 @state_option(help="State DB to read [default: <out>/.flux-pipeline/state.sqlite3].")
-def report(manifest: Path, out_dir: Path | None, state_path: Path | None) -> int:
+@_shard_option("Rewrite the reports (report.shard-IofN.json, ...) of")
+def report(manifest: Path, out_dir: Path | None, state_path: Path | None, shard: ShardValue) -> int:
     """Rewrite the report files of MANIFEST from the state DB."""
     from flux_pipeline.layout import default_out_dir, default_state_path
-    from flux_pipeline.plan.expand import load_plan
     from flux_pipeline.report.files import RunInfo, write_reports
 
-    plan = load_plan(manifest)
+    plan = _plan(manifest, shard)
     out = out_dir or default_out_dir(plan.name)
-    path = state_path or default_state_path(out)
+    path = state_path or default_state_path(out, shard)
     with hold_lease(path, out, command=f"flux-pipeline report {manifest}"):  # not mid-run
         records = anyio.run(read_records, path)
-        written = write_reports(plan, records, out, RunInfo(settings={}))
+        settings = {"shard": f"{shard[0]}/{shard[1]}"} if shard else {}
+        written = write_reports(plan, records, out, RunInfo(settings=settings), shard=shard)
     for file in written:
         click.echo(str(file))
     return ExitCode.OK

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from flux_pipeline import redact
 from flux_pipeline.errors import UsageError
+from flux_pipeline.layout import report_name
 from flux_pipeline.media import write_atomic
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.tasks import LOCAL_IMAGE_PREFIX, PARENT_IMAGE_URL, TaskSpec, map_strings
@@ -97,25 +98,31 @@ def write_reports(
     run: RunInfo,
     *,
     consume: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> list[Path]:
     """Write report.json, report.md, index.html (and its further pages) and junit.xml into
-    ``out_dir``; append report.md to ``$GITHUB_STEP_SUMMARY`` when set. Returns the main files."""
+    ``out_dir``; append report.md to ``$GITHUB_STEP_SUMMARY`` when set. Returns the main files.
+
+    A ``shard`` writes its own ``report.shard-IofN.json``, ``.md`` and ``junit.shard-IofN.xml``
+    (``layout.report_name``) and no gallery: shards sharing a directory keep their reports
+    apart, and the gallery of every shard is the one ``merge`` writes."""
     entries = task_entries(plan, records, consume=consume)
-    json_path = out_dir / "report.json"
-    md_path = out_dir / "report.md"
+    json_path = out_dir / report_name("json", shard)
+    md_path = out_dir / report_name("markdown", shard)
     html_path = out_dir / "index.html"
-    junit_path = out_dir / "junit.xml"
+    junit_path = out_dir / report_name("junit", shard)
     # every file through redact last: nothing secret is written, whatever a field holds
     write_atomic(json_path, redact.scrub_pieces(report_json_pieces(plan, entries, run)))
     markdown = redact.scrub(report_markdown(plan, entries, run))
     write_atomic(md_path, markdown)
-    pages = gallery.render_pages(
-        name=plan.name, entries=entries, step_order=plan.step_ids, out_dir=out_dir
-    )
-    for number, page in enumerate(pages, start=1):
-        write_atomic(out_dir / gallery.page_name(number), redact.scrub(page))
-    for stale in gallery.stale_pages(out_dir, len(pages)):
-        stale.unlink(missing_ok=True)
+    if shard is None:
+        pages = gallery.render_pages(
+            name=plan.name, entries=entries, step_order=plan.step_ids, out_dir=out_dir
+        )
+        for number, page in enumerate(pages, start=1):
+            write_atomic(out_dir / gallery.page_name(number), redact.scrub(page))
+        for stale in gallery.stale_pages(out_dir, len(pages)):
+            stale.unlink(missing_ok=True)
     xml = junit.junit_xml(
         name=plan.name, entries=entries, step_order=plan.step_ids, elapsed=run.elapsed
     )
@@ -123,7 +130,7 @@ def write_reports(
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         append_step_summary(Path(summary), markdown)
-    return [json_path, md_path, html_path, junit_path]
+    return [json_path, md_path, *([] if shard else [html_path]), junit_path]
 
 
 TRUNCATED_NOTE = (
@@ -155,21 +162,26 @@ def append_step_summary(path: Path, markdown: str, *, limit: int = STEP_SUMMARY_
         fh.write(data)
 
 
-def report_is_current(out_dir: Path, manifest_sha256: str, fingerprint: str) -> bool:
+def report_is_current(
+    out_dir: Path, manifest_sha256: str, fingerprint: str, shard: tuple[int, int] | None = None
+) -> bool:
     """True when every report file exists and report.json was written for this manifest from
     exactly the rows the state DB holds now: a run that changed nothing need not rewrite them."""
-    names = ("report.json", "report.md", "index.html", "junit.xml")
+    names = [report_name(kind, shard) for kind in ("json", "markdown", "junit")]
+    names += [] if shard else ["index.html"]
     if not all((out_dir / name).is_file() for name in names):
         return False
     try:
-        head = read_head(out_dir / "report.json")  # its first lines only: a rerun stays cheap
+        # its first lines only: a rerun stays cheap
+        head = read_head(out_dir / report_name("json", shard))
     except UsageError:
         return False
     return head.manifest_sha256 == manifest_sha256 and head.state_fingerprint == fingerprint
 
 
-def keep_reports(out_dir: Path) -> None:
+def keep_reports(out_dir: Path, shard: tuple[int, int] | None = None) -> None:
     """The reports stay as they are; the step summary still gets report.md."""
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        append_step_summary(Path(summary), (out_dir / "report.md").read_text(encoding="utf-8"))
+        markdown = (out_dir / report_name("markdown", shard)).read_text(encoding="utf-8")
+        append_step_summary(Path(summary), markdown)

@@ -31,11 +31,13 @@ async def finish_run(
     outcome: RunOutcome | None,
     info: RunInfo,
     keeper: LockKeeper | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> None:
     """The run's ending, also when it was interrupted (``outcome`` None); called shielded.
-    ``keeper``: the lock file's writer (None: no lock written by this run)."""
+    ``keeper``: the lock file's writer (None: no lock written by this run); ``shard``: the
+    reports are the shard's own (``layout.report_name``)."""
     try:
-        failed = await _report(store, plan, out_dir, run_id, outcome, info, keeper)
+        failed = await _report(store, plan, out_dir, run_id, outcome, info, keeper, shard)
     finally:
         # 6. the store, once nothing reads it any more (also when the report failed)
         await store.aclose()
@@ -52,6 +54,7 @@ async def _report(
     outcome: RunOutcome | None,
     info: RunInfo,
     keeper: LockKeeper | None,
+    shard: tuple[int, int] | None,
 ) -> list[TaskRecord] | None:
     """Steps 1 to 5; the failed tasks to annotate (None: no annotations)."""
     # 1. the run's row: end_run first commits every transition still queued, so everything
@@ -69,7 +72,7 @@ async def _report(
         fingerprint = await store.fingerprint()
         info = dataclasses.replace(info, state_fingerprint=fingerprint)
         current = outcome is not None and report_is_current(
-            out_dir, plan.manifest_sha256, fingerprint
+            out_dir, plan.manifest_sha256, fingerprint, shard
         )
         # 3. the records, unless nothing needs them: a current report with no annotations
         #    to make skips reading 100,000 rows
@@ -87,9 +90,9 @@ async def _report(
     # 5. the report (and the step summary, which write_reports and keep_reports append)
     try:
         if current:  # nothing changed: the report on disk says exactly this
-            keep_reports(out_dir)
+            keep_reports(out_dir, shard)
         else:  # consumes the records: a big report never holds them twice
-            write_reports(plan, records, out_dir, info, consume=True)
+            write_reports(plan, records, out_dir, info, consume=True, shard=shard)
     except OSError as exc:
         where = exc.filename or out_dir
         raise OutputsNotWritableError(

@@ -3,8 +3,9 @@ output directory, one report.
 
 What a merge job of a sharded workflow has is the shards' artifacts: each an output directory
 (images, ``report.json``) and a state DB. A source is a state DB file, a ``report.json`` or a
-directory searched for both (``**/*.sqlite3``, ``**/report.json``); output files are looked up
-in every directory that holds a ``report.json`` or a ``.flux-pipeline/`` state DB.
+directory searched for both (``**/*.sqlite3``, ``**/report.json`` and a shard's own
+``**/report.shard-IofN.json``); output files are looked up in every directory that holds a
+``report.json`` or a ``.flux-pipeline/`` state DB.
 
 Rows are combined by task key. The same key from several sources (a shard merged twice, or a
 shard that started from an earlier merged DB) keeps the more advanced row: downloaded, then
@@ -96,7 +97,7 @@ def discover(paths: Sequence[Path], *, exclude: Path) -> Sources:
     for path in paths:
         if path.is_dir():
             found_dbs = sorted(path.rglob("*.sqlite3"))
-            found_reports = sorted(path.rglob("report.json"))
+            found_reports = sorted({*path.rglob("report.json"), *path.rglob("report.shard-*.json")})
             out_dirs.append(path)
         elif path.is_file():
             found_dbs, found_reports = ([path], []) if path.suffix != ".json" else ([], [path])

@@ -282,7 +282,7 @@ async def _execute(
                     engine_stats=outcome.stats if outcome else None,
                     state_fingerprint="",  # _finish fills it in once the queue is committed
                 )
-                await finish_run(store, plan, out_dir, run_id, outcome, info, keeper)
+                await finish_run(store, plan, out_dir, run_id, outcome, info, keeper, options.shard)
     assert outcome is not None
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
 

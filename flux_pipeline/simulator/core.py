@@ -123,6 +123,7 @@ class Simulator:
         """Count one API request against the key's window (settling due events first)."""
         now = self.clock()
         self.store.settle(now)
+        self.stats.arrived(now, self.config.rate_window)
         wait = self.limiter.try_acquire(api_key, now)
         if wait is not None:
             raise ApiFailure(429, RATE_LIMITED, retry_after=retry_after_seconds(wait))
@@ -219,6 +220,8 @@ class Simulator:
             "requests_by_endpoint": dict(s.requests),
             "responses_by_code": {str(k): v for k, v in sorted(s.responses.items())},
             "rate_limited": s.rate_limited,
+            "peak_per_window": s.peak_per_window,
+            "rate_window": self.config.rate_window,
             "server_errors": s.server_errors,
             "drops": s.drops,
             "lost_after": s.lost_after,

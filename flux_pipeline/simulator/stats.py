@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -23,6 +23,21 @@ class Stats:
     callbacks_sent: int = 0
     callbacks_failed: int = 0
     callbacks_skipped: int = 0
+    # most API requests that reached the rate limiter within any one rate window (sliding;
+    # 60 s by default, so the per-minute peak), the ones answered 429 included: what the
+    # clients asked of the key, not what the limit let through
+    peak_per_window: int = 0
+
+    def __post_init__(self) -> None:
+        self._recent: deque[float] = deque()
+
+    def arrived(self, now: float, window: float) -> None:
+        """One API request counted against a key at ``now``: update ``peak_per_window``."""
+        recent = self._recent
+        recent.append(now)
+        while recent[0] <= now - window:
+            recent.popleft()
+        self.peak_per_window = max(self.peak_per_window, len(recent))
 
     def answered(self, code: int) -> None:
         self.responses[code] += 1

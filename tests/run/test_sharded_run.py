@@ -71,8 +71,8 @@ def options(manifest: Path, out: Path, shard: tuple[int, int] | None = None) -> 
     )
 
 
-def tasks_of(out: Path) -> dict[str, dict[str, Any]]:
-    report = json.loads((out / "report.json").read_text())
+def tasks_of(out: Path, name: str = "report.json") -> dict[str, dict[str, Any]]:
+    report = json.loads((out / name).read_text())
     return {t["readable_id"]: t for t in report["tasks"]}
 
 
@@ -126,9 +126,11 @@ async def test_three_shards_merged_equal_one_unsharded_run(
         result = await execute(options(manifest, out, (index, 3)), endpoint=endpoint)
         assert result.outcome.exit_code == 0
         assert result.state_path == out / ".flux-pipeline" / f"state-{index}of3.sqlite3"
-        report = json.loads((out / "report.json").read_text())
+        report = json.loads((out / f"report.shard-{index}of3.json").read_text())
         assert report["run"]["settings"]["shard"] == f"{index}/3"
-        shard_tasks.append(tasks_of(out))
+        shard_tasks.append(tasks_of(out, f"report.shard-{index}of3.json"))
+        assert not (out / "report.json").exists()
+        assert not (out / "index.html").exists()  # the gallery is the merge's
     sizes = [len(t) for t in shard_tasks]
     assert sum(sizes) == TASKS
     assert sizes.count(0) <= 1
@@ -171,8 +173,10 @@ async def test_three_shards_merged_equal_one_unsharded_run(
 def test_shards_in_one_directory_merged_in_place_by_the_cli(
     tmp_path: Path, sim: tuple[SimulatorThread, Endpoint], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Local use: shard runs sharing an output directory keep one state DB each; ``merge
-    --from OUT --out OUT`` combines them; ``report.json`` from a report alone works too."""
+    """Local use: shard runs sharing an output directory keep one state DB and one report
+    each (``report.shard-IofN.json``: none overwrites another); ``status`` and ``report``
+    read a shard with ``--shard``; ``merge --from OUT --out OUT`` combines them; a merge from
+    the reports alone works too."""
     _, endpoint = sim
     manifest = tmp_path / "m.yaml"
     manifest.write_text(MANIFEST)
@@ -182,7 +186,23 @@ def test_shards_in_one_directory_merged_in_place_by_the_cli(
         assert anyio.run(run).outcome.exit_code == 0
     dbs = sorted(p.name for p in (out / ".flux-pipeline").glob("*.sqlite3"))
     assert dbs == ["state-1of3.sqlite3", "state-2of3.sqlite3", "state-3of3.sqlite3"]
-    assert len(tasks_of(out)) < TASKS  # the last shard's report only
+    shard_reports = [tasks_of(out, f"report.shard-{i}of3.json") for i in (1, 2, 3)]
+    assert sum(len(tasks) for tasks in shard_reports) == TASKS  # every shard's report kept
+    assert not (out / "report.json").exists()
+    capsys.readouterr()
+
+    # before the merge: a shard's status and report, by --shard
+    assert run_cli(["status", str(manifest), "--out", str(out), "--shard", "2/3"]) == 0
+    status = capsys.readouterr().out
+    assert f"state DB: {out / '.flux-pipeline' / 'state-2of3.sqlite3'}" in status
+    assert f"downloaded  {len(shard_reports[1])}" in status
+    assert run_cli(["status", "--out", str(out)]) == 2  # no unsharded DB: says what there is
+    assert "give --shard I/N" in capsys.readouterr().err
+    (out / "report.shard-2of3.json").unlink()
+    assert run_cli(["report", str(manifest), "--out", str(out), "--shard", "2/3"]) == 0
+    assert tasks_of(out, "report.shard-2of3.json") == shard_reports[1]
+    assert not (out / "report.json").exists()
+    capsys.readouterr()
 
     assert run_cli(["merge", str(manifest), "--from", str(out), "--out", str(out)]) == 0
     err = capsys.readouterr().err
@@ -197,6 +217,7 @@ def test_shards_in_one_directory_merged_in_place_by_the_cli(
     shutil.copytree(out, bare, ignore=shutil.ignore_patterns(".flux-pipeline"))
     target = tmp_path / "from-reports"
     assert run_cli(["merge", str(manifest), "--from", str(bare), "--out", str(target)]) == 0
-    assert "merged 0 state DB(s) and 1 report(s)" in capsys.readouterr().err
+    # the merged report.json and the three shards' own
+    assert "merged 0 state DB(s) and 4 report(s)" in capsys.readouterr().err
     assert shape(tasks_of(target)) == shape(merged)
     check_files(target, tasks_of(target))
