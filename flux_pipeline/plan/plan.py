@@ -15,7 +15,7 @@ from pathlib import Path
 
 from flux_pipeline.errors import Diagnostic, ManifestError
 from flux_pipeline.layout import read_inside
-from flux_pipeline.manifest.models import Pricing
+from flux_pipeline.manifest.models import Pricing, Storage
 from flux_pipeline.media import sha256_bytes
 from flux_pipeline.plan.children import ChildPlanner
 from flux_pipeline.plan.imagesets import MAX_IMAGE_BYTES, LocalImage
@@ -41,6 +41,7 @@ class Plan:
         default=None, repr=False, compare=False
     )
     pricing: Pricing | None = None  # the manifest's pricing section (plan/cost.py)
+    storage: Storage | None = None  # the manifest's storage section (docs/storage.md)
 
     @property
     def step_ids(self) -> list[str]:

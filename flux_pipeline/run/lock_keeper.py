@@ -39,6 +39,7 @@ class LockKeeper:
         self._scope = anyio.CancelScope()
         self._failed = False
         self._writing = threading.Lock()  # the periodic write and the last one never overlap
+        self.objects: dict[str, str] = {}  # SHA-256 -> object key of outputs published
 
     @classmethod
     def next_to_manifest(cls, plan: Plan, out_dir: Path) -> LockKeeper:
@@ -54,7 +55,7 @@ class LockKeeper:
     def write(self, records: Mapping[str, TaskRecord]) -> bool:
         """The lock of ``records`` (and the old lock), written if its text changed."""
         with self._writing:
-            entries = lock_entries(self.plan, records, self.old)
+            entries = lock_entries(self.plan, records, self.old, self.objects)
             self.old = Lock(path=self.path, manifest=self.plan.name, entries=entries)
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

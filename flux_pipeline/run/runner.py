@@ -7,6 +7,7 @@ engine so the engine never touches the environment, the terminal or signals.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from flux_pipeline.run.receiver import BackgroundServer, CallbackReceiver, bind
 from flux_pipeline.run.scheduler import TimingConfig
 from flux_pipeline.run.simulated import simulated_endpoint
 from flux_pipeline.run.stops import Stops
+from flux_pipeline.run.storage_run import StorageRun
 from flux_pipeline.run.store import Store
 from flux_pipeline.states import TaskRecord
 
@@ -206,6 +208,8 @@ async def _execute(
         store = await Store.open(state_path)
         stack.push_async_callback(store.aclose)
         await check_owner(store, plan.name, explicit=options.state_path is not None)
+        # the bucket checked and the reference images in it before anything is created
+        stored = await StorageRun.start(ready.storage, plan, echo) if ready.storage else None
         # before the engine decides anything (docs/lockfile.md)
         adopted = await adopt_into(store, plan, ready.lock, out_dir, had_db=had_db)
         if adopted.records:
@@ -214,6 +218,8 @@ async def _execute(
         if ready.lock_path is not None and options.shard is None:
             keeper = LockKeeper(ready.lock_path, plan, ready.lock, echo=echo)
         settings = _settings(options, out_dir, callbacks, plan.pricing)
+        if stored is not None:
+            settings = dataclasses.replace(settings, images=stored.images)
         summary: dict[str, Any] = settings_summary(settings) | {"rpm": options.rpm}
         if options.shard is not None:
             summary["shard"] = f"{options.shard[0]}/{options.shard[1]}"
@@ -226,6 +232,8 @@ async def _execute(
             settings=summary,
             planned=len(plan.tasks),
         )
+        if stored is not None:  # adopted outputs the output directory lacks, from the bucket
+            await stored.restore(await store.records(), ready.lock, out_dir)
         records = await store.records()  # read once: the cost line, then the engine
         paying = would_create(plan, records, settings.policy, time.time())
         echo(f"flux-pipeline: this run would create {describe(paying, plan.pricing)}")
@@ -259,6 +267,10 @@ async def _execute(
             if keeper is not None:
                 keeper.stop()
             with anyio.CancelScope(shield=True):
+                publish = outcome is not None and stored is not None and stored.publishing
+                if publish:
+                    assert stored is not None
+                    await stored.publish_outputs(store, out_dir, keeper, ready.lock)
                 info = RunInfo(
                     settings=summary,
                     started_at=started_wall,
@@ -273,6 +285,10 @@ async def _execute(
                     state_fingerprint="",  # _finish fills it in once the queue is committed
                 )
                 await finish_run(store, plan, out_dir, run_id, outcome, info, keeper)
+                if publish:
+                    assert stored is not None
+                    lock_written = keeper.path if keeper is not None else None
+                    await stored.publish_reports(out_dir, plan.name, lock_written)
     assert outcome is not None
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
 
