@@ -278,7 +278,7 @@ def _outputs(data: Mapping[str, object], out_dir: Confinement) -> tuple[LockOutp
             fail(f"output #{number}: {problem}")
         if not _KEY.match(sha):
             fail(f"output #{number}: 'sha256' must be 64 lowercase hex digits")
-        stored = text_or_none(item, "object")
+        stored = text_or_none(item, "object") if "object" in item else None
         if stored is not None and not _OBJECT.match(stored):
             fail(f"output #{number}: 'object' is not an object key of ours")
         outputs.append(LockOutput(path=path, bytes=count(item, "bytes"), sha256=sha, stored=stored))

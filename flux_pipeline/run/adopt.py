@@ -216,7 +216,8 @@ async def restore_outputs(
         nonlocal restored
         # one that cannot be had is downloaded from its result URL as before
         with contextlib.suppress(StorageError, OSError):
-            restored += await objects.call(_restore_one, objects, output, key, out_dir)
+            done = await objects.call(_restore_one, objects, output, key, out_dir)
+            restored += done  # after the await: the other restores add theirs meanwhile
 
     async with anyio.create_task_group() as tg:
         for output, key in todo:
