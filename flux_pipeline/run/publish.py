@@ -47,7 +47,8 @@ async def publish_outputs(
 ) -> dict[str, str]:
     """Every output of the downloaded tasks in ``records`` in the bucket; ``known``: SHA-256 ->
     object key the lock names already (skipped). Returns SHA-256 -> object key of every
-    output now in the bucket. A file that is not what the state DB recorded is left out."""
+    output now in the bucket. A file gone since is left out; one that is not what the state DB
+    recorded, or an upload that failed, raises ``StorageError`` once the others are done."""
     found: dict[str, str] = {}
     todo: dict[str, tuple[str, Path]] = {}
     for record in records:
@@ -74,11 +75,17 @@ async def publish_outputs(
             await objects.call(objects.put_once, key, content, mime)
         except OSError:  # gone since the run verified it: the next run downloads it again
             return
+        except StorageError as exc:
+            problems.append(exc)
+            return
         found[sha] = key
 
+    problems: list[StorageError] = []
     async with anyio.create_task_group() as tg:
         for sha, (key, path) in todo.items():
             tg.start_soon(one, sha, key, path)
+    if problems:
+        raise problems[0]
     return found
 
 

@@ -26,6 +26,7 @@ class StorageRun:
     objects: ObjectStore
     images: StoredImages
     echo: Callable[[str], None]
+    failed: StorageError | None = None  # publishing the outputs failed (raised at the end)
 
     @classmethod
     async def start(
@@ -73,7 +74,11 @@ class StorageRun:
         await store.flush_and_wait()
         records = await store.records()
         before = self.objects.uploaded
-        found = await publish_outputs(self.objects, records.values(), out, known)
+        try:
+            found = await publish_outputs(self.objects, records.values(), out, known)
+        except StorageError as exc:  # the reports are still written, then the run fails
+            self.failed = exc
+            return
         if keeper is not None:
             keeper.objects.update(found)
         fresh = self.objects.uploaded - before
@@ -83,4 +88,8 @@ class StorageRun:
         )
 
     async def publish_reports(self, out: Path, manifest: str, lock_path: Path | None) -> None:
+        """The reports and the lock in the bucket; raises the outputs' failure first, if any
+        (``StorageError``, exit 2: a rerun publishes what is missing)."""
+        if self.failed is not None:
+            raise self.failed
         await publish_reports(self.objects, out, manifest, lock_path)

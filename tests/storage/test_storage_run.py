@@ -39,8 +39,14 @@ SHA = {name: hashlib.sha256(content).hexdigest() for name, content in (("mug", M
 PREFIX = "team/flux"
 
 
-def _manifest(tmp: Path, s3: S3, *, prompt: str = "{{ item.name }} on a table", extra: str = "",
-              storage: str = "") -> Path:
+def _manifest(
+    tmp: Path,
+    s3: S3,
+    *,
+    prompt: str = "{{ item.name }} on a table",
+    extra: str = "",
+    storage: str = "",
+) -> Path:
     text = f"""
 version: 1
 name: stored
@@ -85,7 +91,8 @@ def _image_urls(tasks: list[dict[str, Any]]) -> list[str]:
 
 def _no_secret_anywhere(root: Path, *texts: str) -> None:
     for text in texts:
-        assert SECRET_KEY not in text and SESSION_TOKEN not in text
+        assert SECRET_KEY not in text
+        assert SESSION_TOKEN not in text
     for path in root.rglob("*"):
         if path.is_file():
             content = path.read_bytes()
@@ -103,7 +110,8 @@ def test_reference_images_go_through_the_bucket_once(tmp_path: Path, s3: S3) -> 
         assert first.returncode == 0, first.stdout + first.stderr
         tasks = sim_tasks(sim)
         urls = _image_urls(tasks)
-        assert len(tasks) == 2 and len(urls) == 2
+        assert len(tasks) == 2
+        assert len(urls) == 2
         paths = sorted(httpx.URL(u).path for u in urls)
         assert paths == sorted(f"/{s3.bucket}/{_ref_key(n)}" for n in SHA)
         assert all(u.startswith(s3.endpoint) and "X-Amz-Signature=" in u for u in urls)
@@ -141,7 +149,7 @@ def test_expired_presigned_urls_are_renewed_on_resume(tmp_path: Path, s3: S3) ->
         [new] = _image_urls(sim_tasks(sim)[1:])
     assert httpx.URL(new).params["X-Amz-Date"] != httpx.URL(old).params["X-Amz-Date"]
     assert httpx.URL(new).params["X-Amz-Expires"] == "3"
-    assert [s.status for s in s3.proxy.requests("GET", httpx.URL(new).path)][0] == 200
+    assert [s.status for s in s3.proxy.requests("GET", httpx.URL(new).path)] == [200]
 
 
 def test_a_stale_parent_is_served_from_the_bucket(tmp_path: Path, s3: S3) -> None:
@@ -215,7 +223,9 @@ def test_an_unwritable_bucket_stops_the_run_before_any_create(tmp_path: Path, s3
         assert sim_tasks(sim) == []
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no-such-bucket-here" in lines[0] and "NoSuchBucket" in lines[0]
+    assert len(lines) == 1
+    assert "no-such-bucket-here" in lines[0]
+    assert "NoSuchBucket" in lines[0]
 
 
 def test_without_boto3_a_storage_manifest_says_which_extra(tmp_path: Path, s3: S3) -> None:
