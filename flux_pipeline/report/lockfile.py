@@ -43,7 +43,8 @@ from flux_pipeline.report.lockcheck import (
 )
 from flux_pipeline.states import TaskRecord, TaskState
 
-FORMAT = 2  # 2: an output may name its object in the bucket (``object``)
+FORMAT = 2  # an output names its object in the bucket (``object``): written only then
+PLAIN_FORMAT = 1  # no output names an object: written as before, readable by older versions
 READS = (1, 2)  # the formats this version reads
 SUFFIX = ".lock.json"
 
@@ -238,7 +239,9 @@ def lock_pieces(manifest: str, entries: Mapping[str, LockEntry]) -> Iterator[str
             return str(value)
         return encoder(value)
 
-    yield '{\n  "format": ' + str(FORMAT) + ',\n  "manifest": ' + encode(manifest)
+    stored = any(o.stored for entry in entries.values() for o in entry.outputs)
+    version = FORMAT if stored else PLAIN_FORMAT
+    yield '{\n  "format": ' + str(version) + ',\n  "manifest": ' + encode(manifest)
     if not entries:
         yield ',\n  "tasks": {}\n}\n'
         return

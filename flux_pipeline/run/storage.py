@@ -147,7 +147,7 @@ class ObjectStore:
     def __init__(self, settings: StorageSettings, client: Any) -> None:
         self.settings = settings
         self._client = client
-        self._limiter = anyio.CapacityLimiter(MAX_CALLS)
+        self.limiter = anyio.CapacityLimiter(MAX_CALLS)
         self._urls: dict[str, tuple[str, float]] = {}  # key -> (URL, when it was made)
         self.uploaded = 0  # objects this run wrote (the write check not counted)
         self._counting = threading.Lock()
@@ -164,7 +164,7 @@ class ObjectStore:
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in a worker thread, bounded with every other boto3 call."""
         call = functools.partial(fn, *args, **kwargs)
-        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(call, limiter=self.limiter)
 
     # --- in a worker thread (``call``) ---------------------------------------------------
 
