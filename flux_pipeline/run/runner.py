@@ -232,9 +232,9 @@ async def _execute(
             settings=summary,
             planned=len(plan.tasks),
         )
-        if stored is not None:  # adopted outputs the output directory lacks, from the bucket
-            await stored.restore(await store.records(), ready.lock, out_dir)
         records = await store.records()  # read once: the cost line, then the engine
+        if stored is not None:  # adopted outputs the output directory lacks, from the bucket
+            await stored.restore(records, ready.lock, out_dir)
         paying = would_create(plan, records, settings.policy, time.time())
         echo(f"flux-pipeline: this run would create {describe(paying, plan.pricing)}")
         store.start(outer)
@@ -267,7 +267,8 @@ async def _execute(
             if keeper is not None:
                 keeper.stop()
             with anyio.CancelScope(shield=True):
-                publish = outcome is not None and stored is not None and stored.publishing
+                # not after a signal: the process is asked to end (docs/storage.md)
+                publish = bool(outcome and stored and stored.publishing and stops.reason is None)
                 if publish:
                     assert stored is not None
                     await stored.publish_outputs(store, out_dir, keeper, ready.lock)
