@@ -20,7 +20,7 @@ import base64
 import contextlib
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "RedactingStream",
     "Redactor",
     "active",
+    "environment_secrets",
     "register",
     "scope",
     "scrub",
@@ -42,6 +43,10 @@ MIN_SECRET_CHARS = 8
 # the characters an escaped or encoded form starts with: without one of them in a text, only
 # the literal forms (the secret as it is, its base64) can be there
 _ESCAPE_MARKS = ("\\", "%", "&")
+# the environment variables that hold a secret: the API key, and the AWS credentials boto3
+# reads for storage (docs/storage.md); what boto3 finds elsewhere (a profile) is registered
+# by ``run/storage.py``
+SECRET_VARIABLES = ("APIXO_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _HTML_NAMED = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
 
 
@@ -127,6 +132,11 @@ class Redactor:
         if isinstance(value, list | tuple):
             return type(value)(self.value(v) for v in value)
         return value
+
+
+def environment_secrets(environ: Mapping[str, str]) -> list[str]:
+    """The secrets set in ``environ`` (``SECRET_VARIABLES``)."""
+    return [environ.get(name, "").strip() for name in SECRET_VARIABLES]
 
 
 _lock = threading.Lock()

@@ -75,7 +75,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     Whatever it prints is redacted of every secret known (the key in the environment, and
     what a run registers)."""
     with redact.scope(), _redacted_output():
-        redact.register(os.environ.get("APIXO_API_KEY", "").strip())
+        redact.register(*redact.environment_secrets(os.environ))
         return _run_cli(argv)
 
 

@@ -191,6 +191,27 @@ def summary_json(
 @lock_options
 @selection_options
 @click.option(
+    "--storage-bucket",
+    metavar="NAME",
+    help="S3-compatible bucket for reference images and --publish, over the manifest's "
+    "storage.bucket [env: FLUX_PIPELINE_S3_BUCKET] (docs/storage.md).",
+)
+@click.option(
+    "--storage-prefix",
+    metavar="PREFIX",
+    help="Key prefix in the bucket [env: FLUX_PIPELINE_S3_PREFIX; default: flux-pipeline].",
+)
+@click.option(
+    "--storage-endpoint",
+    metavar="URL",
+    help="S3-compatible endpoint (R2, MinIO) [env: FLUX_PIPELINE_S3_ENDPOINT].",
+)
+@click.option(
+    "--publish",
+    is_flag=True,
+    help="Copy every downloaded image and the reports to the bucket; the lock records where.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -220,6 +241,10 @@ def run(
     limit: int | None,
     regenerate: tuple[str, ...],
     max_cost: float | None,
+    storage_bucket: str | None,
+    storage_prefix: str | None,
+    storage_endpoint: str | None,
+    publish: bool,
     as_json: bool,
     strict: bool,
 ) -> int:
@@ -255,6 +280,12 @@ def run(
         limit=limit,
         regenerate=parse_only(regenerate),
         max_cost=max_cost,
+        storage={
+            "bucket": storage_bucket,
+            "prefix": storage_prefix,
+            "endpoint_url": storage_endpoint,
+        },
+        publish=publish,
     )
     with interrupts_raise() as reinstall:
         # every setting, the environment and the manifest first: nothing has started yet

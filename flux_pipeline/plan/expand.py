@@ -158,6 +158,7 @@ class _Expander:
             step_locations=MappingProxyType({s.id: located.where(s.at) for s in in_order}),
             local_images=MappingProxyType(resolver.local),
             pricing=model.pricing,
+            storage=model.storage,
             planner=ChildPlanner(
                 located=located,
                 variables=self.vars,

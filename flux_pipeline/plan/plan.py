@@ -15,7 +15,7 @@ from pathlib import Path
 
 from flux_pipeline.errors import Diagnostic, ManifestError
 from flux_pipeline.layout import read_inside
-from flux_pipeline.manifest.models import Pricing
+from flux_pipeline.manifest.models import Pricing, Storage
 from flux_pipeline.media import sha256_bytes
 from flux_pipeline.plan.children import ChildPlanner
 from flux_pipeline.plan.imagesets import MAX_IMAGE_BYTES, LocalImage
@@ -43,6 +43,7 @@ class Plan:
     pricing: Pricing | None = None  # the manifest's pricing section (plan/cost.py)
     # base key -> generation of the tasks deliberately regenerated (plan/generations.py)
     generations: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    storage: Storage | None = None  # the manifest's storage section (docs/storage.md)
 
     @property
     def step_ids(self) -> list[str]:

@@ -43,7 +43,9 @@ from flux_pipeline.report.lockcheck import (
 )
 from flux_pipeline.states import TaskRecord, TaskState
 
-FORMAT = 1
+FORMAT = 2  # an output names its object in the bucket (``object``): written only then
+PLAIN_FORMAT = 1  # no output names an object: written as before, readable by older versions
+READS = (1, 2)  # the formats this version reads
 SUFFIX = ".lock.json"
 
 # a lock entry's state, for a person, and the DB state it stands for
@@ -57,6 +59,7 @@ LOCK_STATE = {
 }
 DB_STATE = {text: state for state, text in LOCK_STATE.items()}
 _KEY = re.compile(r"^[0-9a-f]{64}$")
+_OBJECT = re.compile(r"^([A-Za-z0-9._-]+/)*outputs/sha256/[0-9a-f]{64}\.[a-z0-9]{1,8}$")
 
 
 def lock_path_for(manifest: Path) -> Path:
@@ -69,6 +72,11 @@ class LockOutput:
     path: str  # relative to the output directory
     bytes: int
     sha256: str
+    stored: str | None = None  # its object key in the bucket, once published (docs/storage.md)
+
+    def to_json(self) -> dict[str, object]:
+        body: dict[str, object] = {"bytes": self.bytes, "path": self.path, "sha256": self.sha256}
+        return body if self.stored is None else body | {"object": self.stored}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,9 +110,7 @@ class LockEntry:
             "attempts": self.attempts,
             "failCode": self.fail_code,
             "id": self.readable_id,
-            "outputs": [
-                {"bytes": o.bytes, "path": o.path, "sha256": o.sha256} for o in self.outputs
-            ],
+            "outputs": [o.to_json() for o in self.outputs],
             "parent": self.parent,
             "parent_key": self.parent_key,
             "parent_output_index": self.parent_output_index,
@@ -168,10 +174,17 @@ def sent(record: TaskRecord) -> bool:
 
 
 def entry_of(
-    plan: Plan, record: TaskRecord, parent_id: str | None, old: LockEntry | None
+    plan: Plan,
+    record: TaskRecord,
+    parent_id: str | None,
+    old: LockEntry | None,
+    objects: Mapping[str, str] | None = None,
 ) -> LockEntry:
     """The lock entry of state DB row ``record`` (``old``: the lock's entry of the same key,
-    whose request is kept: a key's request never changes)."""
+    whose request is kept: a key's request never changes; ``objects``: SHA-256 -> object key
+    of the outputs published, else those ``old`` names are kept)."""
+    known = {o.sha256: o.stored for o in old.outputs if o.stored} if old is not None else {}
+    known |= objects or {}
     finished = record.finished_at
     urls = record.result_urls
     expire = int(finished) + RESULT_URL_LIFETIME if finished is not None and urls else None
@@ -185,7 +198,7 @@ def entry_of(
         fail_code=record.fail_code if failed else None,
         attempts=record.attempts,
         outputs=tuple(
-            LockOutput(path=o.path, bytes=o.bytes, sha256=o.sha256)
+            LockOutput(path=o.path, bytes=o.bytes, sha256=o.sha256, stored=known.get(o.sha256))
             for o in sorted(record.outputs, key=lambda o: o.index)
         )
         if record.state is TaskState.DOWNLOADED
@@ -202,7 +215,10 @@ def entry_of(
 
 
 def lock_entries(
-    plan: Plan, records: Mapping[str, TaskRecord], old: Lock | None
+    plan: Plan,
+    records: Mapping[str, TaskRecord],
+    old: Lock | None,
+    objects: Mapping[str, str] | None = None,
 ) -> dict[str, LockEntry]:
     """Every key ever sent: the state DB's rows that were sent, then the old lock's entries
     the DB does not have (a task no longer planned, paid for: kept)."""
@@ -215,7 +231,7 @@ def lock_entries(
         parent_id = parent.readable_id if parent is not None else None
         if parent_id is None and record.parent_key and record.parent_key in previous:
             parent_id = previous[record.parent_key].readable_id
-        entries[key] = entry_of(plan, record, parent_id, previous.get(key))
+        entries[key] = entry_of(plan, record, parent_id, previous.get(key), objects)
     for key, entry in previous.items():
         entries.setdefault(key, entry)
     return entries
@@ -241,24 +257,28 @@ def entry_block(entry: LockEntry) -> str:
     return f'    "{entry.key}": {{\n' + lines + "\n    }"
 
 
-def lock_parts(manifest: str, blocks: Mapping[str, str]) -> list[str]:
+def lock_parts(manifest: str, blocks: Mapping[str, str], *, stored: bool = False) -> list[str]:
     """The lock's text in three parts (written as they are: the tasks are joined once, never
-    copied again), from every task's ``entry_block`` by key: tasks sorted by key."""
-    head = '{\n  "format": ' + str(FORMAT) + ',\n  "manifest": ' + _encode(manifest)
+    copied again), from every task's ``entry_block`` by key: tasks sorted by key. ``stored``:
+    an output names its object in the bucket (format 2; else format 1, as before)."""
+    version = FORMAT if stored else PLAIN_FORMAT
+    head = '{\n  "format": ' + str(version) + ',\n  "manifest": ' + _encode(manifest)
     if not blocks:
         return [head + ',\n  "tasks": {}\n}\n']
     tasks = ",\n".join(map(blocks.__getitem__, sorted(blocks)))  # one copy, made in C
     return [head + ',\n  "tasks": {\n', tasks, "\n  }\n}\n"]
 
 
-def lock_text(manifest: str, blocks: Mapping[str, str]) -> str:
+def lock_text(manifest: str, blocks: Mapping[str, str], *, stored: bool = False) -> str:
     """The lock's text (``lock_parts`` joined)."""
-    return "".join(lock_parts(manifest, blocks))
+    return "".join(lock_parts(manifest, blocks, stored=stored))
 
 
 def lock_pieces(manifest: str, entries: Mapping[str, LockEntry]) -> Iterator[str]:
     """The lock's text (in one piece; kept for callers that join pieces)."""
-    yield lock_text(manifest, {key: entry_block(entry) for key, entry in entries.items()})
+    stored = any(o.stored for entry in entries.values() for o in entry.outputs)
+    blocks = {key: entry_block(entry) for key, entry in entries.items()}
+    yield lock_text(manifest, blocks, stored=stored)
 
 
 def write_lock(path: Path, manifest: str, entries: Mapping[str, LockEntry]) -> bool:
@@ -295,7 +315,10 @@ def _outputs(data: Mapping[str, object], out_dir: Confinement) -> tuple[LockOutp
             fail(f"output #{number}: {problem}")
         if not _KEY.match(sha):
             fail(f"output #{number}: 'sha256' must be 64 lowercase hex digits")
-        outputs.append(LockOutput(path=path, bytes=count(item, "bytes"), sha256=sha))
+        stored = text_or_none(item, "object") if "object" in item else None
+        if stored is not None and not _OBJECT.match(stored):
+            fail(f"output #{number}: 'object' is not an object key of ours")
+        outputs.append(LockOutput(path=path, bytes=count(item, "bytes"), sha256=sha, stored=stored))
     return tuple(outputs)
 
 
@@ -365,8 +388,8 @@ def parse_lock(path: Path, content: str, *, out_dir: Path | None = None) -> Lock
         version = document.get("format")
         if not isinstance(version, int) or isinstance(version, bool):
             fail("no 'format' version")
-        if version != FORMAT:
-            fail(f"format {version}; this version reads format {FORMAT}")
+        if version not in READS:
+            fail(f"format {version}; this version reads formats {', '.join(map(str, READS))}")
         manifest = text(document, "manifest")
         tasks = document.get("tasks")
         if not isinstance(tasks, dict):

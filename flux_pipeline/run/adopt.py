@@ -12,10 +12,15 @@ behind it: fewer attempts, or the same attempt at an earlier stage (ambiguous < 
 because the create provably never left < submitted < succeeded < failed, expired < done). A
 row with more attempts is newer (a retry this machine made since the lock was written) and
 stays.
+
+With storage (docs/storage.md), ``restore_outputs`` then fetches from the bucket the outputs
+the lock names there and the output directory lacks: a lost output directory costs no create
+and no download from the API, even past its result URLs' expiry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,12 +29,15 @@ from pathlib import Path
 import anyio
 
 from flux_pipeline.errors import UsageError
+from flux_pipeline.layout import inside
+from flux_pipeline.media import atomic_target, sha256_bytes
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.generations import latest, of_records, with_generations
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.report.lockfile import Lock, LockEntry
 from flux_pipeline.run.merge import records_from_report
 from flux_pipeline.run.spec_record import spec_record
+from flux_pipeline.run.storage import ObjectStore, StorageError
 from flux_pipeline.run.store import Store, import_records, read_records
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
@@ -186,3 +194,67 @@ async def known_state(plan: Plan, state_path: Path, lock: Lock | None, out_dir: 
     plan = at_generations(plan, of_records(db.values()).items(), lock)
     adopted = adoption(plan, db, lock, out_dir, had_db=had_db)
     return Known(plan, db | adopted.records, adopted)
+
+
+RESTORE_MAX_BYTES = 64 * 1024 * 1024  # an output fetched back from the bucket, at most
+
+
+def _to_restore(
+    records: Mapping[str, TaskRecord], stored: Mapping[str, str], out_dir: Path
+) -> list[tuple[OutputRecord, str]]:
+    """The outputs of downloaded tasks that are missing (or of another size) and stored."""
+    found = []
+    for record in records.values():
+        if record.state is not TaskState.DOWNLOADED:
+            continue
+        for output in record.outputs:
+            key = stored.get(output.sha256)
+            if key is None:
+                continue
+            try:
+                if (out_dir / output.path).stat().st_size == output.bytes:
+                    continue
+            except OSError:
+                pass
+            found.append((output, key))
+    return found
+
+
+def _restore_one(objects: ObjectStore, output: OutputRecord, key: str, out_dir: Path) -> bool:
+    content = objects.get(key, min(output.bytes, RESTORE_MAX_BYTES))
+    if len(content) != output.bytes or sha256_bytes(content) != output.sha256:
+        raise StorageError(f"storage: {key} is not the output {output.path} the lock records")
+    try:
+        target = inside(out_dir, output.path)
+    except ValueError as exc:
+        raise StorageError(str(exc)) from None
+    with atomic_target(target) as temp:
+        temp.write_bytes(content)
+    return True
+
+
+async def restore_outputs(
+    objects: ObjectStore, records: Mapping[str, TaskRecord], lock: Lock | None, out_dir: Path
+) -> int:
+    """Fetch from the bucket every output of a downloaded task in ``records`` that
+    ``out_dir`` lacks and ``lock`` names an object of; the number restored. Each is checked
+    (size, SHA-256) before it is renamed into place."""
+    if lock is None:
+        return 0
+    stored = {o.sha256: o.stored for e in lock.entries.values() for o in e.outputs if o.stored}
+    if not stored:
+        return 0
+    todo = await anyio.to_thread.run_sync(_to_restore, records, stored, out_dir)
+    restored = 0
+
+    async def one(output: OutputRecord, key: str) -> None:
+        nonlocal restored
+        # one that cannot be had is downloaded from its result URL as before
+        with contextlib.suppress(StorageError, OSError):
+            done = await objects.call(_restore_one, objects, output, key, out_dir)
+            restored += done  # after the await: the other restores add theirs meanwhile
+
+    async with anyio.create_task_group() as tg:
+        for output, key in todo:
+            tg.start_soon(one, output, key)
+    return restored

@@ -40,8 +40,9 @@ from flux_pipeline.run.api_client import ApiClient
 from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.downloader import Downloader, DownloadSettings, Fetch
 from flux_pipeline.run.downloads import download
+from flux_pipeline.run.images import ImageSource, InlineImages
 from flux_pipeline.run.ledger import Ledger, Pending, run_error
-from flux_pipeline.run.on_disk import inline_output, intact_keys
+from flux_pipeline.run.on_disk import intact_keys
 from flux_pipeline.run.poller import Poller
 from flux_pipeline.run.results import Progress as Progress
 from flux_pipeline.run.results import RunOutcome as RunOutcome
@@ -72,6 +73,7 @@ class EngineSettings:
     speculate: bool = True  # admit creates against expected, not yet seen, completions
     timing: TimingConfig = field(default_factory=TimingConfig)
     progress_interval: float = 1.0
+    images: ImageSource | None = None  # run/images.py; default: InlineImages
 
 
 def _stale(record: TaskRecord) -> bool:
@@ -139,7 +141,7 @@ class Engine:
             store=store,
             client=client,
             admission=self.admission,
-            local_image=plan.data_uri,
+            images=settings.images or InlineImages(plan),
             settings=CreateSettings(
                 max_active=settings.max_active,
                 request_type=settings.request_type,
@@ -287,11 +289,10 @@ class Engine:
         ]
 
     async def _inlined_children(self, spec: TaskSpec, record: TaskRecord) -> list[Pending]:
-        """The chained tasks of a parent whose result URLs may have expired: its images go
-        inline from disk (a URL stays where the image is too big)."""
+        """The chained tasks of a parent whose result URLs may have expired (``images``)."""
         found = []
         for index, url in enumerate(record.result_urls):
-            inline = await inline_output(self.settings.out_dir, record, index)
+            inline = await self.submitter.images.parent(self.settings.out_dir, record, index)
             found += [Pending(child, inline or url) for child in self._chained(spec, index)]
         return found
 

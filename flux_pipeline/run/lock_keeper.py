@@ -59,6 +59,19 @@ class LockKeeper:
         self._writing = threading.Lock()  # the periodic write and the last one never overlap
         self._blocks: dict[str, str] | None = None  # key -> its block of the lock's text
         self._ids: dict[str, str] = {}  # key -> readable id (a chained task names its parent)
+        self._stored: set[str] = set()  # keys with an output in the bucket (lock format 2)
+        self._objects: dict[str, str] = {}  # SHA-256 -> object key of outputs published
+        self._objects_new = False  # published since the last write: every block is remade
+
+    @property
+    def objects(self) -> Mapping[str, str]:
+        return self._objects
+
+    def add_objects(self, found: Mapping[str, str]) -> None:
+        """Outputs published to the bucket (SHA-256 -> object key, docs/storage.md)."""
+        if any(self._objects.get(sha) != key for sha, key in found.items()):
+            self._objects.update(found)
+            self._objects_new = True
 
     @classmethod
     def next_to_manifest(cls, plan: Plan, out_dir: Path) -> LockKeeper:
@@ -79,27 +92,31 @@ class LockKeeper:
             old = self.old.entries if self.old is not None else {}
             known = self._written and self.path.exists()  # the file holds our last text
             if self._blocks is None or not changed:
-                entries = lock_entries(self.plan, records, self.old)
+                self._objects_new = False
+                entries = lock_entries(self.plan, records, self.old, self._objects)
                 blocks = {key: entry_block(entry) for key, entry in entries.items()}
                 dirty = blocks != self._blocks
                 self._blocks = blocks
                 self._ids = {key: entry.readable_id for key, entry in entries.items()}
+                self._stored = {k for k, e in entries.items() if any(o.stored for o in e.outputs)}
             else:
                 dirty = False
                 for key, record in records.items():
                     if not sent(record):
                         continue
                     parent = self._ids.get(record.parent_key) if record.parent_key else None
-                    entry = entry_of(self.plan, record, parent, old.get(key))
+                    entry = entry_of(self.plan, record, parent, old.get(key), self._objects)
                     block = entry_block(entry)
                     dirty = dirty or self._blocks.get(key) != block
                     self._blocks[key] = block
                     self._ids[key] = entry.readable_id
+                    if any(o.stored for o in entry.outputs):
+                        self._stored.add(key)
             if known and not dirty:
                 return False  # the file already says exactly this: not even read
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                parts = lock_parts(self.plan.name, self._blocks)
+                parts = lock_parts(self.plan.name, self._blocks, stored=bool(self._stored))
                 wrote = write_lock_text(self.path, parts, compare=not known)
             except OSError as exc:
                 self._fail(exc)
@@ -119,7 +136,7 @@ class LockKeeper:
         since. ``records``: every row, read after everything queued was committed (a stop
         reads them after ``end_run``, run/finish.py)."""
         touched = store.take_touched()  # before the flush: a later write is in the next set
-        if self._blocks is None:
+        if self._blocks is None or self._objects_new:
             rows = records if records is not None else await store.records()
             return await anyio.to_thread.run_sync(self.write, rows)
         if records is None:

@@ -20,6 +20,7 @@ from flux_pipeline.run.api import RequestType
 from flux_pipeline.run.checks import check_callback_urls, check_step_summary
 from flux_pipeline.run.client import RetryPolicy
 from flux_pipeline.run.scheduler import TimingConfig
+from flux_pipeline.run.storage import StorageSettings, require_boto3, storage_settings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +54,9 @@ class RunOptions:
     limit: int | None = None
     regenerate: tuple[str, ...] = ()  # --regenerate patterns (plan/generations.py)
     max_cost: float | None = None  # --max-cost: needs the manifest's pricing (plan/cost.py)
+    # --storage-bucket/-prefix/-endpoint over the manifest's storage, --publish (docs/storage.md)
+    storage: dict[str, str | None] = field(default_factory=dict)
+    publish: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +68,7 @@ class Prepared:
     state_path: Path
     lock_path: Path | None = None  # None: --no-lock
     lock: Lock | None = None  # the lock file read (None: none yet)
+    storage: StorageSettings | None = None  # the bucket (run/storage.py); None: no storage
 
 
 def check_options(options: RunOptions) -> None:
@@ -94,6 +99,16 @@ def prepare(options: RunOptions) -> Prepared:
     lock = load_lock(lock_path, plan=plan, out_dir=out_dir) if lock_path else None  # exit 2
     if options.max_cost is not None and plan.pricing is None:
         raise UsageError("--max-cost needs a pricing section in the manifest (docs/manifest.md)")
+    storage = storage_settings(
+        plan.storage, flags=options.storage, environ=os.environ, publish=options.publish
+    )
+    if storage is not None:
+        require_boto3()  # exit 2 with the extra to install, before anything starts
     return Prepared(
-        plan=plan, out_dir=out_dir, state_path=state_path, lock_path=lock_path, lock=lock
+        plan=plan,
+        out_dir=out_dir,
+        state_path=state_path,
+        lock_path=lock_path,
+        lock=lock,
+        storage=storage,
     )

@@ -7,6 +7,7 @@ engine so the engine never touches the environment, the terminal or signals.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ from flux_pipeline.run.receiver import BackgroundServer, CallbackReceiver, bind
 from flux_pipeline.run.scheduler import TimingConfig
 from flux_pipeline.run.simulated import simulated_endpoint
 from flux_pipeline.run.stops import Stops
+from flux_pipeline.run.storage_run import StorageRun
 from flux_pipeline.run.store import Store
 from flux_pipeline.states import TaskRecord
 
@@ -207,6 +209,8 @@ async def _execute(
         store = await Store.open(state_path)
         stack.push_async_callback(store.aclose)
         await check_owner(store, plan.name, explicit=options.state_path is not None)
+        # the bucket checked and the reference images in it before anything is created
+        stored = await StorageRun.start(ready.storage, plan, echo) if ready.storage else None
         # before the engine decides anything (docs/lockfile.md): the tasks at the generations
         # the DB and the lock record, what the lock adds, then this run's focus
         plan = at_generations(plan, await store.generations(), ready.lock)
@@ -214,6 +218,8 @@ async def _execute(
         if adopted.records:
             echo(f"flux-pipeline: adopted {len(adopted.records)} task(s) from the {adopted.source}")
         records = await store.records()  # read once: the focus, the cost line, the engine
+        if stored is not None:  # adopted outputs the output directory lacks, from the bucket
+            await stored.restore(records, ready.lock, out_dir)
         focused = focus(
             plan, records, regenerate=options.regenerate, only=options.only, limit=options.limit
         )
@@ -224,6 +230,8 @@ async def _execute(
         if ready.lock_path is not None and options.shard is None:
             keeper = LockKeeper(ready.lock_path, plan, ready.lock, echo=echo)
         settings = _settings(options, out_dir, callbacks, plan.pricing)
+        if stored is not None:
+            settings = dataclasses.replace(settings, images=stored.images)
         summary: dict[str, Any] = settings_summary(settings) | {"rpm": options.rpm}
         if options.shard is not None:
             summary["shard"] = f"{options.shard[0]}/{options.shard[1]}"
@@ -269,6 +277,11 @@ async def _execute(
             if keeper is not None:
                 keeper.stop()
             with anyio.CancelScope(shield=True):
+                # not after a signal: the process is asked to end (docs/storage.md)
+                publish = bool(outcome and stored and stored.publishing and stops.reason is None)
+                if publish:
+                    assert stored is not None
+                    await stored.publish_outputs(store, out_dir, keeper, ready.lock)
                 info = RunInfo(
                     settings=summary,
                     started_at=started_wall,
@@ -283,6 +296,10 @@ async def _execute(
                     state_fingerprint="",  # _finish fills it in once the queue is committed
                 )
                 await finish_run(store, plan, out_dir, run_id, outcome, info, keeper, options.shard)
+                if publish:
+                    assert stored is not None
+                    lock_written = keeper.path if keeper is not None else None
+                    await stored.publish_reports(out_dir, plan.name, lock_written)
     assert outcome is not None
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
 

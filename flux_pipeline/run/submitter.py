@@ -32,10 +32,11 @@ from flux_pipeline.errors import (
 )
 from flux_pipeline.outcome import AMBIGUOUS_RESUBMITS, Bucket
 from flux_pipeline.plan.cost import CostCap, mode_of
-from flux_pipeline.plan.tasks import TaskSpec, resolve_request
+from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.admission import Admission
 from flux_pipeline.run.api import RequestType, build_create_body
 from flux_pipeline.run.api_client import ApiClient
+from flux_pipeline.run.images import ImageSource
 from flux_pipeline.run.ledger import Control, Ledger, Pending
 from flux_pipeline.run.resolution import RESOLVE_RECHECK, RESOLVE_WAIT_CAP, Resolutions
 from flux_pipeline.run.state_store import StateStore
@@ -88,7 +89,7 @@ class Submitter:
         store: StateStore,
         client: ApiClient,
         admission: Admission,
-        local_image: Callable[[str], str],
+        images: ImageSource,
         settings: CreateSettings,
         control: Control,
         on_created: Callable[[TaskSpec, str], None],
@@ -99,7 +100,7 @@ class Submitter:
         self._store = store
         self._client = client
         self._admission = admission
-        self._local_image = local_image
+        self.images = images  # where the request's images come from (run/images.py)
         self._settings = settings
         self._control = control
         self._on_created = on_created
@@ -172,9 +173,7 @@ class Submitter:
         if self._callback_mode:
             self.resolutions.expect(spec.key)
         try:
-            request = resolve_request(
-                spec.request, parent_image_url=pending.parent_url, local_image=self._local_image
-            )
+            request = await self.images.resolve(spec.request, pending.parent_url)
             body = build_create_body(
                 request,
                 request_type=self._settings.request_type,
