@@ -10,6 +10,7 @@ hashed again by the next ``plan``, until a ``run`` records its memo.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -27,6 +28,8 @@ from flux_pipeline.cli.options import (
     lock_options,
     lock_path_of,
     out_option,
+    review_options,
+    review_path_of,
     selection_options,
     state_option,
     strict_option,
@@ -40,6 +43,8 @@ from flux_pipeline.plan.cost import by_mode, cost_json, describe
 from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.plan.resume import Action, Decision, Policy, Reason, decide, urls_expired
 from flux_pipeline.report.lockfile import Lock, load_lock
+from flux_pipeline.report.review_summary import planned_keys, summarize, summary_lines
+from flux_pipeline.report.reviewfile import Review, reviewed_plan
 from flux_pipeline.run.adopt import known_records
 from flux_pipeline.run.verify import Verifier
 from flux_pipeline.states import OutputRecord, TaskState
@@ -226,6 +231,7 @@ PAY = (Action.SUBMIT, Action.WAIT)  # created by a run: new, and waiting for a p
     "state-IofN.sqlite3 with --shard]."
 )
 @lock_options
+@review_options
 @selection_options
 @click.option(
     "--regenerate-expired",
@@ -243,6 +249,8 @@ def plan(
     state_path: Path | None,
     lock_path: Path | None,
     no_lock: bool,
+    review_path: Path | None,
+    no_review: bool,
     only: tuple[str, ...],
     limit: int | None,
     regenerate_expired: bool,
@@ -263,6 +271,9 @@ def plan(
         the_plan = select(the_plan, *shard)
     sharded = the_plan
     the_plan = selection.select(the_plan, selection.parse_only(only), limit)
+    the_plan, review_file = reviewed_plan(
+        the_plan, review_path_of(manifest, review_path, no_review)
+    )
     as_json = as_json or fmt == "json"
     out_dir = out_dir or default_out_dir(the_plan.name)
     path = lock_path_of(manifest, lock_path, no_lock)
@@ -289,8 +300,29 @@ def plan(
         elif hint := expired_hint(found):
             stream.write(hint + "\n")
         stream.write(f"would create {describe(paying, the_plan.pricing)}\n")
+        for line in _review_lines(the_plan, review_file, states):
+            stream.write(line + "\n")
     stream.flush()
     return ExitCode.OK
+
+
+def _review_lines(
+    plan: Plan, review_file: Review | None, states: Mapping[str, StoredTask]
+) -> list[str]:
+    """What the review file changes (report/review_summary.py), for the plan's text."""
+    outputs = {key: len(stored.outputs) for key, stored in states.items() if stored.outputs}
+    keys = planned_keys(plan, outputs)
+    steps = {task.key: task.step for task in plan.tasks}
+    summary = summarize(plan, ((key, steps.get(key, "")) for key in keys if key in steps))
+    if summary is None:
+        return []
+    chained = {key for key in keys if key not in steps}  # planned at run time: not counted
+    orphaned = tuple(key for key in summary.orphaned if key not in chained)
+    summary = dataclasses.replace(summary, orphaned=orphaned)
+    ids = {k: d.id for k, d in review_file.decisions.items()} if review_file is not None else {}
+    where = f" ({review_file.path})" if review_file is not None else " (no review file)"
+    lines = summary_lines(plan, summary, ids)
+    return [lines[0] + where, *lines[1:]]
 
 
 @click.command()

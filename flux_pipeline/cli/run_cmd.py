@@ -18,6 +18,8 @@ from flux_pipeline.cli.options import (
     lock_options,
     lock_path_of,
     out_option,
+    review_options,
+    review_path_of,
     selection_options,
     state_option,
     strict_option,
@@ -173,6 +175,7 @@ def summary_json(result: RunResult, pricing: Pricing | None = None) -> dict[str,
     "over this (the manifest's pricing currency; needs a pricing section).",
 )
 @lock_options
+@review_options
 @selection_options
 @click.option(
     "--json",
@@ -200,6 +203,8 @@ def run(
     shard: tuple[int, int] | None,
     lock_path: Path | None,
     no_lock: bool,
+    review_path: Path | None,
+    no_review: bool,
     only: tuple[str, ...],
     limit: int | None,
     max_cost: float | None,
@@ -232,6 +237,7 @@ def run(
         shard=shard,
         lock_path=lock_path_of(manifest, lock_path, no_lock),
         no_lock=no_lock,
+        review_path=review_path_of(manifest, review_path, no_review),
         strict=strict,
         only=parse_only(only),
         limit=limit,

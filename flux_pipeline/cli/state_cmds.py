@@ -10,7 +10,14 @@ from pathlib import Path
 import anyio
 import click
 
-from flux_pipeline.cli.options import lock_options, lock_path_of, out_option, state_option
+from flux_pipeline.cli.options import (
+    lock_options,
+    lock_path_of,
+    out_option,
+    review_options,
+    review_path_of,
+    state_option,
+)
 from flux_pipeline.errors import ExitCode, UsageError
 from flux_pipeline.outcome import ambiguous_message, exit_code_for, verdict
 from flux_pipeline.report.reportfile import buckets_json
@@ -70,6 +77,7 @@ def _known(
 @state_option(help="State DB to read [default: <out>/.flux-pipeline/state.sqlite3].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @lock_options
+@review_options
 def status(
     manifest: Path | None,
     out_dir: Path | None,
@@ -77,6 +85,8 @@ def status(
     as_json: bool,
     lock_path: Path | None,
     no_lock: bool,
+    review_path: Path | None,
+    no_review: bool,
 ) -> int:
     """Buckets and verdict, counts by state from the state DB (and, with MANIFEST, its lock
     file), ambiguous tasks, and the last error."""
@@ -93,8 +103,10 @@ def status(
         from flux_pipeline.plan.expand import load_plan
         from flux_pipeline.report.files import task_entries
         from flux_pipeline.report.reportfile import entry_buckets
+        from flux_pipeline.report.reviewfile import reviewed_plan
 
         plan = load_plan(manifest)
+        plan, _ = reviewed_plan(plan, review_path_of(manifest, review_path, no_review))
         planned_total = len(plan.tasks)
         counts[TaskState.PLANNED.value] += sum(1 for t in plan.tasks if t.key not in records)
         buckets = entry_buckets(task_entries(plan, records))
@@ -143,13 +155,22 @@ def status(
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @out_option(help="Output directory to write the reports to [default: out/<manifest name>].")
 @state_option(help="State DB to read [default: <out>/.flux-pipeline/state.sqlite3].")
-def report(manifest: Path, out_dir: Path | None, state_path: Path | None) -> int:
+@review_options
+def report(
+    manifest: Path,
+    out_dir: Path | None,
+    state_path: Path | None,
+    review_path: Path | None,
+    no_review: bool,
+) -> int:
     """Rewrite the report files of MANIFEST from the state DB."""
     from flux_pipeline.layout import default_out_dir, default_state_path
     from flux_pipeline.plan.expand import load_plan
     from flux_pipeline.report.files import RunInfo, write_reports
+    from flux_pipeline.report.reviewfile import reviewed_plan
 
     plan = load_plan(manifest)
+    plan, _ = reviewed_plan(plan, review_path_of(manifest, review_path, no_review))
     out = out_dir or default_out_dir(plan.name)
     path = state_path or default_state_path(out)
     with hold_lease(path, out, command=f"flux-pipeline report {manifest}"):  # not mid-run

@@ -155,9 +155,12 @@ def append_step_summary(path: Path, markdown: str, *, limit: int = STEP_SUMMARY_
         fh.write(data)
 
 
-def report_is_current(out_dir: Path, manifest_sha256: str, fingerprint: str) -> bool:
+def report_is_current(
+    out_dir: Path, manifest_sha256: str, fingerprint: str, review_sha256: str | None = None
+) -> bool:
     """True when every report file exists and report.json was written for this manifest from
-    exactly the rows the state DB holds now: a run that changed nothing need not rewrite them."""
+    exactly the rows the state DB holds now (and the same review decisions, ``review_sha256``):
+    a run that changed nothing need not rewrite them."""
     names = ("report.json", "report.md", "index.html", "junit.xml")
     if not all((out_dir / name).is_file() for name in names):
         return False
@@ -165,7 +168,11 @@ def report_is_current(out_dir: Path, manifest_sha256: str, fingerprint: str) -> 
         head = read_head(out_dir / "report.json")  # its first lines only: a rerun stays cheap
     except UsageError:
         return False
-    return head.manifest_sha256 == manifest_sha256 and head.state_fingerprint == fingerprint
+    return (
+        head.manifest_sha256 == manifest_sha256
+        and head.state_fingerprint == fingerprint
+        and head.review_sha256 == review_sha256
+    )
 
 
 def keep_reports(out_dir: Path) -> None:

@@ -59,9 +59,15 @@ DB_STATE = {text: state for state, text in LOCK_STATE.items()}
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
+def beside_manifest(manifest: Path, suffix: str) -> Path:
+    """A file next to the manifest named by its stem: ``pipelines/demo.yaml`` and
+    ``.lock.json`` -> ``pipelines/demo.lock.json`` (the lock, the review file)."""
+    return manifest.with_name(manifest.stem + suffix)
+
+
 def lock_path_for(manifest: Path) -> Path:
     """``pipelines/demo.yaml`` -> ``pipelines/demo.lock.json``."""
-    return manifest.with_name(manifest.stem + SUFFIX)
+    return beside_manifest(manifest, SUFFIX)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

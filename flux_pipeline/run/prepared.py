@@ -16,6 +16,7 @@ from flux_pipeline.layout import default_out_dir, default_state_path
 from flux_pipeline.plan import selection
 from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.report.lockfile import Lock, load_lock, lock_path_for
+from flux_pipeline.report.reviewfile import reviewed_plan
 from flux_pipeline.run.api import RequestType
 from flux_pipeline.run.checks import check_callback_urls, check_step_summary
 from flux_pipeline.run.client import RetryPolicy
@@ -48,6 +49,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None  # (index, count), 1-based: run only that shard
     lock_path: Path | None = None  # default: next to the manifest (report/lockfile.py)
     no_lock: bool = False
+    review_path: Path | None = None  # the review file (report/reviewfile.py); None: none
     strict: bool = False  # warnings are errors (exit 2) before anything starts
     only: tuple[str, ...] = ()  # --only patterns, --limit N (plan/selection.py)
     limit: int | None = None
@@ -84,6 +86,7 @@ def prepare(options: RunOptions) -> Prepared:
 
         plan = select(plan, *options.shard)
     whole, plan = plan, selection.select(plan, options.only, options.limit)
+    plan, _ = reviewed_plan(plan, options.review_path)  # exit 2 on a bad file
     out_dir = options.out_dir or default_out_dir(plan.name)
     state_path = options.state_path or default_state_path(out_dir, options.shard)
     lock_path = None if options.no_lock else options.lock_path or lock_path_for(options.manifest)
