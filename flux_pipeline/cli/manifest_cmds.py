@@ -271,6 +271,7 @@ def plan(
         the_plan = select(the_plan, *shard)
     sharded = the_plan
     the_plan = selection.select(the_plan, selection.parse_only(only), limit)
+    note = selection.selection_note(sharded, the_plan)
     the_plan, review_file = reviewed_plan(
         the_plan, review_path_of(manifest, review_path, no_review)
     )
@@ -292,7 +293,7 @@ def plan(
         cost = cost_json(paying, the_plan.pricing)
         write_json(the_plan, decisions, stream, found.to_json() if lock else None, cost)
     else:
-        if note := selection.selection_note(sharded, the_plan):
+        if note:
             stream.write(f"{note}\n")
         write_table(the_plan, decisions, stream)
         if lock is not None:

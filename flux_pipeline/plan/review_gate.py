@@ -45,6 +45,7 @@ class ReviewGate:
     decisions: Mapping[str, str] = field(default_factory=dict)  # task key -> picked|rejected
     held: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # step -> parent keys
     admitted: Mapping[str, int] = field(default_factory=dict)  # step -> tasks planned
+    parent_steps: tuple[str, ...] = ()  # the steps gated steps chain from
 
     def held_count(self, step: str, done: set[str] | None = None) -> int:
         """Parents whose chained tasks of ``step`` are held (only those in ``done``)."""
@@ -61,13 +62,17 @@ def apply_review(plan: Plan, decisions: Mapping[str, str]) -> Plan:
     held: dict[str, dict[str, None]] = {}
     admitted: Counter[str] = Counter()
     kept: list[TaskSpec] = []
+    step_of: dict[str, str] = {}
+    parent_steps: dict[str, None] = {}
     for task in plan.tasks:
+        step_of[task.key] = task.step
         parent = task.parent_key
         if parent is not None and parent in dropped:
             dropped.add(task.key)
             continue
         only = gates.get(task.step)
         if only is not None and parent is not None:
+            parent_steps[step_of.get(parent, "")] = None
             if not admits(only, decided.get(parent)):
                 dropped.add(task.key)
                 held.setdefault(task.step, {})[parent] = None
@@ -78,6 +83,7 @@ def apply_review(plan: Plan, decisions: Mapping[str, str]) -> Plan:
         decisions=decided,
         held=MappingProxyType({step: tuple(keys) for step, keys in held.items()}),
         admitted=MappingProxyType(dict(admitted)),
+        parent_steps=tuple(step for step in plan.step_ids if step in parent_steps),
     )
 
     def keep(child: TaskSpec) -> bool:

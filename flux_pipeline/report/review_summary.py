@@ -25,10 +25,13 @@ class ReviewSummary:
     steps: dict[str, dict[str, int]]  # step -> {picked, rejected, undecided, held?, admitted?}
     orphaned: tuple[str, ...]  # keys of decisions for tasks not planned, sorted
     sha256: str  # of the decisions: a report made with other decisions is not current
+    reviewed: tuple[str, ...] = ()  # the steps whose decisions count in ``totals``
 
     def totals(self) -> dict[str, int]:
+        """Over the steps gated steps chain from (``reviewed``), else every step."""
+        steps = self.reviewed or tuple(self.steps)
         return {
-            what: sum(counts[what] for counts in self.steps.values())
+            what: sum(self.steps[step][what] for step in steps if step in self.steps)
             for what in (PICKED, REJECTED, UNDECIDED)
         }
 
@@ -73,16 +76,17 @@ def summarize(plan: Plan, tasks: Iterable[tuple[str, str]]) -> ReviewSummary | N
             steps[step]["admitted"] = gate.admitted.get(step, 0)
             steps[step]["held"] = gate.held_count(step)
     orphaned = tuple(sorted(key for key in gate.decisions if key not in seen))
-    return ReviewSummary(steps, orphaned, decisions_sha256(gate.decisions))
+    return ReviewSummary(steps, orphaned, decisions_sha256(gate.decisions), gate.parent_steps)
 
 
 def summary_lines(plan: Plan, summary: ReviewSummary, ids: Mapping[str, str]) -> list[str]:
     """The summary for a person: one line for the whole, one per gated step, one for the
     orphaned decisions (``ids``: key -> readable id, from the review file)."""
     totals = summary.totals()
+    of = f" (step {', '.join(summary.reviewed)})" if summary.reviewed else ""
     lines = [
         f"review: {totals[PICKED]} picked, {totals[REJECTED]} rejected, "
-        f"{totals[UNDECIDED]} undecided"
+        f"{totals[UNDECIDED]} undecided{of}"
     ]
     for step, only in plan.gates.items():
         counts = summary.steps.get(step, {})

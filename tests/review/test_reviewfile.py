@@ -100,9 +100,7 @@ def test_bad_decision_is_one_located_line_with_a_hint(tmp_path: Path) -> None:
         ('{"format": 1, "format": 1, "manifest": "demo.yaml", "decisions": {}}', "given twice"),
     ],
 )
-def test_hostile_files_are_refused_one_line_each(
-    tmp_path: Path, text: str, expected: str
-) -> None:
+def test_hostile_files_are_refused_one_line_each(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "demo.review.json"
     found = problems(path, text)
     assert any(expected in line for line in found), found
