@@ -1,7 +1,7 @@
 """``flux-pipeline review MANIFEST``: the report and gallery rebuilt from the state DB (as
 ``report`` does), then served on 127.0.0.1 with the decisions API (``cli/review_server.py``)
-until Ctrl-C or SIGTERM, exit 0 (docs/cli.md#review). Each decision made in the page is
-written to the review file at once (report/reviewfile.py); commit it, and the next ``run``
+until Ctrl-C or SIGTERM, exit 0 (docs/cli.md#review-manifest). Each decision made in the
+page is written to the review file at once (report/reviewfile.py); commit it, and the next ``run``
 chains the picked parents (docs/manifest.md#from-only).
 """
 

@@ -1,5 +1,5 @@
-"""The server of ``flux-pipeline review`` (docs/cli.md#review): the output directory's files and
-the decisions API, on 127.0.0.1 only, with Starlette and uvicorn.
+"""The server of ``flux-pipeline review`` (docs/cli.md#review-manifest): the output
+directory's files and the decisions API, on 127.0.0.1 only, with Starlette and uvicorn.
 
     GET /api/decisions             -> 200 {"decisions": {key: "picked"|"rejected", ...}}
     PUT /api/decisions/<task key>  {"decision": "picked"|"rejected"|"clear", "id": .., "step": ..}
