@@ -43,7 +43,12 @@ from flux_pipeline.plan.cost import by_mode, cost_json, describe
 from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.plan.resume import Action, Decision, Policy, Reason, decide, urls_expired
 from flux_pipeline.report.lockfile import Lock, load_lock
-from flux_pipeline.report.review_summary import planned_keys, summarize, summary_lines
+from flux_pipeline.report.review_summary import (
+    ReviewSummary,
+    planned_keys,
+    summarize,
+    summary_lines,
+)
 from flux_pipeline.report.reviewfile import Review, reviewed_plan
 from flux_pipeline.run.adopt import known_records
 from flux_pipeline.run.verify import Verifier
@@ -286,12 +291,14 @@ def plan(
     found = review(
         the_plan, decisions, lock or Lock(path=path or manifest, manifest=""), whole=whole
     )
+    summary = _review_summary(the_plan, states)
     paying = by_mode(t for t, d in zip(the_plan.tasks, decisions, strict=True) if d.action in PAY)
     if fmt == "md":
         stream.write(render_markdown(the_plan, found))
     elif as_json:
         cost = cost_json(paying, the_plan.pricing)
-        write_json(the_plan, decisions, stream, found.to_json() if lock else None, cost)
+        reviewed = summary.to_json() if summary is not None else None
+        write_json(the_plan, decisions, stream, found.to_json() if lock else None, cost, reviewed)
     else:
         if note:
             stream.write(f"{note}\n")
@@ -301,25 +308,26 @@ def plan(
         elif hint := expired_hint(found):
             stream.write(hint + "\n")
         stream.write(f"would create {describe(paying, the_plan.pricing)}\n")
-        for line in _review_lines(the_plan, review_file, states):
-            stream.write(line + "\n")
+        if summary is not None:
+            for line in _review_lines(the_plan, review_file, summary):
+                stream.write(line + "\n")
     stream.flush()
     return ExitCode.OK
 
 
-def _review_lines(
-    plan: Plan, review_file: Review | None, states: Mapping[str, StoredTask]
-) -> list[str]:
-    """What the review file changes (report/review_summary.py), for the plan's text."""
+def _review_summary(plan: Plan, states: Mapping[str, StoredTask]) -> ReviewSummary | None:
+    """What the review file changes (report/review_summary.py), over the plan's tasks;
+    decisions for chained tasks planned at run time are not orphaned."""
     outputs = {key: len(stored.outputs) for key, stored in states.items() if stored.outputs}
     keys = planned_keys(plan, outputs)
-    steps = {task.key: task.step for task in plan.tasks}
-    summary = summarize(plan, ((key, steps.get(key, "")) for key in keys if key in steps))
+    summary = summarize(plan, ((task.key, task.step) for task in plan.tasks))
     if summary is None:
-        return []
-    chained = {key for key in keys if key not in steps}  # planned at run time: not counted
-    orphaned = tuple(key for key in summary.orphaned if key not in chained)
-    summary = dataclasses.replace(summary, orphaned=orphaned)
+        return None
+    orphaned = tuple(key for key in summary.orphaned if key not in keys)
+    return dataclasses.replace(summary, orphaned=orphaned)
+
+
+def _review_lines(plan: Plan, review_file: Review | None, summary: ReviewSummary) -> list[str]:
     ids = {k: d.id for k, d in review_file.decisions.items()} if review_file is not None else {}
     where = f" ({review_file.path})" if review_file is not None else " (no review file)"
     lines = summary_lines(plan, summary, ids)

@@ -120,3 +120,35 @@ def test_no_decisions_with_picked_holds_every_parent(tmp_path: Path) -> None:
     assert [t.step for t in reviewed.tasks] == ["hero"] * 3
     assert reviewed.review is not None
     assert reviewed.review.held_count("banner") == 3
+
+
+def test_plan_shows_what_the_review_file_changes(tmp_path: Path) -> None:
+    from flux_pipeline.report.reviewfile import Decision, write_review
+    from tests.run.support import cli, cli_json
+
+    plan = gated(tmp_path)
+    manifest = tmp_path / "m.yaml"
+    heroes = [t for t in plan.tasks if t.step == "hero"]
+    write_review(
+        tmp_path / "m.review.json",
+        "m.yaml",
+        {
+            heroes[0].key: Decision("picked", heroes[0].readable_id, "hero"),
+            heroes[1].key: Decision("rejected", heroes[1].readable_id, "hero"),
+            "e" * 64: Decision("picked", "gone@x#1", "gone"),
+        },
+    )
+    argv = ("plan", str(manifest), "--no-lock", "--out", str(tmp_path / "out"))
+    code, text = cli(*argv)
+    assert code == 0, text
+    assert "gated: 5 tasks in 3 steps" in text  # 3 heroes, 1 banner, its crop
+    assert "review: 1 picked, 1 rejected, 1 undecided (step hero)" in text
+    assert "review: step banner: 1 task from picked parents, 2 parents held for review" in text
+    assert "review: 1 decision for tasks no longer planned (kept in the file): gone@x#1" in text
+    document = cli_json(*argv, "--json")
+    assert document["review"]["steps"]["hero"] == {"picked": 1, "rejected": 1, "undecided": 1}
+    assert document["review"]["steps"]["banner"]["held"] == 2
+    assert document["review"]["orphaned"] == 1
+    assert len(document["tasks"]) == 5
+    code, text = cli(*argv, "--no-review")
+    assert "review: step banner: 0 tasks from picked parents, 3 parents held" in text
