@@ -189,3 +189,23 @@ def test_held_chains_in_a_multi_image_parent_follow_the_gate(tmp_path: Path) -> 
         assert code == 0, text
         assert result["created"] == 2
         assert [p for p in prompts(sim) if p.startswith("banner")] == ["banner of a"] * 2
+
+
+def test_merge_holds_the_same_tasks_as_run(sim: SimulatorThread, tmp_path: Path) -> None:
+    """A merge of a gated run exits like the run (0): the held chained tasks are not counted
+    unfinished."""
+    import subprocess
+    import sys
+
+    from tests.run.support import clean_env
+
+    manifest = write_manifest(tmp_path, manifest_text("picked"))
+    code, _, text = run(sim, manifest)
+    assert code == 0, text
+    argv = [sys.executable, "-m", "flux_pipeline", "merge", str(manifest), "--from"]
+    argv += [str(tmp_path / "out"), "--out", str(tmp_path / "merged")]
+    done = subprocess.run(argv, capture_output=True, text=True, env=clean_env(), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    merged = json.loads((tmp_path / "merged" / "report.json").read_text())
+    assert merged["buckets"]["not started"] == 0
+    assert merged["review"]["steps"]["banner"]["held"] == 5
