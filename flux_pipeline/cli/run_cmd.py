@@ -264,6 +264,13 @@ def run(
             reinstall()  # the event loop put the default handlers back
             display.close()
         _echo(_summary(result.outcome, str(result.out_dir), prepared.plan.pricing))
+        if (gate := prepared.plan.review) is not None:  # docs/manifest.md#from-only
+            for step, parents in gate.held.items():
+                _echo(
+                    f"flux-pipeline: held for review: {len(parents)} parent(s) of step {step} "
+                    f"(from.only: {prepared.plan.gates[step]}); decide with "
+                    f"`flux-pipeline review {manifest}`, then run again"
+                )
         if as_json:
             document = summary_json(result, prepared.plan.pricing)
             click.echo(json.dumps(document, ensure_ascii=False, sort_keys=True))

@@ -88,6 +88,7 @@ def test_only_picked_holds_children_then_creates_exactly_the_picked(
     code, result, text = run(sim, manifest)
     assert code == 0, text
     assert result["created"] == 5
+    assert "held for review: 5 parent(s) of step banner (from.only: picked)" in text
     assert prompts(sim) == [f"picture {n}" for n in "abcde"]
     head = report(manifest)
     assert sorted(t["step"] for t in head["tasks"]) == ["hero"] * 5  # nothing failed, held
