@@ -243,9 +243,6 @@ class Matrix(BaseModel):
         return dict(self.__pydantic_extra__ or {})
 
 
-ONLY_VALUES = ("picked", "not-rejected")  # docs/manifest.md#from-only
-
-
 class FromStep(_Model):
     """``from: {step: ID, only: picked}``: a chained step gated by the review file's decisions
     on its parents (docs/manifest.md#from-only)."""

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 PICKED, REJECTED = "picked", "rejected"
 DECISIONS = (PICKED, REJECTED)  # what a review file records for a task
-NOT_REJECTED = "not-rejected"
 
 
 def admits(only: str, decision: str | None) -> bool:

@@ -91,9 +91,8 @@ def summary_lines(plan: Plan, summary: ReviewSummary, ids: Mapping[str, str]) ->
     for step, only in plan.gates.items():
         counts = summary.steps.get(step, {})
         admitted, held = counts.get("admitted", 0), counts.get("held", 0)
-        parents = "picked" if only == PICKED else "not-rejected"
         lines.append(
-            f"review: step {step}: {admitted} task{'s' * (admitted != 1)} from {parents} "
+            f"review: step {step}: {admitted} task{'s' * (admitted != 1)} from {only} "
             f"parents, {held} parent{'s' * (held != 1)} held for review"
         )
     if summary.orphaned:

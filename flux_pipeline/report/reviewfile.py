@@ -98,7 +98,7 @@ class _Problems:
                 self.add(where, f"missing required key {key!r}")
 
 
-def _pairs(path: Path, problems: _Problems) -> Any:
+def _pairs(problems: _Problems) -> Any:
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key, value in pairs:
@@ -150,7 +150,7 @@ def parse_review(path: Path, content: str, *, manifest: str | None = None) -> Re
     try:
         document = json.loads(
             content,
-            object_pairs_hook=_pairs(path, problems),
+            object_pairs_hook=_pairs(problems),
             parse_constant=lambda name: problems.stop("", f"{name} is not JSON"),
         )
     except RecursionError:
