@@ -210,3 +210,18 @@ def test_merge_holds_the_same_tasks_as_run(sim: SimulatorThread, tmp_path: Path)
     merged = json.loads((tmp_path / "merged" / "report.json").read_text())
     assert merged["buckets"]["not started"] == 0
     assert merged["review"]["steps"]["banner"]["held"] == 5
+
+
+def test_new_decisions_rewrite_a_report_the_state_left_current(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    """A rejection creates nothing and changes no row of the state DB, yet the report must
+    count it: the report's head records the decisions it was made with."""
+    manifest = write_manifest(tmp_path, manifest_text("picked"))
+    code, _, text = run(sim, manifest)
+    assert code == 0, text
+    pick(manifest, [], rejected=["hero@n=a#1"])
+    code, result, text = run(sim, manifest)
+    assert code == 0, text
+    assert result["created"] == 0
+    assert report(manifest)["review"]["steps"]["hero"]["rejected"] == 1
