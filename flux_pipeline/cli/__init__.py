@@ -30,10 +30,17 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from flux_pipeline.cli import init_cmd, manifest_cmds, review_cmds, run_cmd, state_cmds
+    from flux_pipeline.cli import (
+        init_cmd,
+        manifest_cmds,
+        review_cmd,
+        review_cmds,
+        run_cmd,
+        state_cmds,
+    )
     from flux_pipeline.simulator.cli import sim
 
-    for module in (init_cmd, manifest_cmds, run_cmd, state_cmds, review_cmds):
+    for module in (init_cmd, manifest_cmds, run_cmd, state_cmds, review_cmds, review_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
     cli.add_command(sim)

@@ -11,6 +11,7 @@ against a lock it also says what is new, unchanged and orphaned (``cli/plan_revi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -28,6 +29,8 @@ from flux_pipeline.cli.options import (
     lock_options,
     lock_path_of,
     out_option,
+    review_options,
+    review_path_of,
     selection_options,
     state_option,
     strict_option,
@@ -43,6 +46,13 @@ from flux_pipeline.plan.focus import focus
 from flux_pipeline.plan.generations import with_generations
 from flux_pipeline.plan.resume import Action, Decision, Policy, Reason, decide, urls_expired
 from flux_pipeline.report.lockfile import Lock, load_lock
+from flux_pipeline.report.review_summary import (
+    ReviewSummary,
+    planned_keys,
+    summarize,
+    summary_lines,
+)
+from flux_pipeline.report.reviewfile import Review, read_review
 from flux_pipeline.run.adopt import known_state
 from flux_pipeline.run.verify import Verifier
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
@@ -232,6 +242,7 @@ PAY = (Action.SUBMIT, Action.WAIT)  # created by a run: new, and waiting for a p
     "state-IofN.sqlite3 with --shard]."
 )
 @lock_options
+@review_options
 @selection_options
 @click.option(
     "--regenerate-expired",
@@ -249,6 +260,8 @@ def plan(
     state_path: Path | None,
     lock_path: Path | None,
     no_lock: bool,
+    review_path: Path | None,
+    no_review: bool,
     only: tuple[str, ...],
     limit: int | None,
     regenerate: tuple[str, ...],
@@ -272,13 +285,18 @@ def plan(
     selection.select(the_plan, only, limit)  # its patterns checked before anything is read
     if again:
         selection.check_patterns(the_plan, again, "--regenerate")
+    review_at = review_path_of(manifest, review_path, no_review)
+    review_file = read_review(review_at, manifest=manifest.name) if review_at else None
     as_json = as_json or fmt == "json"
     out_dir = out_dir or default_out_dir(the_plan.name)
     path = lock_path_of(manifest, lock_path, no_lock)
     lock = load_lock(path, plan=the_plan, out_dir=out_dir) if path is not None else None
     state = state_path or default_state_path(out_dir, shard)
     known = anyio.run(known_state, the_plan, state, lock, out_dir)
-    focused = focus(known.plan, known.records, regenerate=again, only=only, limit=limit)
+    verdicts = review_file.verdicts() if review_file is not None else None
+    focused = focus(
+        known.plan, known.records, regenerate=again, only=only, limit=limit, decisions=verdicts
+    )
     the_plan = focused.plan
     whole = with_generations(whole, the_plan.generations)  # what the manifest makes now
     states = stored_tasks(known.records)
@@ -288,12 +306,14 @@ def plan(
     found = review(
         the_plan, decisions, lock or Lock(path=path or manifest, manifest=""), whole=whole
     )
+    summary = _review_summary(the_plan, states)
     paying = by_mode(t for t, d in zip(the_plan.tasks, decisions, strict=True) if d.action in PAY)
     if fmt == "md":
         stream.write(render_markdown(the_plan, found, cost=describe(paying, the_plan.pricing)))
     elif as_json:
         cost = cost_json(paying, the_plan.pricing)
-        write_json(the_plan, decisions, stream, found.to_json() if lock else None, cost)
+        reviewed = summary.to_json() if summary is not None else None
+        write_json(the_plan, decisions, stream, found.to_json() if lock else None, cost, reviewed)
     else:
         for note in focused.notes:
             stream.write(f"{note}\n")
@@ -303,8 +323,30 @@ def plan(
         elif hint := expired_hint(found):
             stream.write(hint + "\n")
         stream.write(f"would create {describe(paying, the_plan.pricing)}\n")
+        if summary is not None:
+            for line in _review_lines(the_plan, review_file, summary):
+                stream.write(line + "\n")
     stream.flush()
     return ExitCode.OK
+
+
+def _review_summary(plan: Plan, states: Mapping[str, StoredTask]) -> ReviewSummary | None:
+    """What the review file changes (report/review_summary.py), over the plan's tasks;
+    decisions for chained tasks planned at run time are not orphaned."""
+    outputs = {key: len(stored.outputs) for key, stored in states.items() if stored.outputs}
+    keys = planned_keys(plan, outputs)
+    summary = summarize(plan, ((task.key, task.step) for task in plan.tasks))
+    if summary is None:
+        return None
+    orphaned = tuple(key for key in summary.orphaned if key not in keys)
+    return dataclasses.replace(summary, orphaned=orphaned)
+
+
+def _review_lines(plan: Plan, review_file: Review | None, summary: ReviewSummary) -> list[str]:
+    ids = {k: d.id for k, d in review_file.decisions.items()} if review_file is not None else {}
+    where = f" ({review_file.path})" if review_file is not None else " (no review file)"
+    lines = summary_lines(plan, summary, ids)
+    return [lines[0] + where, *lines[1:]]
 
 
 @click.command()

@@ -189,3 +189,33 @@ def selection_options(func: F) -> F:
         help="Only these tasks: a step id or a glob of readable ids (repeatable or "
         "comma-separated); chained tasks follow their parents.",
     )(func)
+
+
+def review_options(func: F) -> F:
+    """``--review PATH`` -> ``review_path`` and ``--no-review`` -> ``no_review``
+    (report/reviewfile.py)."""
+    func = click.option(
+        "--no-review",
+        is_flag=True,
+        help="Ignore the review file: no decisions (a step with `from.only` then holds every "
+        "parent that needs a pick).",
+    )(func)
+    return click.option(
+        "--review",
+        "review_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Review file of decisions [default: next to the manifest, "
+        "<manifest stem>.review.json, if it exists].",
+    )(func)
+
+
+def review_path_of(manifest: Path, review_path: Path | None, no_review: bool) -> Path | None:
+    """The review file a command reads (None: ``--no-review``)."""
+    from flux_pipeline.report.reviewfile import review_path_for
+
+    if no_review:
+        if review_path is not None:
+            raise click.UsageError("--review and --no-review exclude each other")
+        return None
+    return review_path or review_path_for(manifest)

@@ -33,6 +33,7 @@ def write_json(
     stream: IO[str],
     lock: dict[str, object] | None = None,
     cost: dict[str, object] | None = None,
+    review: dict[str, object] | None = None,
 ) -> None:
     """The plan as one JSON document, written in chunks (100,000 tasks stay cheap); ``lock``:
     the review against the lock file (``plan_review.Review.to_json``)."""
@@ -48,6 +49,8 @@ def write_json(
         head["lock"] = lock
     if cost is not None:
         head["cost"] = cost
+    if review is not None:  # the review decisions' counts (report/review_summary.py)
+        head["review"] = review
     text = json.dumps(head, ensure_ascii=False, indent=None)
     stream.write(text[:-1] + ', "tasks": [')
     dumps = encode_basestring  # json.dumps(str, ensure_ascii=False), in C

@@ -11,7 +11,7 @@ import anyio
 import click
 
 from flux_pipeline.cli.options import Shard as Shard  # re-exported: run_cmd imports it here
-from flux_pipeline.cli.options import out_option, state_option
+from flux_pipeline.cli.options import out_option, review_options, review_path_of, state_option
 
 
 @click.command()
@@ -51,8 +51,14 @@ def diff(report_a: Path, report_b: Path, fmt: str, as_json: bool, exit_code: boo
 )
 @out_option(help="Output directory of the merged run [default: out/<manifest name>].")
 @state_option(help="Merged state DB [default: <out>/.flux-pipeline/state.sqlite3].")
+@review_options
 def merge(
-    manifest: Path, sources: Sequence[Path], out_dir: Path | None, state_path: Path | None
+    manifest: Path,
+    sources: Sequence[Path],
+    out_dir: Path | None,
+    state_path: Path | None,
+    review_path: Path | None,
+    no_review: bool,
 ) -> int:
     """Combine shard runs of MANIFEST into one state DB, output directory and report.
 
@@ -60,13 +66,18 @@ def merge(
     missing (rerun MANIFEST to finish: nothing done is paid twice)."""
     from flux_pipeline.layout import default_out_dir, default_state_path
     from flux_pipeline.plan.expand import load_plan
+    from flux_pipeline.report.reviewfile import read_review
     from flux_pipeline.run.merge import merge as merge_runs
 
     plan = load_plan(manifest, file=str(manifest))
+    review_at = review_path_of(manifest, review_path, no_review)
+    found = read_review(review_at, manifest=manifest.name) if review_at is not None else None
     out_dir = out_dir or default_out_dir(plan.name)
     state_path = state_path or default_state_path(out_dir)
 
-    result = anyio.run(partial(merge_runs, plan, sources, out_dir=out_dir, state_path=state_path))
+    verdicts = found.verdicts() if found is not None else None  # gated as run gates it
+    merging = partial(merge_runs, plan, sources, out_dir=out_dir, state_path=state_path)
+    result = anyio.run(partial(merging, decisions=verdicts))
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts.items()))
     click.echo(
         f"flux-pipeline: merged {result.databases} state DB(s) and {result.reports} report(s)"

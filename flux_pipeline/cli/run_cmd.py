@@ -18,6 +18,8 @@ from flux_pipeline.cli.options import (
     lock_options,
     lock_path_of,
     out_option,
+    review_options,
+    review_path_of,
     selection_options,
     shard_limits,
     state_option,
@@ -189,6 +191,7 @@ def summary_json(
     "over this (the manifest's pricing currency; needs a pricing section).",
 )
 @lock_options
+@review_options
 @selection_options
 @click.option(
     "--storage-bucket",
@@ -237,6 +240,8 @@ def run(
     shard: tuple[int, int] | None,
     lock_path: Path | None,
     no_lock: bool,
+    review_path: Path | None,
+    no_review: bool,
     only: tuple[str, ...],
     limit: int | None,
     regenerate: tuple[str, ...],
@@ -275,6 +280,7 @@ def run(
         shard=shard,
         lock_path=lock_path_of(manifest, lock_path, no_lock),
         no_lock=no_lock,
+        review_path=review_path_of(manifest, review_path, no_review),
         strict=strict,
         only=parse_only(only),
         limit=limit,
@@ -306,6 +312,13 @@ def run(
             reinstall()  # the event loop put the default handlers back
             display.close()
         _echo(_summary(result.outcome, str(result.out_dir), prepared.plan.pricing, shard))
+        if (gate := result.review) is not None:  # docs/manifest.md#from-only
+            for step, parents in gate.held.items():
+                _echo(
+                    f"flux-pipeline: held for review: {len(parents)} parent(s) of step {step} "
+                    f"(from.only: {prepared.plan.gates[step]}); decide with "
+                    f"`flux-pipeline review {manifest}`, then run again"
+                )
         if as_json:
             document = summary_json(result, prepared.plan.pricing, shard)
             click.echo(json.dumps(document, ensure_ascii=False, sort_keys=True))

@@ -11,7 +11,16 @@ from pathlib import Path
 import anyio
 import click
 
-from flux_pipeline.cli.options import F, Shard, lock_options, lock_path_of, out_option, state_option
+from flux_pipeline.cli.options import (
+    F,
+    Shard,
+    lock_options,
+    lock_path_of,
+    out_option,
+    review_options,
+    review_path_of,
+    state_option,
+)
 from flux_pipeline.errors import ExitCode, UsageError
 from flux_pipeline.outcome import ambiguous_message, exit_code_for, verdict
 from flux_pipeline.plan.expand import Plan
@@ -107,6 +116,7 @@ def _known(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @lock_options
 @_shard_option("Status of")
+@review_options
 def status(
     manifest: Path | None,
     out_dir: Path | None,
@@ -115,6 +125,8 @@ def status(
     lock_path: Path | None,
     no_lock: bool,
     shard: ShardValue,
+    review_path: Path | None,
+    no_review: bool,
 ) -> int:
     """Buckets and verdict, counts by state from the state DB (and, with MANIFEST, its lock
     file), ambiguous tasks, and the last error."""
@@ -131,7 +143,10 @@ def status(
     if plan is not None:
         from flux_pipeline.report.files import task_entries
         from flux_pipeline.report.reportfile import entry_buckets
+        from flux_pipeline.report.reviewfile import reviewed_plan
 
+        assert manifest is not None  # a plan comes from a manifest
+        plan, _ = reviewed_plan(plan, review_path_of(manifest, review_path, no_review))
         planned_total = len(plan.tasks)
         counts[TaskState.PLANNED.value] += sum(1 for t in plan.tasks if t.key not in records)
         buckets = entry_buckets(task_entries(plan, records))
@@ -183,16 +198,30 @@ def status(
 @out_option(help="Output directory to write the reports to [default: out/<manifest name>].")
 @state_option(help="State DB to read [default: <out>/.flux-pipeline/state.sqlite3].")
 @_shard_option("Rewrite the reports (report.shard-IofN.json, ...) of")
-def report(manifest: Path, out_dir: Path | None, state_path: Path | None, shard: ShardValue) -> int:
+@review_options
+def report(
+    manifest: Path,
+    out_dir: Path | None,
+    state_path: Path | None,
+    shard: ShardValue,
+    review_path: Path | None,
+    no_review: bool,
+) -> int:
     """Rewrite the report files of MANIFEST from the state DB."""
     from flux_pipeline.layout import default_out_dir, default_state_path
     from flux_pipeline.report.files import RunInfo, write_reports
+    from flux_pipeline.report.reviewfile import reviewed_plan
 
     plan = _plan(manifest, shard)
+    review_at = review_path_of(manifest, review_path, no_review)
+    reviewed_plan(plan, review_at)  # a bad review file: exit 2 before the lease
     out = out_dir or default_out_dir(plan.name)
     path = state_path or default_state_path(out, shard)
     with hold_lease(path, out, command=f"flux-pipeline report {manifest}"):  # not mid-run
         records = anyio.run(read_records, path)
+        # at the generations the DB records, then gated (plan/generations.py, review_gate.py)
+        plan = with_generations(plan, of_records(records.values()))
+        plan, _ = reviewed_plan(plan, review_at)
         settings = {"shard": f"{shard[0]}/{shard[1]}"} if shard else {}
         written = write_reports(plan, records, out, RunInfo(settings=settings), shard=shard)
     for file in written:

@@ -139,7 +139,8 @@ class ImageFiles(_Model):
 # drop them (diagnostics._data_path).
 T_ENTRIES, T_FILES = "<image entries>", "<image files>"
 T_LIST, T_IMAGE_SET, T_LINES, T_CSV = "<list>", "<image_set>", "<lines>", "<csv>"
-TAGS = frozenset({T_ENTRIES, T_FILES, T_LIST, T_IMAGE_SET, T_LINES, T_CSV})
+T_FROM_ID, T_FROM_STEP = "<step id>", "<from mapping>"
+TAGS = frozenset({T_ENTRIES, T_FILES, T_LIST, T_IMAGE_SET, T_LINES, T_CSV, T_FROM_ID, T_FROM_STEP})
 
 
 def _image_set_tag(value: Any) -> str | None:
@@ -244,12 +245,43 @@ class Matrix(BaseModel):
         return dict(self.__pydantic_extra__ or {})
 
 
+class FromStep(_Model):
+    """``from: {step: ID, only: picked}``: a chained step gated by the review file's decisions
+    on its parents (docs/manifest.md#from-only)."""
+
+    step: Name = Field(description="the parent step")
+    only: Literal["picked", "not-rejected"] | None = Field(
+        default=None,
+        description="picked: chain only parents picked in the review file; not-rejected: every "
+        "parent but those rejected; parents left out are held for review",
+    )
+
+
+def _from_tag(value: Any) -> str | None:
+    if isinstance(value, str):
+        return T_FROM_ID
+    if isinstance(value, dict):
+        return T_FROM_STEP
+    return None
+
+
+From = Annotated[
+    Annotated[Name, Tag(T_FROM_ID)] | Annotated[FromStep, Tag(T_FROM_STEP)],
+    Discriminator(
+        _from_tag,
+        custom_error_type="from_type",
+        custom_error_message="expected a step id or {step: ID, only: picked|not-rejected}",
+    ),
+]
+
+
 class Step(_Model):
     id: Name
-    from_: Name | None = Field(
+    from_: From | None = Field(
         default=None,
         alias="from",
-        description="chained edit: one task per output image of that step",
+        description="chained edit: one task per output image of that step (a step id, or "
+        "{step: ID, only: picked|not-rejected} to chain only parents the review file admits)",
     )
     matrix: Matrix | None = None
     repeat: Annotated[StrictInt, Field(ge=1, le=MAX_REPEAT)] = Field(
@@ -268,6 +300,16 @@ class Step(_Model):
         default=None,
         description="output path template, relative to the output directory, no extension",
     )
+
+    @property
+    def parent(self) -> str | None:
+        """The step this one chains from (``from``), or None."""
+        return self.from_.step if isinstance(self.from_, FromStep) else self.from_
+
+    @property
+    def only(self) -> str | None:
+        """``from.only``: which review decisions of a parent admit its chained tasks."""
+        return self.from_.only if isinstance(self.from_, FromStep) else None
 
 
 class Pricing(_Model):

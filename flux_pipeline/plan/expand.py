@@ -159,6 +159,7 @@ class _Expander:
             local_images=MappingProxyType(resolver.local),
             pricing=model.pricing,
             storage=model.storage,
+            gates=MappingProxyType({s.id: s.only for s in in_order if s.only is not None}),
             planner=ChildPlanner(
                 located=located,
                 variables=self.vars,
@@ -182,17 +183,18 @@ class _Expander:
             else:
                 by_id[step.id] = i
         for i, step in enumerate(steps):
-            if step.from_ is None or by_id.get(step.id) != i:
+            if step.parent is None or by_id.get(step.id) != i:
                 continue
-            if step.from_ not in by_id:
-                hint = did_you_mean(step.from_, list(by_id))
-                self.report(("steps", i, "from"), f"unknown step {step.from_!r}{hint}")
+            if step.parent not in by_id:
+                hint = did_you_mean(step.parent, list(by_id))
+                at: Path_ = ("steps", i, "from") + (() if step.only is None else ("step",))
+                self.report(at, f"unknown step {step.parent!r}{hint}")
                 continue
             seen = [step.id]
-            current: str | None = step.from_
+            current: str | None = step.parent
             while current is not None and current not in seen:
                 seen.append(current)
-                current = steps[by_id[current]].from_ if current in by_id else None
+                current = steps[by_id[current]].parent if current in by_id else None
             if current is not None:
                 cycle = " -> ".join([*seen[seen.index(current) :], current])
                 self.report(("steps", i, "from"), f"`from` makes a cycle: {cycle}")
@@ -203,7 +205,7 @@ class _Expander:
         while remaining and progress:
             progress = False
             for i in list(remaining):
-                parent = steps[i].from_
+                parent = steps[i].parent
                 if parent is None or parent in placed:
                     order.append(i)
                     placed.add(steps[i].id)

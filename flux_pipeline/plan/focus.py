@@ -1,7 +1,8 @@
 """What one ``plan`` or ``run`` works on, once the recorded state is known: the tasks at
 their recorded generations, ``--regenerate`` applied (plan/generations.py), then ``--only``
-and ``--limit`` (plan/selection.py). ``run`` (run/runner.py) and ``plan`` (cli/manifest_cmds.py)
-call the same ``focus``, so the plan shows what the run will do."""
+and ``--limit`` (plan/selection.py), then the review gate (plan/review_gate.py). ``run``
+(run/runner.py) and ``plan`` (cli/manifest_cmds.py) call the same ``focus``, so the plan shows
+what the run will do."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from flux_pipeline.plan import generations, selection
 from flux_pipeline.plan.plan import Plan
+from flux_pipeline.plan.review_gate import apply_review
 from flux_pipeline.states import TaskRecord
 
 SHOWN = 10  # tasks named in a note; the rest are counted
@@ -56,10 +58,12 @@ def focus(
     regenerate: Sequence[str] = (),
     only: Sequence[str] = (),
     limit: int | None = None,
+    decisions: Mapping[str, str] | None = None,
 ) -> Focus:
     """``plan`` (at its recorded generations: ``generations.with_generations``) with
-    ``--regenerate``, then ``--only``/``--limit`` applied. ``UsageError`` for a pattern that
-    matches nothing."""
+    ``--regenerate``, then ``--only``/``--limit``, then the review file's ``decisions`` (task
+    key -> picked/rejected; None: no review file) applied to the steps with ``from.only``
+    (plan/review_gate.py). ``UsageError`` for a pattern that matches nothing."""
     notes: list[str] = []
     if regenerate:
         moved = generations.regenerate(plan, regenerate, records)
@@ -69,4 +73,6 @@ def focus(
     plan = selection.select(plan, only, limit)
     if note := selection.selection_note(whole, plan):
         notes.append(note)
+    if decisions is not None or plan.gates:  # on the final keys: a decision names a key
+        plan = apply_review(plan, decisions or {})
     return Focus(plan, tuple(notes))

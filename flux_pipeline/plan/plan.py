@@ -19,6 +19,7 @@ from flux_pipeline.manifest.models import Pricing, Storage
 from flux_pipeline.media import sha256_bytes
 from flux_pipeline.plan.children import ChildPlanner
 from flux_pipeline.plan.imagesets import MAX_IMAGE_BYTES, LocalImage
+from flux_pipeline.plan.review_gate import ReviewGate
 from flux_pipeline.plan.tasks import TaskSpec, data_uri
 
 
@@ -44,6 +45,10 @@ class Plan:
     # base key -> generation of the tasks deliberately regenerated (plan/generations.py)
     generations: Mapping[str, int] = dataclasses.field(default_factory=dict)
     storage: Storage | None = None  # the manifest's storage section (docs/storage.md)
+    # chained step id -> its ``from.only`` (plan/review_gate.py); steps without it absent
+    gates: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # the review file's decisions applied (plan/review_gate.py); None: no review file
+    review: ReviewGate | None = None
 
     @property
     def step_ids(self) -> list[str]:

@@ -52,6 +52,7 @@ class CompiledStep:
     output_format: str
     step_obj: dict[str, Any]  # what templates see as ``step``
     cache: dict[tuple[int, int], str]  # (template slot, cell index) -> rendered
+    only: str | None = None  # ``from.only``: the review decisions that admit a parent
 
 
 def compile_step(
@@ -69,7 +70,7 @@ def compile_step(
         except TemplateProblem as exc:
             problems.report(where, str(exc))
             return None
-        if step.from_ is None and "parent" in names:
+        if step.parent is None and "parent" in names:
             problems.report(where, "`parent` exists only in chained steps (with `from`)")
             return None
         return CompiledTemplate(
@@ -84,7 +85,7 @@ def compile_step(
             compiled = compile_one(source, (*at, "images", j))
             if compiled is not None:
                 images.append(compiled)
-    elif step.from_ is None:
+    elif step.parent is None:
         images = []
     output = None if step.output is None else compile_one(step.output, (*at, "output"))
     merged: dict[str, Any] = {}
@@ -116,7 +117,8 @@ def compile_step(
     return CompiledStep(
         index=index,
         id=step.id,
-        parent=step.from_,
+        parent=step.parent,
+        only=step.only,
         at=at,
         cells=cells,
         repeat=step.repeat,

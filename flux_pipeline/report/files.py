@@ -163,10 +163,15 @@ def append_step_summary(path: Path, markdown: str, *, limit: int = STEP_SUMMARY_
 
 
 def report_is_current(
-    out_dir: Path, manifest_sha256: str, fingerprint: str, shard: tuple[int, int] | None = None
+    out_dir: Path,
+    manifest_sha256: str,
+    fingerprint: str,
+    shard: tuple[int, int] | None = None,
+    review_sha256: str | None = None,
 ) -> bool:
     """True when every report file exists and report.json was written for this manifest from
-    exactly the rows the state DB holds now: a run that changed nothing need not rewrite them."""
+    exactly the rows the state DB holds now (and the same review decisions, ``review_sha256``):
+    a run that changed nothing need not rewrite them."""
     names = [report_name(kind, shard) for kind in ("json", "markdown", "junit")]
     names += [] if shard else ["index.html"]
     if not all((out_dir / name).is_file() for name in names):
@@ -176,7 +181,11 @@ def report_is_current(
         head = read_head(out_dir / report_name("json", shard))
     except UsageError:
         return False
-    return head.manifest_sha256 == manifest_sha256 and head.state_fingerprint == fingerprint
+    return (
+        head.manifest_sha256 == manifest_sha256
+        and head.state_fingerprint == fingerprint
+        and head.review_sha256 == review_sha256
+    )
 
 
 def keep_reports(out_dir: Path, shard: tuple[int, int] | None = None) -> None:

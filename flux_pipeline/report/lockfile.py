@@ -62,9 +62,15 @@ _KEY = re.compile(r"^[0-9a-f]{64}$")
 _OBJECT = re.compile(r"^([A-Za-z0-9._-]+/)*outputs/sha256/[0-9a-f]{64}\.[a-z0-9]{1,8}$")
 
 
+def beside_manifest(manifest: Path, suffix: str) -> Path:
+    """A file next to the manifest named by its stem: ``pipelines/demo.yaml`` and
+    ``.lock.json`` -> ``pipelines/demo.lock.json`` (the lock, the review file)."""
+    return manifest.with_name(manifest.stem + suffix)
+
+
 def lock_path_for(manifest: Path) -> Path:
     """``pipelines/demo.yaml`` -> ``pipelines/demo.lock.json``."""
-    return manifest.with_name(manifest.stem + SUFFIX)
+    return beside_manifest(manifest, SUFFIX)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

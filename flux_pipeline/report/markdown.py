@@ -18,6 +18,7 @@ from flux_pipeline.outcome import Buckets, ambiguous_message, verdict
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report.entry import TaskEntry, counts_by_state
 from flux_pipeline.report.reportfile import RunInfo, entry_buckets
+from flux_pipeline.report.review_summary import summarize
 from flux_pipeline.states import TaskState
 
 MAX_IDS = 20
@@ -83,6 +84,31 @@ def _failures(entries: Sequence[TaskEntry]) -> list[str]:
     return lines
 
 
+def _review(plan: Plan, entries: Sequence[TaskEntry]) -> list[str]:
+    """The review decisions per step (docs/reports.md#review-counts); nothing without a review."""
+    summary = summarize(plan, ((entry.key, entry.step) for entry in entries))
+    if summary is None:
+        return []
+    lines = ["", "## Review", "", "| step | picked | rejected | undecided | held for review |"]
+    lines.append("|---|---:|---:|---:|---:|")
+    for step, counts in summary.steps.items():
+        held = str(counts["held"]) if "held" in counts else ""
+        lines.append(
+            f"| {_code(step)} | {counts['picked']} | {counts['rejected']} | "
+            f"{counts['undecided']} | {held} |"
+        )
+    if summary.orphaned:
+        lines += ["", f"{len(summary.orphaned)} decision(s) for tasks no longer planned (kept)."]
+    waiting = sum(counts.get("held", 0) for counts in summary.steps.values())
+    if waiting:
+        lines += [
+            "",
+            f"{waiting} parent(s) held for review: pick them (`flux-pipeline review`) and run "
+            "again to chain them.",
+        ]
+    return lines
+
+
 def report_markdown(plan: Plan, entries: Sequence[TaskEntry], run: RunInfo) -> str:
     counts = counts_by_state(entries)
     buckets = entry_buckets(entries)
@@ -110,6 +136,7 @@ def report_markdown(plan: Plan, entries: Sequence[TaskEntry], run: RunInfo) -> s
     lines.append(
         "- files: `report.json` (every task), `index.html` (gallery), `junit.xml` (CI test report)"
     )
+    lines += _review(plan, entries)
     lines += _failures(entries)
     ambiguous = [e.readable_id for e in entries if e.state is TaskState.SUBMITTING]
     if ambiguous:

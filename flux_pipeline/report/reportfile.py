@@ -23,6 +23,7 @@ from flux_pipeline.errors import UsageError
 from flux_pipeline.outcome import BLOCKING, STATE_BUCKET, Bucket, Buckets
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report.entry import TaskEntry, counts_by_state
+from flux_pipeline.report.review_summary import summarize
 from flux_pipeline.states import TaskState
 
 FORMAT_VERSION = 1
@@ -55,6 +56,7 @@ class ReportHead:
     manifest_name: str | None = None
     manifest_sha256: str | None = None
     state_fingerprint: str | None = None
+    review_sha256: str | None = None  # of the review decisions it was made with
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +115,9 @@ def report_json_pieces(plan: Plan, entries: Sequence[TaskEntry], run: RunInfo) -
         "buckets": buckets_json(entry_buckets(entries)),
         "state_fingerprint": run.state_fingerprint,
     }
+    review = summarize(plan, ((entry.key, entry.step) for entry in entries))
+    if review is not None:  # docs/reports.md#review-counts
+        head["review"] = review.to_json()
     yield json.dumps(head, indent=2, sort_keys=True)[:-2]  # reopen the object for "tasks"
     yield ",\n" + TASKS_LINE
     encode = json.JSONEncoder(sort_keys=True).encode
@@ -155,10 +160,13 @@ def _head(path: Path, document: object) -> ReportHead:
         "manifest sha256": manifest.get("sha256"),
         "state_fingerprint": document.get("state_fingerprint"),
     }
+    review = document.get("review")
+    texts["review sha256"] = review.get("sha256") if isinstance(review, dict) else None
     for what, value in texts.items():
         if value is not None and not isinstance(value, str):
             _not_a_report(path, f"its {what} is not a string")
     return ReportHead(
+        review_sha256=texts["review sha256"],
         format_version=version,
         manifest_name=manifest.get("name"),
         manifest_sha256=manifest.get("sha256"),

@@ -17,6 +17,7 @@ from flux_pipeline.errors import OutputsNotWritableError, StateError
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report import github as workflow_commands
 from flux_pipeline.report.files import RunInfo, keep_reports, report_is_current, write_reports
+from flux_pipeline.report.review_summary import decisions_sha256
 from flux_pipeline.run.lock_keeper import LockKeeper
 from flux_pipeline.run.results import RunOutcome
 from flux_pipeline.run.store import Store
@@ -71,8 +72,9 @@ async def _report(
         #    report need not be written again (docs/reports.md)
         fingerprint = await store.fingerprint()
         info = dataclasses.replace(info, state_fingerprint=fingerprint)
+        review = None if plan.review is None else decisions_sha256(plan.review.decisions)
         current = outcome is not None and report_is_current(
-            out_dir, plan.manifest_sha256, fingerprint, shard
+            out_dir, plan.manifest_sha256, fingerprint, shard, review
         )
         # 3. the records, unless nothing needs them: a current report with no annotations
         #    to make skips reading 100,000 rows

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from flux_pipeline.media import copy_atomic
 from flux_pipeline.outcome import STATE_BUCKET, Bucket, Buckets, exit_code_for
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.generations import latest, of_records, with_generations
+from flux_pipeline.plan.review_gate import apply_review
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.report.entry import TaskEntry
 from flux_pipeline.report.files import RunInfo, task_entries, write_reports
@@ -254,16 +255,26 @@ def buckets_of(states: Iterable[TaskState]) -> Buckets:
 
 
 async def merge(
-    plan: Plan, sources: Sequence[Path], *, out_dir: Path, state_path: Path
+    plan: Plan,
+    sources: Sequence[Path],
+    *,
+    out_dir: Path,
+    state_path: Path,
+    decisions: Mapping[str, str] | None = None,
 ) -> MergeResult:
     """Merge ``sources`` into the state DB at ``state_path`` and ``out_dir``; write the report.
-    Holds the lease of both (``run/lease.py``): not while a run or another merge uses them."""
+    Holds the lease of both (``run/lease.py``): not while a run or another merge uses them.
+    ``decisions``: the review file's (plan/review_gate.py), applied as ``run`` applies them."""
     with hold_lease(state_path, out_dir, command=f"flux-pipeline merge --out {out_dir}"):
-        return await _merge(plan, sources, out_dir=out_dir, state_path=state_path)
+        return await _merge(plan, sources, out_dir, state_path, decisions)
 
 
 async def _merge(
-    plan: Plan, sources: Sequence[Path], *, out_dir: Path, state_path: Path
+    plan: Plan,
+    sources: Sequence[Path],
+    out_dir: Path,
+    state_path: Path,
+    decisions: Mapping[str, str] | None,
 ) -> MergeResult:
     started = time.time()
     lock = LockKeeper.next_to_manifest(plan, out_dir)  # the merged runs' lock (docs/lockfile.md)
@@ -284,6 +295,8 @@ async def _merge(
     # the tasks at the generations the shards ran (plan/generations.py)
     known = [*of_records(merged.values()).items(), *(lock.old.generations() if lock.old else [])]
     plan = with_generations(plan, latest(known))
+    if decisions is not None or plan.gates:  # on the final keys, as run/runner.py does
+        plan = apply_review(plan, decisions or {})
     ignored = 0
     for report in found.reports:
         from_report, skipped = records_from_report(plan, report)

@@ -16,6 +16,7 @@ from flux_pipeline.layout import default_out_dir, default_state_path
 from flux_pipeline.plan import selection
 from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.report.lockfile import Lock, load_lock, lock_path_for
+from flux_pipeline.report.reviewfile import Review, read_review
 from flux_pipeline.run.api import RequestType
 from flux_pipeline.run.checks import check_callback_urls, check_step_summary
 from flux_pipeline.run.client import RetryPolicy
@@ -49,6 +50,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None  # (index, count), 1-based: run only that shard
     lock_path: Path | None = None  # default: next to the manifest (report/lockfile.py)
     no_lock: bool = False
+    review_path: Path | None = None  # the review file (report/reviewfile.py); None: none
     strict: bool = False  # warnings are errors (exit 2) before anything starts
     only: tuple[str, ...] = ()  # --only patterns, --limit N (plan/selection.py)
     limit: int | None = None
@@ -69,6 +71,7 @@ class Prepared:
     lock_path: Path | None = None  # None: --no-lock
     lock: Lock | None = None  # the lock file read (None: none yet)
     storage: StorageSettings | None = None  # the bucket (run/storage.py); None: no storage
+    review: Review | None = None  # the review file read (report/reviewfile.py); None: none
 
 
 def check_options(options: RunOptions) -> None:
@@ -93,6 +96,12 @@ def prepare(options: RunOptions) -> Prepared:
     selection.select(plan, options.only, options.limit)
     if options.regenerate:
         selection.check_patterns(plan, options.regenerate, "--regenerate")
+    # the review file read and checked now (exit 2 on a bad file), applied with the focus
+    review = (
+        read_review(options.review_path, manifest=plan.manifest_path.name)
+        if (options.review_path is not None)
+        else None
+    )
     out_dir = options.out_dir or default_out_dir(plan.name)
     state_path = options.state_path or default_state_path(out_dir, options.shard)
     lock_path = None if options.no_lock else options.lock_path or lock_path_for(options.manifest)
@@ -111,4 +120,5 @@ def prepare(options: RunOptions) -> Prepared:
         lock_path=lock_path,
         lock=lock,
         storage=storage,
+        review=review,
     )

@@ -24,6 +24,7 @@ from flux_pipeline.manifest.models import Pricing
 from flux_pipeline.plan.cost import CostCap, describe, would_create
 from flux_pipeline.plan.focus import focus
 from flux_pipeline.plan.resume import Policy
+from flux_pipeline.plan.review_gate import ReviewGate
 from flux_pipeline.report import github as workflow_commands
 from flux_pipeline.report.files import RunInfo
 from flux_pipeline.run.adopt import adopt_into, at_generations
@@ -71,6 +72,7 @@ class RunResult:
     outcome: RunOutcome
     out_dir: Path
     state_path: Path
+    review: ReviewGate | None = None  # the review gate the run's plan was made with
 
 
 class CallbackRelay:
@@ -221,7 +223,12 @@ async def _execute(
         if stored is not None:  # adopted outputs the output directory lacks, from the bucket
             await stored.restore(records, ready.lock, out_dir)
         focused = focus(
-            plan, records, regenerate=options.regenerate, only=options.only, limit=options.limit
+            plan,
+            records,
+            regenerate=options.regenerate,
+            only=options.only,
+            limit=options.limit,
+            decisions=ready.review.verdicts() if ready.review is not None else None,
         )
         plan = focused.plan
         for note in focused.notes:
@@ -301,7 +308,7 @@ async def _execute(
                     lock_written = keeper.path if keeper is not None else None
                     await stored.publish_reports(out_dir, plan.name, lock_written)
     assert outcome is not None
-    return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path)
+    return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path, review=plan.review)
 
 
 def _settings(
