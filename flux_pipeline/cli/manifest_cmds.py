@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import click
@@ -46,16 +47,13 @@ from flux_pipeline.plan.focus import focus
 from flux_pipeline.plan.generations import with_generations
 from flux_pipeline.plan.resume import Action, Decision, Policy, Reason, decide, urls_expired
 from flux_pipeline.report.lockfile import Lock, load_lock
-from flux_pipeline.report.review_summary import (
-    ReviewSummary,
-    planned_keys,
-    summarize,
-    summary_lines,
-)
-from flux_pipeline.report.reviewfile import Review, read_review
 from flux_pipeline.run.adopt import known_state
 from flux_pipeline.run.verify import Verifier
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
+
+if TYPE_CHECKING:
+    from flux_pipeline.report.review_summary import ReviewSummary
+    from flux_pipeline.report.reviewfile import Review
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +270,7 @@ def plan(
     from flux_pipeline.layout import default_out_dir, default_state_path
     from flux_pipeline.plan import selection
     from flux_pipeline.plan.shard import gha_matrix, select
+    from flux_pipeline.report.reviewfile import read_review
 
     the_plan = load_plan(manifest, file=str(manifest), strict=strict)
     echo_warnings(the_plan.warnings)
@@ -333,6 +332,8 @@ def plan(
 def _review_summary(plan: Plan, states: Mapping[str, StoredTask]) -> ReviewSummary | None:
     """What the review file changes (report/review_summary.py), over the plan's tasks;
     decisions for chained tasks planned at run time are not orphaned."""
+    from flux_pipeline.report.review_summary import planned_keys, summarize
+
     outputs = {key: len(stored.outputs) for key, stored in states.items() if stored.outputs}
     keys = planned_keys(plan, outputs)
     summary = summarize(plan, ((task.key, task.step) for task in plan.tasks))
@@ -343,6 +344,8 @@ def _review_summary(plan: Plan, states: Mapping[str, StoredTask]) -> ReviewSumma
 
 
 def _review_lines(plan: Plan, review_file: Review | None, summary: ReviewSummary) -> list[str]:
+    from flux_pipeline.report.review_summary import summary_lines
+
     ids = {k: d.id for k, d in review_file.decisions.items()} if review_file is not None else {}
     where = f" ({review_file.path})" if review_file is not None else " (no review file)"
     lines = summary_lines(plan, summary, ids)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import webbrowser
 from pathlib import Path
 from types import FrameType
 
@@ -92,6 +91,8 @@ def review(
             click.echo(f"flux-pipeline review: serving {out} at {url} ({saved}; Ctrl-C stops)")
             sys.stdout.flush()
             if not no_open:
+                import webbrowser
+
                 webbrowser.open(url)
 
         def quietly(signum: int, frame: FrameType | None) -> None:
