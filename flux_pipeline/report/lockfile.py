@@ -17,14 +17,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from json.encoder import encode_basestring
 from pathlib import Path, PurePosixPath
 
 from flux_pipeline.errors import UsageError
-from flux_pipeline.media import write_atomic
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.resume import RESULT_URL_LIFETIME
 from flux_pipeline.plan.tasks import LOCAL_IMAGE_PREFIX, map_strings
@@ -241,68 +239,6 @@ def lock_entries(
     for key, entry in previous.items():
         entries.setdefault(key, entry)
     return entries
-
-
-_ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
-
-
-def _encode(value: object) -> str:  # scalars without the encoder's overhead
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return encode_basestring(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return _ENCODE(value)
-
-
-def entry_block(entry: LockEntry) -> str:
-    """One task's block of the lock's text: its key, then a field a line (compact JSON)."""
-    body = entry.to_json()
-    lines = ",\n".join(f'      "{name}": {_encode(body[name])}' for name in sorted(body))
-    return f'    "{entry.key}": {{\n' + lines + "\n    }"
-
-
-def lock_parts(manifest: str, blocks: Mapping[str, str], *, stored: bool = False) -> list[str]:
-    """The lock's text in three parts (written as they are: the tasks are joined once, never
-    copied again), from every task's ``entry_block`` by key: tasks sorted by key. ``stored``:
-    an output names its object in the bucket (format 2; else format 1, as before)."""
-    version = FORMAT if stored else PLAIN_FORMAT
-    head = '{\n  "format": ' + str(version) + ',\n  "manifest": ' + _encode(manifest)
-    if not blocks:
-        return [head + ',\n  "tasks": {}\n}\n']
-    tasks = ",\n".join(map(blocks.__getitem__, sorted(blocks)))  # one copy, made in C
-    return [head + ',\n  "tasks": {\n', tasks, "\n  }\n}\n"]
-
-
-def lock_text(manifest: str, blocks: Mapping[str, str], *, stored: bool = False) -> str:
-    """The lock's text (``lock_parts`` joined)."""
-    return "".join(lock_parts(manifest, blocks, stored=stored))
-
-
-def lock_pieces(manifest: str, entries: Mapping[str, LockEntry]) -> Iterator[str]:
-    """The lock's text (in one piece; kept for callers that join pieces)."""
-    stored = any(o.stored for entry in entries.values() for o in entry.outputs)
-    blocks = {key: entry_block(entry) for key, entry in entries.items()}
-    yield lock_text(manifest, blocks, stored=stored)
-
-
-def write_lock(path: Path, manifest: str, entries: Mapping[str, LockEntry]) -> bool:
-    """Write the lock atomically unless its text is already exactly this; True if written."""
-    return write_lock_text(path, "".join(lock_pieces(manifest, entries)))
-
-
-def write_lock_text(path: Path, text: str | list[str], *, compare: bool = True) -> bool:
-    """Write ``text`` (or its parts) atomically at ``path`` unless the file holds exactly it
-    (``compare`` False: the caller knows it does not); True if written."""
-    try:
-        joined = text if isinstance(text, str) else "".join(text) if compare else ""
-        if compare and path.read_text(encoding="utf-8") == joined:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    write_atomic(path, text)
-    return True
 
 
 # --- reading --------------------------------------------------------------------------------

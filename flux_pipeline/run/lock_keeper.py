@@ -14,15 +14,13 @@ import anyio
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report.lockfile import (
     Lock,
-    entry_block,
     entry_of,
     load_lock,
     lock_entries,
-    lock_parts,
     lock_path_for,
     sent,
-    write_lock_text,
 )
+from flux_pipeline.report.locktext import entry_block, lock_parts, write_lock_text
 from flux_pipeline.run.store import Store
 from flux_pipeline.states import TaskRecord
 

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from flux_pipeline.plan.expand import load_plan  # noqa: E402
-from flux_pipeline.report.lockfile import load_lock, lock_entries, write_lock  # noqa: E402
+from flux_pipeline.report.lockfile import load_lock, lock_entries  # noqa: E402
+from flux_pipeline.report.locktext import write_lock  # noqa: E402
 from flux_pipeline.run.lock_keeper import LockKeeper  # noqa: E402
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState  # noqa: E402
 

@@ -13,14 +13,8 @@ from PIL import Image
 
 from flux_pipeline.errors import UsageError
 from flux_pipeline.plan.expand import Plan, load_plan
-from flux_pipeline.report.lockfile import (
-    Lock,
-    lock_entries,
-    lock_path_for,
-    lock_pieces,
-    parse_lock,
-    write_lock,
-)
+from flux_pipeline.report.lockfile import Lock, lock_entries, lock_path_for, parse_lock
+from flux_pipeline.report.locktext import lock_pieces, write_lock
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
 MANIFEST = """\

@@ -50,7 +50,8 @@ async def test_incremental_writes_give_the_text_of_a_full_write(tmp_path: Path) 
     """After its first write the keeper remakes only the blocks of the tasks written since
     (``Store.take_touched``): the text must be exactly what a full write of the same rows
     gives, also for a chained task whose parent was written in an earlier round."""
-    from flux_pipeline.report.lockfile import lock_entries, lock_pieces
+    from flux_pipeline.report.lockfile import lock_entries
+    from flux_pipeline.report.locktext import lock_pieces
     from flux_pipeline.states import OutputRecord
 
     from .support import chained_manifest

@@ -14,7 +14,8 @@ import pytest
 from flux_pipeline import redact
 from flux_pipeline.errors import UsageError
 from flux_pipeline.manifest.models import Storage
-from flux_pipeline.report.lockfile import FORMAT, lock_pieces, parse_lock
+from flux_pipeline.report.lockfile import FORMAT, parse_lock
+from flux_pipeline.report.locktext import lock_pieces
 from flux_pipeline.run.storage import MAX_CALLS, ObjectStore, StorageSettings, storage_settings
 
 from ..run.support import await_for
