@@ -263,6 +263,7 @@ def plan(
     only: tuple[str, ...],
     limit: int | None,
     regenerate: tuple[str, ...],
+    regenerate_rejected: bool,
     regenerate_expired: bool,
     strict: bool,
 ) -> int:
@@ -294,7 +295,13 @@ def plan(
     known = anyio.run(known_state, the_plan, state, lock, out_dir)
     verdicts = review_file.verdicts() if review_file is not None else None
     focused = focus(
-        known.plan, known.records, regenerate=again, only=only, limit=limit, decisions=verdicts
+        known.plan,
+        known.records,
+        regenerate=again,
+        only=only,
+        limit=limit,
+        decisions=verdicts,
+        regenerate_rejected=regenerate_rejected,
     )
     the_plan = focused.plan
     whole = with_generations(whole, the_plan.generations)  # what the manifest makes now

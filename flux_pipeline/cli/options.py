@@ -163,8 +163,15 @@ def echo_warnings(warnings: Iterable[object]) -> None:
 
 
 def selection_options(func: F) -> F:
-    """``--only PATTERN`` (repeatable) -> ``only``, ``--limit N`` -> ``limit`` and
-    ``--regenerate PATTERN`` -> ``regenerate`` (plan/selection.py, plan/generations.py)."""
+    """``--only PATTERN`` (repeatable) -> ``only``, ``--limit N`` -> ``limit``,
+    ``--regenerate PATTERN`` -> ``regenerate`` and ``--regenerate-rejected`` (plan/selection.py,
+    plan/generations.py)."""
+    func = click.option(
+        "--regenerate-rejected",
+        is_flag=True,
+        help="Make a new generation of every task the review file rejects (as --regenerate): "
+        "new images to review, paid again.",
+    )(func)
     func = click.option(
         "--regenerate",
         "regenerate",

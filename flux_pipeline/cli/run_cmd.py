@@ -245,6 +245,7 @@ def run(
     only: tuple[str, ...],
     limit: int | None,
     regenerate: tuple[str, ...],
+    regenerate_rejected: bool,
     max_cost: float | None,
     storage_bucket: str | None,
     storage_prefix: str | None,
@@ -285,6 +286,7 @@ def run(
         only=parse_only(only),
         limit=limit,
         regenerate=parse_only(regenerate),
+        regenerate_rejected=regenerate_rejected,
         max_cost=max_cost,
         storage={
             "bucket": storage_bucket,

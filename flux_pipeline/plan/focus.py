@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from flux_pipeline.plan import generations, selection
 from flux_pipeline.plan.plan import Plan
-from flux_pipeline.plan.review_gate import apply_review
+from flux_pipeline.plan.review_gate import REJECTED, apply_review
 from flux_pipeline.states import TaskRecord
 
 SHOWN = 10  # tasks named in a note; the rest are counted
@@ -59,14 +59,22 @@ def focus(
     only: Sequence[str] = (),
     limit: int | None = None,
     decisions: Mapping[str, str] | None = None,
+    regenerate_rejected: bool = False,
 ) -> Focus:
     """``plan`` (at its recorded generations: ``generations.with_generations``) with
     ``--regenerate``, then ``--only``/``--limit``, then the review file's ``decisions`` (task
     key -> picked/rejected; None: no review file) applied to the steps with ``from.only``
-    (plan/review_gate.py). ``UsageError`` for a pattern that matches nothing."""
+    (plan/review_gate.py); ``regenerate_rejected``: the tasks the decisions reject are
+    regenerated too (a new key: the new image is undecided). ``UsageError`` for a pattern that
+    matches nothing."""
     notes: list[str] = []
-    if regenerate:
-        moved = generations.regenerate(plan, regenerate, records)
+    rejected = {k for k, d in (decisions or {}).items() if d == REJECTED}
+    if regenerate_rejected and not rejected:
+        notes.append("--regenerate-rejected: the review file rejects no task")
+    if regenerate or (regenerate_rejected and rejected):
+        moved = generations.regenerate(
+            plan, regenerate, records, rejected if regenerate_rejected else ()
+        )
         plan = moved.plan
         notes += regeneration_notes(moved)
     whole = plan

@@ -21,7 +21,7 @@ until the new generation's files are downloaded over them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from flux_pipeline.plan.plan import Plan
@@ -77,11 +77,19 @@ class Regeneration:
 
 
 def regenerate(
-    plan: Plan, patterns: Sequence[str], records: Mapping[str, TaskRecord]
+    plan: Plan,
+    patterns: Sequence[str],
+    records: Mapping[str, TaskRecord],
+    keys: Collection[str] = (),
 ) -> Regeneration:
-    """The tasks ``patterns`` match (step ids, readable-id globs, as ``--only``) moved one
-    generation on (module docstring). ``UsageError`` for a pattern that matches nothing."""
-    matches = Matcher(patterns, plan.step_ids)
+    """The tasks ``patterns`` match (step ids, readable-id globs, as ``--only``) or whose key
+    is in ``keys`` (``--regenerate-rejected``) moved one generation on (module docstring).
+    ``UsageError`` for a pattern that matches nothing."""
+    patterned = Matcher(patterns, plan.step_ids)
+
+    def matches(task: TaskSpec) -> bool:
+        return patterned(task) or task.key in keys
+
     generations = dict(plan.generations)
     moving: set[str] = set()  # keys moved on, and their chained tasks
     started: list[str] = []
@@ -102,7 +110,7 @@ def regenerate(
             resumed.append(task)
         else:
             unfinished.append(task)
-    matches.check(patterns, "--regenerate")
+    patterned.check(patterns, "--regenerate")
     moved = with_generations(plan, generations)
     by_id = {task.readable_id: task for task in moved.tasks}
     return Regeneration(

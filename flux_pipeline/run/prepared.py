@@ -55,6 +55,7 @@ class RunOptions:
     only: tuple[str, ...] = ()  # --only patterns, --limit N (plan/selection.py)
     limit: int | None = None
     regenerate: tuple[str, ...] = ()  # --regenerate patterns (plan/generations.py)
+    regenerate_rejected: bool = False  # and the tasks the review file rejects
     max_cost: float | None = None  # --max-cost: needs the manifest's pricing (plan/cost.py)
     # --storage-bucket/-prefix/-endpoint over the manifest's storage, --publish (docs/storage.md)
     storage: dict[str, str | None] = field(default_factory=dict)

@@ -229,6 +229,7 @@ async def _execute(
             only=options.only,
             limit=options.limit,
             decisions=ready.review.verdicts() if ready.review is not None else None,
+            regenerate_rejected=options.regenerate_rejected,
         )
         plan = focused.plan
         for note in focused.notes:

@@ -225,3 +225,33 @@ def test_new_decisions_rewrite_a_report_the_state_left_current(
     assert code == 0, text
     assert result["created"] == 0
     assert report(manifest)["review"]["steps"]["hero"]["rejected"] == 1
+
+
+def test_regenerate_rejected_makes_new_images_of_the_rejected_only(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    """One command regenerates what the reviewer rejected (plan/generations.py): a new key
+    each, paid once, the others untouched; the new images are undecided, so their chained
+    tasks stay held until picked."""
+    manifest = write_manifest(tmp_path, manifest_text("picked"))
+    code, result, text = run(sim, manifest)
+    assert code == 0, text
+    pick(manifest, ["hero@n=b#1"], rejected=["hero@n=a#1", "hero@n=c#1"])
+    before = {t["readable_id"]: t["key"] for t in report(manifest)["tasks"]}
+    code, plan_text = cli(
+        "plan", str(manifest), "--no-lock", "--out", str(tmp_path / "out"), "--regenerate-rejected"
+    )
+    assert code == 0, plan_text
+    assert "--regenerate: 2 task(s) to a new generation" in plan_text
+    assert "would create 3 task(s)" in plan_text  # a, c again; b's banner
+    code, result, text = run(sim, manifest, "--regenerate-rejected")
+    assert code == 0, text
+    assert result["created"] == 3
+    after = {t["readable_id"]: t["key"] for t in report(manifest)["tasks"]}
+    changed = sorted(rid for rid, key in after.items() if before.get(rid) != key)
+    assert changed == ["hero@n=a#1", "hero@n=b#1/banner#1", "hero@n=c#1"]
+    head = report(manifest)
+    assert head["review"]["steps"]["hero"] == {"picked": 1, "rejected": 0, "undecided": 4}
+    code, result, text = run(sim, manifest)  # the new generations stay, nothing re-made
+    assert code == 0, text
+    assert result["created"] == 0
