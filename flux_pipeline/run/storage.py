@@ -28,7 +28,7 @@ from flux_pipeline import redact
 from flux_pipeline.errors import OutputsNotWritableError, UsageError
 from flux_pipeline.manifest.models import Storage
 
-EXTRA_HINT = "storage needs the s3 extra: pip install 'flux-pipeline[s3]'"
+EXTRA_HINT = "storage needs the s3 extra: pip install 'flux-kontext-pipeline[s3]'"
 MAX_CALLS = 8  # boto3 calls in flight at once (worker threads)
 PRESIGN_REUSE = 0.1  # a presigned URL is handed out again while this share of its life is gone
 PROBE_NAME = ".flux-pipeline-write-check"

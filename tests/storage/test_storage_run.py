@@ -245,5 +245,5 @@ def test_without_boto3_a_storage_manifest_says_which_extra(tmp_path: Path, s3: S
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "flux-pipeline: error: storage needs the s3 extra: pip install 'flux-pipeline[s3]'"
+        "flux-pipeline: error: storage needs the s3 extra: pip install 'flux-kontext-pipeline[s3]'"
     ), done.stderr
