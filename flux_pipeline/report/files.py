@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from flux_pipeline import redact
@@ -22,6 +22,7 @@ from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.tasks import LOCAL_IMAGE_PREFIX, PARENT_IMAGE_URL, TaskSpec, map_strings
 from flux_pipeline.report import gallery, junit
 from flux_pipeline.report.entry import TaskEntry
+from flux_pipeline.report.gallery_data import previous_keys
 from flux_pipeline.report.markdown import report_markdown
 from flux_pipeline.report.reportfile import RunInfo as RunInfo  # where runs and merges take it
 from flux_pipeline.report.reportfile import read_head, report_json_pieces
@@ -97,25 +98,29 @@ def write_reports(
     run: RunInfo,
     *,
     consume: bool = False,
+    decisions: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """Write report.json, report.md, index.html (and its further pages) and junit.xml into
-    ``out_dir``; append report.md to ``$GITHUB_STEP_SUMMARY`` when set. Returns the main files."""
+    """Write report.json, report.md, index.html (and the gallery's files) and junit.xml into
+    ``out_dir``; append report.md to ``$GITHUB_STEP_SUMMARY`` when set. Returns the main files.
+    ``decisions``: the review file's, task key -> ``picked``/``rejected``, for the gallery."""
     entries = task_entries(plan, records, consume=consume)
     json_path = out_dir / "report.json"
     md_path = out_dir / "report.md"
-    html_path = out_dir / "index.html"
     junit_path = out_dir / "junit.xml"
+    previous = previous_keys(json_path)  # before it is replaced: the gallery marks new tasks
     # every file through redact last: nothing secret is written, whatever a field holds
     write_atomic(json_path, redact.scrub_pieces(report_json_pieces(plan, entries, run)))
     markdown = redact.scrub(report_markdown(plan, entries, run))
     write_atomic(md_path, markdown)
-    pages = gallery.render_pages(
-        name=plan.name, entries=entries, step_order=plan.step_ids, out_dir=out_dir
+    html_path = gallery.write_gallery(
+        out_dir,
+        name=plan.name,
+        manifest=plan.manifest_path.name,
+        entries=entries,
+        step_order=plan.step_ids,
+        decisions=decisions,
+        previous=previous,
     )
-    for number, page in enumerate(pages, start=1):
-        write_atomic(out_dir / gallery.page_name(number), redact.scrub(page))
-    for stale in gallery.stale_pages(out_dir, len(pages)):
-        stale.unlink(missing_ok=True)
     xml = junit.junit_xml(
         name=plan.name, entries=entries, step_order=plan.step_ids, elapsed=run.elapsed
     )
@@ -158,7 +163,7 @@ def append_step_summary(path: Path, markdown: str, *, limit: int = STEP_SUMMARY_
 def report_is_current(out_dir: Path, manifest_sha256: str, fingerprint: str) -> bool:
     """True when every report file exists and report.json was written for this manifest from
     exactly the rows the state DB holds now: a run that changed nothing need not rewrite them."""
-    names = ("report.json", "report.md", "index.html", "junit.xml")
+    names = ("report.json", "report.md", "index.html", "junit.xml", gallery.DATA_PATH)
     if not all((out_dir / name).is_file() for name in names):
         return False
     try:

@@ -1,14 +1,18 @@
-"""Helpers of the report tests: read back what a run wrote (report.md, index.html, junit.xml)."""
+"""Helpers of the report tests: read back what a run wrote (report.md, index.html and the
+gallery's data file, junit.xml)."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from flux_pipeline.report import gallery
 from flux_pipeline.report.entry import OutputEntry, TaskEntry
+from flux_pipeline.report.gallery_data import read_data_js
 from flux_pipeline.states import TaskState
 
 
@@ -34,6 +38,9 @@ class GalleryParser(HTMLParser):
         self.images: list[dict[str, str | None]] = []
         self.headings: list[tuple[str, str]] = []
         self.scripts = 0
+        self.script_srcs: list[str] = []  # src of each <script>; "" for an inline one
+        self.stylesheets: list[str] = []
+        self.csp: str | None = None
         self.links: list[str] = []
         self._card: Card | None = None
         self._depth = 0
@@ -43,6 +50,11 @@ class GalleryParser(HTMLParser):
         values = dict(attrs)
         if tag == "script":
             self.scripts += 1
+            self.script_srcs.append(str(values.get("src") or ""))
+        if tag == "link" and values.get("rel") == "stylesheet":
+            self.stylesheets.append(str(values.get("href")))
+        if tag == "meta" and values.get("http-equiv") == "Content-Security-Policy":
+            self.csp = values.get("content")
         if tag == "a" and values.get("href"):
             self.links.append(str(values["href"]))
         if tag == "article":
@@ -78,6 +90,36 @@ def parse_gallery(path: Path) -> GalleryParser:
     parser.feed(path.read_text(encoding="utf-8"))
     parser.close()
     return parser
+
+
+def gallery_data(out: Path) -> dict[str, Any]:
+    """The gallery's data file (``OUT/.flux-pipeline/gallery/data.js``), decoded."""
+    data = read_data_js((out / gallery.DATA_PATH).read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def gallery_tasks(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The data file's tasks by readable id, each a dict named by the file's ``fields``,
+    with ``step``, ``state`` and ``parent`` resolved, ``cell`` as axis -> value and every
+    output as a dict (``path``, ``thumb``, ``width``, ``height``, ``on_disk``)."""
+    fields: list[str] = data["fields"]
+    rows = [dict(zip(fields, row, strict=True)) for row in data["t"]]
+    for row in rows:
+        row["step"] = data["steps"][row["step"]]
+        row["state"] = data["states"][row["state"]]
+        row["parent"] = rows[row["parent"]]["id"] if row["parent"] >= 0 else None
+        pairs = row["cell"]
+        row["cell"] = {
+            data["axes"][a][0]: data["axes"][a][1][v]
+            for a, v in zip(pairs[::2], pairs[1::2], strict=True)
+        }
+        row["request"] = data["reqs"][row["request"]]
+        row["outputs"] = [
+            dict(zip(("path", "thumb", "width", "height", "on_disk"), o, strict=True))
+            for o in row["outputs"]
+        ]
+    return {row["id"]: row for row in rows}
 
 
 def card_of(gallery: GalleryParser, readable_id: str) -> Card:
