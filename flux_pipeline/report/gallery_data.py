@@ -8,8 +8,9 @@ prompt). One task (``TASK_FIELDS`` names the positions)::
 
     [readable id, key, step #, state #, [axis #, value #, ...], prompt, parent # (-1: none),
      request #, [[path, thumbnail sha256 or null, width, height, on disk 1/0], ...],
-     failCode (``states.failure_code`` for a failed task), failMsg, taskId, [first submitted, submitted, finished, downloaded, cost ms,
-     attempts], new since the previous report 1/0]
+     failCode (``states.failure_code`` for a failed task), failMsg, taskId,
+     [first submitted, submitted, finished, downloaded, cost ms, attempts],
+     new since the previous report 1/0]
 
 Written with ``json.dumps``; ``</``, U+2028 and U+2029 are escaped as well, so no string can
 end the script or break the line it is on, whatever the manifest or the API put in it.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,9 +215,12 @@ def test_one_failure_code_and_state_text_in_every_writer(tmp_path: Path) -> None
     data = gallery_data(
         name="m", manifest="m.yaml", entries=entries, step_order=["shot"], out_dir=tmp_path
     )
-    [failed_row, flying_row] = data["t"]  # type: ignore[misc]
+    rows: Any = data["t"]
+    states: Any = data["states"]
+    texts: Any = data["stateText"]
+    [failed_row, flying_row] = rows
     assert failed_row[9] == "FAILED"  # no failCode in the answer: failure_code's
-    assert data["states"][failed_row[3]] == "failed"  # type: ignore[index]
-    assert data["stateText"][flying_row[3]] == TaskState.SUBMITTED.text  # type: ignore[index]
+    assert states[failed_row[3]] == "failed"
+    assert texts[flying_row[3]] == TaskState.SUBMITTED.text
     [annotation] = github.failure_annotations(plan, entries)
     assert annotation.endswith("::shot#1: FAILED: no message")

@@ -4,7 +4,6 @@ only), the data file (compact, escaped, every field the page shows), stale pages
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any

@@ -1,6 +1,6 @@
 """The report files of real runs (simulator over loopback): report.md, the gallery (index.html
-and its data file) and junit.xml say the same as report.json, for a run with successes, failures and chained
-edits, an interrupted run, and a run stopped early then finished."""
+and its data file) and junit.xml say the same as report.json, for a run with successes,
+failures and chained edits, an interrupted run, and a run stopped early then finished."""
 
 from __future__ import annotations
 
