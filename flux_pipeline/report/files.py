@@ -22,7 +22,6 @@ from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.tasks import LOCAL_IMAGE_PREFIX, PARENT_IMAGE_URL, TaskSpec, map_strings
 from flux_pipeline.report import gallery, junit
 from flux_pipeline.report.entry import TaskEntry
-from flux_pipeline.report.gallery_data import previous_keys
 from flux_pipeline.report.markdown import report_markdown
 from flux_pipeline.report.reportfile import RunInfo as RunInfo  # where runs and merges take it
 from flux_pipeline.report.reportfile import read_head, report_json_pieces
@@ -107,7 +106,6 @@ def write_reports(
     json_path = out_dir / "report.json"
     md_path = out_dir / "report.md"
     junit_path = out_dir / "junit.xml"
-    previous = previous_keys(json_path)  # before it is replaced: the gallery marks new tasks
     # every file through redact last: nothing secret is written, whatever a field holds
     write_atomic(json_path, redact.scrub_pieces(report_json_pieces(plan, entries, run)))
     markdown = redact.scrub(report_markdown(plan, entries, run))
@@ -119,7 +117,6 @@ def write_reports(
         entries=entries,
         step_order=plan.step_ids,
         decisions=decisions,
-        previous=previous,
     )
     xml = junit.junit_xml(
         name=plan.name, entries=entries, step_order=plan.step_ids, elapsed=run.elapsed

@@ -29,7 +29,7 @@ from flux_pipeline import redact
 from flux_pipeline.layout import STATE_DIR
 from flux_pipeline.media import write_atomic
 from flux_pipeline.report.entry import TaskEntry
-from flux_pipeline.report.gallery_data import data_js, gallery_data
+from flux_pipeline.report.gallery_data import data_js, gallery_data, previous_data
 
 ASSETS_DIR = f"{STATE_DIR}/gallery"  # relative to OUT
 ASSETS = ("app.js", "app.css")
@@ -100,10 +100,11 @@ def write_gallery(
     entries: Sequence[TaskEntry],
     step_order: Sequence[str],
     decisions: Mapping[str, str] | None = None,
-    previous: frozenset[str] | None = None,
 ) -> Path:
     """Write ``index.html`` and its files into ``out_dir`` (every one through ``redact``),
-    remove the pages of an older gallery; returns the path of ``index.html``."""
+    remove the pages of an older gallery; returns the path of ``index.html``. Tasks the
+    gallery it replaces did not have are marked new (``gallery_data``)."""
+    assets = out_dir / ASSETS_DIR
     data = gallery_data(
         name=name,
         manifest=manifest,
@@ -111,9 +112,8 @@ def write_gallery(
         step_order=step_order,
         out_dir=out_dir,
         decisions=decisions,
-        previous=previous,
+        previous=previous_data(assets / DATA),
     )
-    assets = out_dir / ASSETS_DIR
     for asset in ASSETS:
         write_atomic(assets / asset, asset_text(asset))
     write_atomic(assets / DATA, redact.scrub(data_js(data)))

@@ -25,6 +25,7 @@ LONG_SIDE = 384
 QUALITY = 80
 THUMBS = f"{STATE_DIR}/thumbs"  # relative to the output directory, with '/' as in a URL
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+FORMATS = ("PNG", "JPEG", "WEBP")  # what a result can be (media.sniff_image)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +45,13 @@ def thumb_path(sha256: str) -> str:
 
 
 def _size(image: Path) -> tuple[int, int]:
-    with Image.open(image) as im:  # the header only: no pixel is decoded
+    with Image.open(image, formats=FORMATS) as im:  # the header only: no pixel is decoded
         width, height = im.size
     return int(width), int(height)
 
 
 def _write_thumb(image: Path, dest: Path) -> None:
-    with Image.open(image) as im:
+    with Image.open(image, formats=FORMATS) as im:
         im.draft("RGB", (LONG_SIDE, LONG_SIDE))  # JPEG: decode at a smaller scale
         small = im.convert("RGBA" if "A" in im.getbands() else "RGB")
         small.thumbnail((LONG_SIDE, LONG_SIDE), Image.Resampling.LANCZOS)

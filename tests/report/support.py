@@ -12,7 +12,7 @@ from typing import Any
 
 from flux_pipeline.report import gallery
 from flux_pipeline.report.entry import OutputEntry, TaskEntry
-from flux_pipeline.report.gallery_data import read_data_js
+from flux_pipeline.report.gallery_data import decode_tasks, read_data_js
 from flux_pipeline.states import TaskState
 
 
@@ -100,26 +100,9 @@ def gallery_data(out: Path) -> dict[str, Any]:
 
 
 def gallery_tasks(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The data file's tasks by readable id, each a dict named by the file's ``fields``,
-    with ``step``, ``state`` and ``parent`` resolved, ``cell`` as axis -> value and every
-    output as a dict (``path``, ``thumb``, ``width``, ``height``, ``on_disk``)."""
-    fields: list[str] = data["fields"]
-    rows = [dict(zip(fields, row, strict=True)) for row in data["t"]]
-    for row in rows:
-        row["step"] = data["steps"][row["step"]]
-        row["state"] = data["states"][row["state"]]
-        row["parent"] = rows[row["parent"]]["id"] if row["parent"] >= 0 else None
-        pairs = row["cell"]
-        row["cell"] = {
-            data["axes"][a][0]: data["axes"][a][1][v]
-            for a, v in zip(pairs[::2], pairs[1::2], strict=True)
-        }
-        row["request"] = data["reqs"][row["request"]]
-        row["outputs"] = [
-            dict(zip(("path", "thumb", "width", "height", "on_disk"), o, strict=True))
-            for o in row["outputs"]
-        ]
-    return {row["id"]: row for row in rows}
+    """The data file's tasks by readable id, decoded as the page decodes them
+    (``gallery_data.decode_tasks``)."""
+    return {task["id"]: task for task in decode_tasks(data)}
 
 
 def card_of(gallery: GalleryParser, readable_id: str) -> Card:

@@ -3,6 +3,7 @@ only), the data file (compact, escaped, every field the page shows), stale pages
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +13,7 @@ from PIL import Image
 
 from flux_pipeline.report import gallery
 from flux_pipeline.report.entry import OutputEntry
-from flux_pipeline.report.gallery_data import data_js, gallery_data, read_data_js
+from flux_pipeline.report.gallery_data import data_js, gallery_data, read_data_js, pack_hash
 
 from .support import GalleryParser, entry, gallery_tasks
 
@@ -165,36 +166,83 @@ def test_outputs_carry_size_and_thumbnail_missing_files_say_so(tmp_path: Path) -
     assert tasks["shot@n=4#1"]["outputs"] == []
 
 
-def test_decisions_from_the_review_file_and_new_tasks(tmp_path: Path) -> None:
+def test_decisions_from_the_review_file(tmp_path: Path) -> None:
     entries = [entry(f"shot@n={n}#1", step="shot") for n in range(3)]
     keys = [e.key for e in entries]
     data = data_of(
         tmp_path,
         entries,
         decisions={keys[0]: "picked", keys[1]: "rejected", "k-gone": "picked", keys[2]: "odd"},
-        previous=frozenset({keys[0], "k-older"}),
     )
     # only the plan's tasks and the two decisions there are
     assert data["decisions"] == {keys[0]: "picked", keys[1]: "rejected"}
-    assert data["previous"] is True
-    assert [t["new"] for t in gallery_tasks(data).values()] == [0, 1, 1]
-    first = data_of(tmp_path, entries)  # no earlier report: nothing is called new
-    assert first["previous"] is False
-    assert first["decisions"] == {}
-    assert [t["new"] for t in gallery_tasks(first).values()] == [0, 0, 0]
+    assert data_of(tmp_path, entries)["decisions"] == {}
+
+
+def new_marks(out: Path) -> dict[str, int]:
+    return {rid: t["new"] for rid, t in gallery_tasks(gallery_data_of(out)).items()}
+
+
+def gallery_data_of(out: Path) -> dict[str, Any]:
+    return read_data_js((out / gallery.DATA_PATH).read_text(encoding="utf-8"))
+
+
+def test_tasks_the_previous_gallery_did_not_have_are_new(tmp_path: Path) -> None:
+    def write(*names: str) -> None:
+        entries = [entry(f"shot@n={n}#1", step="shot") for n in names]
+        gallery.write_gallery(tmp_path, name="n", manifest="n.yaml", entries=entries, step_order=[])
+
+    write("a", "b")
+    assert new_marks(tmp_path) == {"shot@n=a#1": 0, "shot@n=b#1": 0}  # a first run: none
+    assert gallery_data_of(tmp_path)["previous"] is False
+    write("a", "b", "c")
+    assert new_marks(tmp_path) == {"shot@n=a#1": 0, "shot@n=b#1": 0, "shot@n=c#1": 1}
+    assert gallery_data_of(tmp_path)["previous"] is True
+    write("a", "b", "c")  # rewritten with no task added (a review, a report): marks kept
+    assert new_marks(tmp_path) == {"shot@n=a#1": 0, "shot@n=b#1": 0, "shot@n=c#1": 1}
+    write("b", "c", "d")
+    assert new_marks(tmp_path) == {"shot@n=b#1": 0, "shot@n=c#1": 0, "shot@n=d#1": 1}
+    (tmp_path / gallery.DATA_PATH).write_text("window.FLUX_GALLERY = {broken", encoding="utf-8")
+    write("b", "c", "d", "e")  # an unreadable older file: nothing is called new
+    assert set(new_marks(tmp_path).values()) == {0}
+
+
+def test_ids_keys_and_prompts_are_packed_and_read_back_whole(tmp_path: Path) -> None:
+    sha = "0123456789abcdef" * 4
+    odd = entry("shot@n=1#01", step="shot", cell={"n": "1"}, prompt="  two  spaces ")
+    plain = replace(entry("shot@n=2#1", step="shot", cell={"n": "2"}), key=sha)
+    child = entry(
+        "shot@n=2#1/edit@t=x#3", step="edit", parent="shot@n=2#1", cell={"t": "x"}, prompt=""
+    )
+    renamed = entry("other-name#2", step="shot")  # not the id its step and cell make
+    data = data_of(tmp_path, [odd, plain, child, renamed])
+    rows = {row[1]: row for row in data["t"]}
+    assert pack_hash(sha) == "ASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4mrze8"  # 43 characters
+    assert rows[pack_hash(sha)][0] == 1  # the repeat alone: the page rebuilds the id
+    assert data["t"][-1][0] == 3  # the edit's id: its parent's, then its own
+    assert rows["~k-shot@n=1#01"][0] == "shot@n=1#01"  # "#01" is not rebuilt from 1
+    tasks = gallery_tasks(data)
+    assert sorted(tasks) == sorted(e.readable_id for e in (odd, plain, child, renamed))
+    assert tasks["shot@n=2#1"]["key"] == sha
+    assert tasks["shot@n=1#01"]["prompt"] == "  two  spaces "
+    assert tasks["shot@n=2#1/edit@t=x#3"]["prompt"] == ""
+    assert tasks["shot@n=2#1/edit@t=x#3"]["parent"] == "shot@n=2#1"
 
 
 def test_the_data_file_is_compact() -> None:
     """10,000 tasks' data: one short array each, not an object with field names."""
     entries = [
-        entry(f"shot@n={n:05d}#1", step="shot", cell={"n": f"{n:05d}"}, prompt=f"p {n}")
+        replace(
+            entry(f"shot@n={n:05d}#1", step="shot", cell={"n": f"{n:05d}"}, prompt=f"a {n} b"),
+            key=hashlib.sha256(str(n).encode()).hexdigest(),
+        )
         for n in range(10_000)
     ]
     data = gallery_data(
         name="big", manifest="big.yaml", entries=entries, step_order=["shot"], out_dir=Path("/x")
     )
     text = data_js(data)
-    assert len(text) / 10_000 < 160  # id, key, prompt and a few numbers
+    assert len(text) / 10_000 < 160  # a row of ~100 characters, its axis value and words
     assert text.count('"prompt"') == 1  # the field names once, in "fields"
 
 

@@ -13,41 +13,79 @@
   var STORE = "flux-pipeline:review:" + D.manifest;
   var served = location.protocol === "http:" || location.protocol === "https:";
 
-  /* ---- tasks ---------------------------------------------------------------------- */
+  /* ---- tasks: decoded as report/gallery_data.py describes them -------------------- */
   var axisNames = D.axes.map(function (a) { return a[0]; });
+  function unpackHash(packed) {  /* 43 characters of base64url -> 64 hex digits */
+    if (packed.charAt(0) === "~") { return packed.slice(1); }
+    var bytes = atob(packed.replace(/-/g, "+").replace(/_/g, "/") + "=");
+    var hex = "";
+    for (var b = 0; b < bytes.length; b++) { hex += (bytes.charCodeAt(b) + 256).toString(16).slice(1); }
+    return hex;
+  }
+  function packHash(hex) {  /* the other way round; "~" and the text when it is no hash */
+    if (!/^[0-9a-f]{64}$/.test(hex)) { return "~" + hex; }
+    var bytes = "";
+    for (var b = 0; b < 64; b += 2) { bytes += String.fromCharCode(parseInt(hex.substr(b, 2), 16)); }
+    return btoa(bytes).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+  function hexKey(t) {  /* keys stay packed until one is needed in full */
+    if (t.key === null) { t.key = unpackHash(t.pk); }
+    return t.key;
+  }
+  function moment(m) { return m === null ? null : D.t0 + m / 100; }
   var tasks = D.t.map(function (r, i) {
-    var cell = {};
+    var cell = Object.create(null), pairs = [];
     for (var j = 0; j < r[4].length; j += 2) {
-      cell[D.axes[r[4][j]][0]] = D.axes[r[4][j]][1][r[4][j + 1]];
+      var axis = D.axes[r[4][j]];
+      cell[axis[0]] = axis[1][r[4][j + 1]];
+      pairs.push(axis[0] + "=" + axis[1][r[4][j + 1]]);
     }
     return {
-      i: i, rid: r[0], key: r[1], step: D.steps[r[2]], state: D.states[r[3]],
-      stateText: D.stateText[r[3]], own: cell, cell: null, prompt: r[5], parent: r[6],
+      i: i, rid: r[0], pk: r[1], key: null, step: D.steps[r[2]], state: D.states[r[3]],
+      stateText: D.stateText[r[3]], own: cell, pairs: pairs, cell: null,
+      prompt: r[5].map(function (w) { return D.words[w]; }).join(" "), parent: r[6],
       req: D.reqs[r[7]], outs: r[8], failCode: r[9], failMsg: r[10], taskId: r[11],
-      times: r[12], isNew: r[13] === 1, children: [], search: null
+      times: r[12].slice(0, 4).map(moment).concat(r[12].slice(4)), isNew: r[13] === 1,
+      children: [], search: null
     };
   });
   tasks.forEach(function (t) { if (t.parent >= 0) { tasks[t.parent].children.push(t.i); } });
+  function fullId(t) {  /* an id stored as its repeat: step, own cell, after its parent's */
+    if (typeof t.rid === "number") {
+      var axes = t.pairs.join(",");
+      var own = t.step + (axes ? "@" + axes : "") + "#" + t.rid;
+      t.rid = t.parent >= 0 ? fullId(tasks[t.parent]) + "/" + own : own;
+    }
+    return t.rid;
+  }
   function fullCell(t) {  /* a chained task's cell: its parent's axes, then its own */
     if (t.cell === null) {
-      var c = {};
+      var c = Object.create(null);
       if (t.parent >= 0) { Object.assign(c, fullCell(tasks[t.parent])); }
       t.cell = Object.assign(c, t.own);
     }
     return t.cell;
   }
   tasks.forEach(function (t) {
+    fullId(t);
     fullCell(t);
     t.search = (t.prompt + "\n" + t.rid).toLowerCase();
   });
-  var byKey = {};
-  tasks.forEach(function (t) { byKey[t.key] = t; });
+  var byPacked = Object.create(null);
+  tasks.forEach(function (t) { byPacked[t.pk] = t; });
+  function byKey(hex) { return byPacked[packHash(hex)] || null; }
 
   /* ---- decisions: the review file's, then this browser's (localStorage) ------------- */
-  var local = {};
+  var local = {};  /* key -> picked, rejected or clear: this browser's, over the file's */
   try { local = JSON.parse(localStorage.getItem(STORE) || "{}") || {}; } catch (e) { local = {}; }
+  function packed(byHex) {
+    var map = Object.create(null);
+    Object.keys(byHex).forEach(function (k) { map[packHash(k)] = byHex[k]; });
+    return map;
+  }
+  var localPacked = packed(local), filePacked = packed(D.decisions);
   function decisionOf(t) {
-    var d = Object.prototype.hasOwnProperty.call(local, t.key) ? local[t.key] : D.decisions[t.key];
+    var d = t.pk in localPacked ? localPacked[t.pk] : filePacked[t.pk];
     return d === "picked" || d === "rejected" ? d : "";
   }
   function showError(text) {
@@ -57,7 +95,7 @@
   function send(t, decision) {
     if (!served) { return; }
     var body = JSON.stringify({ decision: decision, id: t.rid, step: t.step });
-    fetch("/api/decisions/" + encodeURIComponent(t.key), {
+    fetch("/api/decisions/" + encodeURIComponent(hexKey(t)), {
       method: "PUT", headers: { "Content-Type": "application/json" }, body: body
     }).then(function (response) {
       if (response.status !== 200) {
@@ -72,6 +110,7 @@
           fresh[k] = v && typeof v === "object" ? v.decision : v;
         });
         D.decisions = fresh;
+        filePacked = packed(fresh);
       }
     }).catch(function (err) {
       showError("Could not save the decision on " + t.rid + " (" + err.message + "). " +
@@ -80,7 +119,8 @@
   }
   function decide(t, decision) {
     if (!t) { return; }
-    local[t.key] = decision;
+    local[hexKey(t)] = decision;
+    localPacked[t.pk] = decision;
     try { localStorage.setItem(STORE, JSON.stringify(local)); } catch (e) {
       showError("This browser would not store the decision: export the review to keep it.");
     }
@@ -93,7 +133,7 @@
     Object.keys(local).forEach(function (k) { keys[k] = true; });
     var decisions = {};
     Object.keys(keys).sort().forEach(function (k) {
-      var t = byKey[k];
+      var t = byKey(k);
       if (!t) { return; }
       var d = decisionOf(t);
       if (d) { decisions[k] = { decision: d, id: t.rid, step: t.step }; }
@@ -192,7 +232,7 @@
     var out = t.outs[index];
     if (out && out[4] === 1) {
       var img = el("img", "box");
-      var thumb = out[1] && !full ? THUMBS + out[1] + ".webp" : href(out[0]);
+      var thumb = out[1] && !full ? THUMBS + unpackHash(out[1]) + ".webp" : href(out[0]);
       img.setAttribute("src", thumb);
       img.alt = t.prompt;
       img.loading = "lazy";
@@ -220,7 +260,6 @@
     var d = decisionOf(t);
     var c = el("article", "card " + t.state + (d ? " " + d : ""));
     c.tabIndex = 0;
-    c.dataset.key = t.key;
     c.dataset.index = String(t.i);
     c.appendChild(imageBox(t, 0, false));
     var badges = el("div", "badges");
@@ -408,10 +447,10 @@
   lightbox.setAttribute("aria-modal", "true");
   document.body.appendChild(lightbox);
   function current() {
-    var t = view.open ? byKey[view.open] : null;
+    var t = view.open ? byKey(view.open) : null;
     return t || null;
   }
-  function openTask(t) { setView("open", t.key); }
+  function openTask(t) { setView("open", hexKey(t)); }
   function closeBox() {
     var t = current();
     setView("open", "");
@@ -425,7 +464,7 @@
     if (!t || !shown.length) { return; }
     var at = shown.indexOf(t);
     var next = shown[(at + delta + shown.length) % shown.length];
-    setView("open", next.key);
+    setView("open", hexKey(next));
   }
   function stamp(seconds) {
     return seconds === null || seconds === undefined ? "\u2013" : new Date(seconds * 1000).toISOString();
@@ -434,7 +473,7 @@
     var f = el("figure", isCurrent ? "current" : "");
     f.appendChild(imageBox(t, 0, false));
     f.appendChild(el("figcaption", "", label + ": " + t.rid));
-    f.addEventListener("click", function () { setView("open", t.key); });
+    f.addEventListener("click", function () { setView("open", hexKey(t)); });
     return f;
   }
   function renderLightbox() {
@@ -442,7 +481,7 @@
     lightbox.textContent = "";
     if (!t) { lightbox.hidden = true; return; }
     lightbox.hidden = false;
-    lightbox.dataset.key = t.key;
+    lightbox.dataset.key = hexKey(t);
     var stage = el("div", "stage");
     var full = el("div", "full");
     if (t.outs.length) {
@@ -489,7 +528,7 @@
     row("step", t.step);
     row("state", t.stateText + " (" + t.state + ")");
     if (t.failCode || t.failMsg) { row("failCode", t.failCode || "\u2013"); row("failMsg", t.failMsg || "\u2013"); }
-    row("key", t.key);
+    row("key", hexKey(t));
     row("taskId", t.taskId || "\u2013");
     Object.keys(t.cell).forEach(function (a) { row(a, t.cell[a]); });
     row("prompt", t.prompt || "\u2013");
@@ -552,5 +591,6 @@
 
   readHash();
   render();
-  document.documentElement.setAttribute("data-ready", "1");
+  /* when the first view is built, in ms since navigation started (tests/benchmarks) */
+  document.documentElement.setAttribute("data-ready", String(Math.round(performance.now())));
 })();
