@@ -13,7 +13,7 @@ from PIL import Image
 
 from flux_pipeline.report import gallery
 from flux_pipeline.report.entry import OutputEntry
-from flux_pipeline.report.gallery_data import data_js, gallery_data, read_data_js, pack_hash
+from flux_pipeline.report.gallery_data import data_js, gallery_data, pack_hash, read_data_js
 
 from .support import GalleryParser, entry, gallery_tasks
 
@@ -58,7 +58,7 @@ def test_strings_from_manifests_and_the_api_cannot_leave_the_data(tmp_path: Path
     assert "\u2028" not in text
     assert "\u2029" not in text
     assert text.count("\n") == 1  # one line: nothing broke it
-    [task] = gallery_tasks(read_data_js(text)).values()  # type: ignore[arg-type]
+    [task] = gallery_tasks(read_data_js(text)).values()
     assert task["prompt"] == HOSTILE  # as text, whole: the page sets it with textContent
     assert task["cell"] == {"q": HOSTILE}
     assert task["failCode"] == f"CODE{HOSTILE}"
