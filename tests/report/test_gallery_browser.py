@@ -16,16 +16,19 @@ import json
 import shutil
 import threading
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from flux_pipeline.report import gallery
+from flux_pipeline.report.entry import TaskEntry
 from flux_pipeline.simulator import SimConfig, SimulatorThread
 
 from ..run.support import run_inprocess, write_manifest
-from .support import gallery_data, gallery_tasks
+from .support import entry, gallery_data, gallery_tasks
 
 try:
     from playwright.sync_api import Browser, Locator, Page, sync_playwright
@@ -297,6 +300,70 @@ def test_lightbox_keys_decisions_and_export(page: Page, review_out: Path) -> Non
     }
     keys = list(json.loads(saved)["decisions"])
     assert keys == sorted(keys)
+
+
+def test_new_tasks_file_decisions_and_the_merged_export(page: Page, tmp_path: Path) -> None:
+    """A gallery written again with one task more: that one is new; the review file's
+    decisions show, a clear in the page removes one from the export, a pick adds one."""
+
+    def entries(*names: str) -> list[TaskEntry]:
+        return [
+            replace(entry(f"shot@n={n}#1", step="shot", cell={"n": n}), key=n * 64) for n in names
+        ]
+
+    def write(*names: str, decisions: dict[str, str] | None = None) -> None:
+        gallery.write_gallery(
+            tmp_path,
+            name="merge",
+            manifest="merge.yaml",
+            entries=entries(*names),
+            step_order=["shot"],
+            decisions=decisions,
+        )
+
+    write("a", "b")
+    write("a", "b", "c", decisions={"a" * 64: "picked", "b" * 64: "rejected"})
+    open_gallery(page, tmp_path)
+    assert page.inner_text(".status .new") == "new: 1"
+    page.check("input[name='new']")
+    assert shown_ids(page) == ["shot@n=c#1"]
+    assert "new=1" in page.url
+    page.uncheck("input[name='new']")
+    assert page.inner_text(".status .picked") == "picked: 1"  # from the review file
+    assert page.inner_text(".status .rejected") == "rejected: 1"
+    card(page, "shot@n=b#1").focus()
+    page.keyboard.press("c")
+    card(page, "shot@n=c#1").focus()
+    page.keyboard.press("p")
+    with page.expect_download() as info:
+        page.click("button.export")
+    exported = json.loads(Path(info.value.path()).read_text(encoding="utf-8"))
+    assert exported == {
+        "decisions": {
+            "a" * 64: {"decision": "picked", "id": "shot@n=a#1", "step": "shot"},
+            "c" * 64: {"decision": "picked", "id": "shot@n=c#1", "step": "shot"},
+        },
+        "format": 1,
+        "manifest": "merge.yaml",
+    }
+
+
+def test_a_big_grid_is_paged_and_its_cells_capped(page: Page, tmp_path: Path) -> None:
+    many = [
+        entry(f"shot@x={x},y={y:02d}#{r}", step="shot", cell={"x": str(x), "y": f"{y:02d}"})
+        for x in range(3)
+        for y in range(45)
+        for r in range(1, 9)
+    ]
+    gallery.write_gallery(
+        tmp_path, name="big", manifest="big.yaml", entries=many, step_order=["shot"]
+    )
+    open_gallery(page, tmp_path, "#view=grid&x=x&y=y")
+    assert page.locator(".xy tr").count() == 1 + 20  # the header and 20 rows a page
+    assert page.locator(".xy .card").count() == 20 * 3 * 6
+    assert "+2 more" in page.inner_text(".xy td")
+    page.locator(".pager button", has_text="3").first.click()
+    assert page.locator(".xy tr").count() == 1 + 5
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

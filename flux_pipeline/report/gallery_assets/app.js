@@ -8,7 +8,9 @@
   var banner = document.getElementById("banner");
   if (!D || !app) { return; }
 
-  var PAGE = 120;
+  var PAGE = 120;  /* cards a page */
+  var GRID_ROWS = 20;  /* grid rows a page, and cards shown in one cell */
+  var GRID_CELL = 6;
   var THUMBS = ".flux-pipeline/thumbs/";
   var STORE = "flux-pipeline:review:" + D.manifest;
   var served = location.protocol === "http:" || location.protocol === "https:";
@@ -413,6 +415,15 @@
       list = list.filter(function (t) { return valueOf(t, z) === zs[zi]; });
     }
     var xs = distinct(list, x), ys = distinct(list, y);
+    var rowPages = Math.max(1, Math.ceil(ys.length / GRID_ROWS));
+    var rowPage = Math.min(rowPages, Math.max(1, parseInt(view.page || "1", 10) || 1));
+    results.appendChild(pager(rowPages, rowPage, "page"));
+    ys = ys.slice((rowPage - 1) * GRID_ROWS, rowPage * GRID_ROWS);
+    var buckets = Object.create(null);
+    list.forEach(function (t) {
+      var at = valueOf(t, x) + "\u0000" + valueOf(t, y);
+      (buckets[at] = buckets[at] || []).push(t);
+    });
     var table = el("table", "xy");
     var head = el("tr");
     head.appendChild(el("th", "", y + " \u2193 / " + x + " \u2192"));
@@ -424,9 +435,12 @@
       xs.forEach(function (xv) {
         var td = el("td");
         var cell = el("div", "cell");
-        list.forEach(function (t) {
-          if (valueOf(t, x) === xv && valueOf(t, y) === yv) { cell.appendChild(card(t)); }
-        });
+        var inCell = buckets[xv + "\u0000" + yv] || [];
+        inCell.slice(0, GRID_CELL).forEach(function (t) { cell.appendChild(card(t)); });
+        if (inCell.length > GRID_CELL) {
+          cell.appendChild(el("p", "note", "+" + (inCell.length - GRID_CELL) +
+            " more: narrow the filters"));
+        }
         td.appendChild(cell);
         row.appendChild(td);
       });
