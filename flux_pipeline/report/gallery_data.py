@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from flux_pipeline.layout import inside
 from flux_pipeline.report.entry import Cell, TaskEntry
 from flux_pipeline.report.thumbs import ensure_thumb
 from flux_pipeline.states import TaskState
@@ -115,8 +116,11 @@ def _outputs(entry: TaskEntry, out_dir: Path) -> list[list[object]]:
     shown: list[list[object]] = []
     done = entry.state in (TaskState.DOWNLOADED, TaskState.SUCCEEDED)
     for output in entry.outputs if done else ():
-        image = out_dir / output.path
-        if not image.is_file():
+        try:
+            image = inside(out_dir, output.path)  # never read through a link leading out
+        except ValueError:
+            image = None
+        if image is None or not image.is_file():
             shown.append([output.path, None, 0, 0, 0])
             continue
         info = ensure_thumb(out_dir, image, output.sha256)

@@ -147,7 +147,13 @@ def test_outputs_carry_size_and_thumbnail_missing_files_say_so(tmp_path: Path) -
         entries[0],
         outputs=(OutputEntry(path="shot/tall.png", url="u", bytes=len(tall), sha256=sha),),
     )
+    outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(tall)
+    (tmp_path / "link").symlink_to(outside)
+    entries.append(entry("shot@n=5#1", step="shot", outputs=["link/x.png", "../x.png"]))
     tasks = gallery_tasks(data_of(tmp_path, entries))
+    assert [o["on_disk"] for o in tasks["shot@n=5#1"]["outputs"]] == [0, 0]  # not read
     [tall_out] = tasks["shot@n=1#1"]["outputs"]
     assert tall_out == {
         "path": "shot/tall.png",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import http.server
+import io
 import json
 import shutil
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 
 import anyio
 import pytest
+from PIL import Image
 
 from flux_pipeline.report import gallery
 from flux_pipeline.report.entry import TaskEntry
@@ -346,6 +348,34 @@ def test_new_tasks_file_decisions_and_the_merged_export(page: Page, tmp_path: Pa
         "format": 1,
         "manifest": "merge.yaml",
     }
+
+
+def test_odd_file_names_are_linked_percent_encoded(page: Page, tmp_path: Path) -> None:
+    """No thumbnail (the hash is not one): the card shows the full image by its relative,
+    percent-encoded path, whatever characters the output path holds."""
+    odd = "shot/a b#c?d%e ü.png"
+    (tmp_path / "shot").mkdir()
+    (tmp_path / odd).write_bytes(_png(30, 40))
+    gallery.write_gallery(
+        tmp_path,
+        name="odd",
+        manifest="odd.yaml",
+        entries=[entry("shot#1", step="shot", outputs=[odd])],
+        step_order=["shot"],
+    )
+    open_gallery(page, tmp_path)
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    [(src, width)] = page.eval_on_selector_all(
+        "#app img", "nodes => nodes.map(i => [i.getAttribute('src'), i.naturalWidth])"
+    )
+    assert src == "shot/a%20b%23c%3Fd%25e%20%C3%BC.png"
+    assert width == 30
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (0, 90, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def test_a_big_grid_is_paged_and_its_cells_capped(page: Page, tmp_path: Path) -> None:
