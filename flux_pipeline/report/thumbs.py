@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio.to_thread
 from PIL import Image
 
 from flux_pipeline.layout import STATE_DIR
@@ -82,3 +83,13 @@ def ensure_thumb(out_dir: Path, image: Path, sha256: str) -> ImageInfo | None:
         except Exception:  # truncated pixel data, a bomb, no space left: the full image it is
             return ImageInfo(width, height, None)
     return ImageInfo(width, height, relative)
+
+
+async def ensure_thumb_in_thread(out_dir: Path, image: Path, sha256: str) -> None:
+    """``ensure_thumb`` in a worker thread, off the event loop. Raises nothing but a
+    cancellation: where no thread can be started (a tight memory limit) the image simply has
+    no thumbnail yet, and the report builder makes it later."""
+    try:
+        await anyio.to_thread.run_sync(ensure_thumb, out_dir, image, sha256)
+    except Exception:
+        return

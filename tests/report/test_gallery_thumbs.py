@@ -9,11 +9,13 @@ import stat
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from PIL import Image
 
 from flux_pipeline.outcome import Buckets
+from flux_pipeline.report import thumbs
 from flux_pipeline.report.thumbs import LONG_SIDE, ImageInfo, ensure_thumb, thumb_path
 from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.downloads import Downloaded
@@ -114,3 +116,20 @@ async def test_images_get_their_thumbnail_when_downloaded(tmp_path: Path) -> Non
     assert not (out / "report.json").exists()
     thumbs = sorted(p.name for p in (out / ".flux-pipeline" / "thumbs").iterdir())
     assert thumbs == [hashlib.sha256(good).hexdigest() + ".webp"]
+
+
+@pytest.mark.anyio
+async def test_no_thread_for_a_thumbnail_fails_no_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a tight memory limit a worker thread may not start ("can't start new thread",
+    seen in tests/run/test_shipped_examples.py): the image is downloaded, without one."""
+
+    async def no_thread(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", no_thread)
+    image = tmp_path / "a.png"
+    sha = write(image, image_bytes(10, 10))
+    await thumbs.ensure_thumb_in_thread(tmp_path, image, sha)  # raises nothing
+    assert not (tmp_path / ".flux-pipeline").exists()
