@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from flux_pipeline import redact
@@ -99,9 +99,12 @@ def write_reports(
     *,
     consume: bool = False,
     shard: tuple[int, int] | None = None,
+    decisions: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """Write report.json, report.md, index.html (and its further pages) and junit.xml into
+    """Write report.json, report.md, index.html (and the gallery's files) and junit.xml into
     ``out_dir``; append report.md to ``$GITHUB_STEP_SUMMARY`` when set. Returns the main files.
+    ``decisions``: the review file's, task key -> ``picked``/``rejected``, for the gallery
+    (default: those the plan's review gate was made with, plan/review_gate.py).
 
     A ``shard`` writes its own ``report.shard-IofN.json``, ``.md`` and ``junit.shard-IofN.xml``
     (``layout.report_name``) and no gallery: shards sharing a directory keep their reports
@@ -115,14 +118,17 @@ def write_reports(
     write_atomic(json_path, redact.scrub_pieces(report_json_pieces(plan, entries, run)))
     markdown = redact.scrub(report_markdown(plan, entries, run))
     write_atomic(md_path, markdown)
+    if decisions is None and plan.review is not None:
+        decisions = plan.review.decisions
     if shard is None:
-        pages = gallery.render_pages(
-            name=plan.name, entries=entries, step_order=plan.step_ids, out_dir=out_dir
+        html_path = gallery.write_gallery(
+            out_dir,
+            name=plan.name,
+            manifest=plan.manifest_path.name,
+            entries=entries,
+            step_order=plan.step_ids,
+            decisions=decisions,
         )
-        for number, page in enumerate(pages, start=1):
-            write_atomic(out_dir / gallery.page_name(number), redact.scrub(page))
-        for stale in gallery.stale_pages(out_dir, len(pages)):
-            stale.unlink(missing_ok=True)
     xml = junit.junit_xml(
         name=plan.name, entries=entries, step_order=plan.step_ids, elapsed=run.elapsed
     )
@@ -173,7 +179,7 @@ def report_is_current(
     exactly the rows the state DB holds now (and the same review decisions, ``review_sha256``):
     a run that changed nothing need not rewrite them."""
     names = [report_name(kind, shard) for kind in ("json", "markdown", "junit")]
-    names += [] if shard else ["index.html"]
+    names += [] if shard else ["index.html", gallery.DATA_PATH]
     if not all((out_dir / name).is_file() for name in names):
         return False
     try:

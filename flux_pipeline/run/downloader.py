@@ -25,6 +25,7 @@ from flux_pipeline.errors import DownloadError, InvalidResultError, ResultExpire
 from flux_pipeline.layout import inside as safe_join
 from flux_pipeline.outcome import Bucket
 from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.report.thumbs import ensure_thumb_in_thread
 from flux_pipeline.run.downloads import (
     INVALID_RESULT_URL,
     OUTPUT_OUTSIDE,
@@ -164,6 +165,8 @@ class Downloader:
                             raise
                         await anyio.sleep(min(RETRY_PAUSE_CAP, RETRY_PAUSE_BASE * 2**attempt))
                 memo = written_mtime_ns(dest)  # the file we just wrote (run/verify.py)
+                # the gallery's thumbnail, off the event loop; a bad image just gets none
+                await ensure_thumb_in_thread(self._settings.out_dir, dest, got.sha256)
                 outputs.append(
                     OutputRecord(
                         index=index,

@@ -1,4 +1,5 @@
-"""Helpers of the report tests: read back what a run wrote (report.md, index.html, junit.xml)."""
+"""Helpers of the report tests: read back what a run wrote (report.md, index.html and the
+gallery's data file, junit.xml)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
+from flux_pipeline.report import gallery
 from flux_pipeline.report.entry import OutputEntry, TaskEntry
+from flux_pipeline.report.gallery_data import decode_tasks, read_data_js
 from flux_pipeline.states import TaskState
 
 
@@ -34,6 +38,9 @@ class GalleryParser(HTMLParser):
         self.images: list[dict[str, str | None]] = []
         self.headings: list[tuple[str, str]] = []
         self.scripts = 0
+        self.script_srcs: list[str] = []  # src of each <script>; "" for an inline one
+        self.stylesheets: list[str] = []
+        self.csp: str | None = None
         self.links: list[str] = []
         self._card: Card | None = None
         self._depth = 0
@@ -43,6 +50,11 @@ class GalleryParser(HTMLParser):
         values = dict(attrs)
         if tag == "script":
             self.scripts += 1
+            self.script_srcs.append(str(values.get("src") or ""))
+        if tag == "link" and values.get("rel") == "stylesheet":
+            self.stylesheets.append(str(values.get("href")))
+        if tag == "meta" and values.get("http-equiv") == "Content-Security-Policy":
+            self.csp = values.get("content")
         if tag == "a" and values.get("href"):
             self.links.append(str(values["href"]))
         if tag == "article":
@@ -78,6 +90,19 @@ def parse_gallery(path: Path) -> GalleryParser:
     parser.feed(path.read_text(encoding="utf-8"))
     parser.close()
     return parser
+
+
+def gallery_data(out: Path) -> dict[str, Any]:
+    """The gallery's data file (``OUT/.flux-pipeline/gallery/data.js``), decoded."""
+    data = read_data_js((out / gallery.DATA_PATH).read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def gallery_tasks(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The data file's tasks by readable id, decoded as the page decodes them
+    (``gallery_data.decode_tasks``)."""
+    return {task["id"]: task for task in decode_tasks(data)}
 
 
 def card_of(gallery: GalleryParser, readable_id: str) -> Card:

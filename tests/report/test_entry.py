@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.report import gallery, github, junit
 from flux_pipeline.report.entry import OutputEntry, TaskEntry, Timestamps
 from flux_pipeline.report.files import report_is_current, task_entries
+from flux_pipeline.report.gallery_data import gallery_data
 from flux_pipeline.report.markdown import report_markdown
 from flux_pipeline.report.reportfile import RunInfo, load_report, read_head, report_json_pieces
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
@@ -161,7 +163,8 @@ def test_the_head_alone_says_whether_the_reports_are_current(tmp_path: Path) -> 
     out = tmp_path / "out"
     out.mkdir()
     write_report(plan, entries, out / "report.json", "fp-1")
-    for name in ("report.md", "index.html", "junit.xml"):
+    for name in ("report.md", "index.html", "junit.xml", gallery.DATA_PATH):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("x")
     assert report_is_current(out, plan.manifest_sha256, "fp-1")
     assert not report_is_current(out, plan.manifest_sha256, "fp-2")
@@ -185,6 +188,10 @@ def test_the_head_alone_says_whether_the_reports_are_current(tmp_path: Path) -> 
     (out / "report.json").write_text(text, encoding="utf-8")
     (out / "junit.xml").unlink()
     assert not report_is_current(out, plan.manifest_sha256, "fp-1")
+    (out / "junit.xml").write_text("x")
+    assert report_is_current(out, plan.manifest_sha256, "fp-1")
+    (out / gallery.DATA_PATH).unlink()  # an index.html without its data shows nothing
+    assert not report_is_current(out, plan.manifest_sha256, "fp-1")
 
 
 def test_one_failure_code_and_state_text_in_every_writer(tmp_path: Path) -> None:
@@ -202,10 +209,18 @@ def test_one_failure_code_and_state_text_in_every_writer(tmp_path: Path) -> None
     xml = junit.junit_xml(name="m", entries=entries, step_order=["shot"], elapsed=None)
     assert '<failure type="FAILED" message="FAILED: "' in xml
     assert f'<skipped message="submitted: {TaskState.SUBMITTED.text}"' in xml
-    [page] = gallery.render_pages(name="m", entries=entries, step_order=["shot"], out_dir=tmp_path)
-    assert "<strong>FAILED</strong>" in page
+    page = gallery.index_html("m", entries)
     assert "failed: 1" in page
     assert '<span class="count failed">FAILED: 1</span>' in page  # failures by code
-    assert TaskState.SUBMITTED.text in page
+    data = gallery_data(
+        name="m", manifest="m.yaml", entries=entries, step_order=["shot"], out_dir=tmp_path
+    )
+    rows: Any = data["t"]
+    states: Any = data["states"]
+    texts: Any = data["stateText"]
+    [failed_row, flying_row] = rows
+    assert failed_row[9] == "FAILED"  # no failCode in the answer: failure_code's
+    assert states[failed_row[3]] == "failed"
+    assert texts[flying_row[3]] == TaskState.SUBMITTED.text
     [annotation] = github.failure_annotations(plan, entries)
     assert annotation.endswith("::shot#1: FAILED: no message")

@@ -1,14 +1,23 @@
-"""index.html from task entries: grouping, lineage, escaping, relative links, missing files,
-pages for big runs."""
+"""The gallery's files from task entries: index.html (static, strict CSP, scripts from files
+only), the data file (compact, escaped, every field the page shows), stale pages removed."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+from dataclasses import replace
 from pathlib import Path
-from urllib.parse import unquote
+from typing import Any
+
+from PIL import Image
 
 from flux_pipeline.report import gallery
+from flux_pipeline.report.entry import OutputEntry
+from flux_pipeline.report.gallery_data import data_js, gallery_data, pack_hash, read_data_js
 
-from .support import GalleryParser, entry
+from .support import GalleryParser, entry, gallery_tasks
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>\u2028</script>\u2029'
 
 
 def parse(page: str) -> GalleryParser:
@@ -18,163 +27,234 @@ def parse(page: str) -> GalleryParser:
     return parser
 
 
-def touch(out: Path, *paths: str) -> None:
-    for path in paths:
-        (out / path).parent.mkdir(parents=True, exist_ok=True)
-        (out / path).write_bytes(b"image")
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-def test_strings_from_manifests_and_the_api_are_escaped(tmp_path: Path) -> None:
-    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+def data_of(out: Path, entries: list[Any], **options: Any) -> dict[str, Any]:
+    options.setdefault("step_order", ["shot", "edit"])
+    return gallery_data(name="g", manifest="g.yaml", entries=entries, out_dir=out, **options)
+
+
+def test_strings_from_manifests_and_the_api_cannot_leave_the_data(tmp_path: Path) -> None:
     entries = [
         entry(
-            f"shot@q={hostile}#1",
+            f"shot@q={HOSTILE}#1",
             step="shot",
-            cell={"q": hostile},
-            prompt=hostile,
-            outputs=["shot/a.png"],
-        ),
-        entry(
-            "shot@q=b#1",
-            step="shot",
-            cell={"q": "b"},
+            cell={"q": HOSTILE},
+            prompt=HOSTILE,
             state="failed",
-            prompt="p",
-            fail_code=f"CODE{hostile}",
-            fail_msg=f'"quoted" & {hostile}',
-        ),
+            fail_code=f"CODE{HOSTILE}",
+            fail_msg=f'"quoted" & {HOSTILE}',
+        )
     ]
-    touch(tmp_path, "shot/a.png")
-    [page] = gallery.render_pages(
-        name="esc", entries=entries, step_order=["shot"], out_dir=tmp_path
+    page = gallery.write_gallery(
+        tmp_path, name=HOSTILE, manifest="m.yaml", entries=entries, step_order=["shot"]
     )
-    assert "<script" not in page.lower()
-    assert "onerror=alert" not in page.replace("onerror=alert(1)&gt;", "")
-    assert "script-src 'none'" in page  # and no script could run if one slipped through
-    parsed = parse(page)
-    assert parsed.scripts == 0
-    assert [str(img["src"]) for img in parsed.images] == ["shot/a.png"]
-    assert parsed.images[0]["alt"] == hostile  # the prompt, as text
-    assert ("h3", f"q={hostile}") in parsed.headings  # escaped, shown as text
-    failed = parsed.cards[1]
-    assert f'"quoted" & {hostile}' in failed.text
-    assert f"CODE{hostile}" in failed.text
-
-
-def test_links_are_relative_and_percent_encoded(tmp_path: Path) -> None:
-    odd = "shot/a b#c?d%e ü.png"
-    touch(tmp_path, odd)
-    [page] = gallery.render_pages(
-        name="links",
-        entries=[entry("shot#1", step="shot", outputs=[odd])],
-        step_order=["shot"],
-        out_dir=tmp_path,
-    )
-    src = str(parse(page).images[0]["src"])
-    assert src == "shot/a%20b%23c%3Fd%25e%20%C3%BC.png"
-    assert unquote(src) == odd
-    assert 'href="shot/a%20b%23c%3Fd%25e%20%C3%BC.png"' in page
-    assert 'loading="lazy"' in page
-
-
-def test_a_missing_file_is_said_not_shown_broken(tmp_path: Path) -> None:
-    entries = [entry("shot#1", step="shot", outputs=["shot/gone.png"])]
-    [page] = gallery.render_pages(
-        name="gone", entries=entries, step_order=["shot"], out_dir=tmp_path
-    )
-    parsed = parse(page)
+    text = (tmp_path / gallery.DATA_PATH).read_text(encoding="utf-8")
+    assert "</" not in text  # no string ends a script, whatever it holds
+    assert "\u2028" not in text
+    assert "\u2029" not in text
+    assert text.count("\n") == 1  # one line: nothing broke it
+    [task] = gallery_tasks(read_data_js(text)).values()
+    assert task["prompt"] == HOSTILE  # as text, whole: the page sets it with textContent
+    assert task["cell"] == {"q": HOSTILE}
+    assert task["failCode"] == f"CODE{HOSTILE}"
+    assert task["failMsg"] == f'"quoted" & {HOSTILE}'
+    html = page.read_text(encoding="utf-8")
+    parsed = parse(html)
+    assert parsed.script_srcs == [gallery.DATA_PATH, ".flux-pipeline/gallery/app.js"]
     assert parsed.images == []
-    assert "file missing" in parsed.cards[0].text
-    assert "shot/gone.png" in parsed.cards[0].text
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)" in html  # the name, escaped
+    assert parsed.csp == (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'"
+    )
 
 
-def test_grouped_by_step_in_manifest_order_then_first_axis(tmp_path: Path) -> None:
-    red_15 = {"color": "red", "size": "1,5"}
+def test_the_page_files_are_written_with_the_data(tmp_path: Path) -> None:
+    page = gallery.write_gallery(
+        tmp_path, name="files", manifest="files.yaml", entries=[], step_order=[]
+    )
+    assert page == tmp_path / "index.html"
+    parsed = parse(page.read_text(encoding="utf-8"))
+    assert parsed.stylesheets == [".flux-pipeline/gallery/app.css"]
+    for name in ("app.js", "app.css", "data.js"):
+        assert (tmp_path / ".flux-pipeline/gallery" / name).stat().st_size > 0, name
+    app = (tmp_path / ".flux-pipeline/gallery/app.js").read_text(encoding="utf-8")
+    assert "innerHTML" not in app  # every element is built with textContent
+    assert "insertAdjacentHTML" not in app
+    assert "document.write" not in app
+    data = read_data_js((tmp_path / gallery.DATA_PATH).read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    assert data["t"] == []
+    assert data["manifest"] == "files.yaml"
+
+
+def test_tasks_in_step_order_with_cells_stored_once(tmp_path: Path) -> None:
+    tricky = {"text": "a=b,c=d", "size": "1,2"}
+    parent = "shot@text=a=b,c=d,size=1,2#1"
     entries = sorted(
         [
-            entry("zeta@color=red,size=1,5#1", step="zeta", cell=red_15),
-            entry("zeta@color=blue,size=2#1", step="zeta", cell={"color": "blue", "size": "2"}),
-            entry("zeta@color=red,size=2#1", step="zeta", cell={"color": "red", "size": "2"}),
-            entry("alpha#1", step="alpha"),
-            entry(
-                "zeta@color=red,size=1,5#1/alpha#1",
-                step="alpha",
-                parent="zeta@color=red,size=1,5#1",
-            ),
+            entry(parent, step="shot", cell=tricky, prompt="one"),
+            entry("shot@text=x,y=z,size=3#1", step="shot", cell={"text": "x,y=z", "size": "3"}),
+            entry(f"{parent}/edit@tone=w,=x#2", step="edit", parent=parent, cell={"tone": "w,=x"}),
+            entry("zeta#1", step="zeta"),  # a step the order does not name goes last
         ],
         key=lambda e: e.readable_id,
     )
-    [page] = gallery.render_pages(
-        name="groups", entries=entries, step_order=["zeta", "alpha"], out_dir=tmp_path
-    )
-    parsed = parse(page)
-    assert [text for _, text in parsed.headings] == [
-        "step zeta",
-        "color=blue",
-        "color=red",
-        "step alpha",
+    data = data_of(tmp_path, entries)
+    tasks = gallery_tasks(data)
+    assert list(tasks) == [
+        parent,
+        "shot@text=x,y=z,size=3#1",
+        f"{parent}/edit@tone=w,=x#2",
+        "zeta#1",
     ]
-    captions = [card.text[0] for card in parsed.cards]
-    assert captions == [
-        "size=2 #1",
-        "size=1,5 #1",  # a value with a comma stays whole
-        "size=2 #1",
-        "#1",
-        "color=red, size=1,5 \u2192 alpha #1",
+    assert data["steps"] == ["shot", "edit", "zeta"]
+    assert data["axes"] == [
+        ["text", ["a=b,c=d", "x,y=z"]],
+        ["size", ["1,2", "3"]],
+        ["tone", ["w,=x"]],
     ]
+    assert tasks[parent]["cell"] == tricky  # values with ',' and '=' stay whole
+    edit = tasks[f"{parent}/edit@tone=w,=x#2"]
+    assert edit["parent"] == parent
+    assert edit["cell"] == {"tone": "w,=x"}
+    assert edit["key"] == f"k-{parent}/edit@tone=w,=x#2"
+    # the request without its prompt, stored once for the tasks that share it
+    assert data["reqs"] == [{"input": {}, "provider": "auto"}]
+    assert tasks[parent]["prompt"] == "one"
+    assert tasks[parent]["timings"] == [None, None, None, None, 1500, 1]
 
 
-def test_cards_are_grouped_by_the_entry_cell_not_the_readable_id(tmp_path: Path) -> None:
-    """Values holding ``,`` and ``=`` stay whole: the cell is the entry's, never re-parsed; a
-    chained card names its parent's whole cell, and its own axes after the arrow."""
-    tricky = {"text": "a=b,c=d", "size": "1,2"}
-    parent = "shot@text=a=b,c=d,size=1,2#1"
+def test_outputs_carry_size_and_thumbnail_missing_files_say_so(tmp_path: Path) -> None:
+    tall = png(90, 160)
+    (tmp_path / "shot").mkdir()
+    (tmp_path / "shot/tall.png").write_bytes(tall)
+    (tmp_path / "shot/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 24)
     entries = [
-        entry(parent, step="shot", cell=tricky),
-        entry("shot@text=x,y=z,size=3#1", step="shot", cell={"text": "x,y=z", "size": "3"}),
-        entry(f"{parent}/edit@tone=w,=x#2", step="edit", parent=parent, cell={"tone": "w,=x"}),
+        entry("shot@n=1#1", step="shot", outputs=["shot/tall.png"]),
+        entry("shot@n=2#1", step="shot", outputs=["shot/gone.png"]),
+        entry("shot@n=3#1", step="shot", outputs=["shot/broken.png"]),
+        entry("shot@n=4#1", step="shot", state="planned"),
     ]
-    [page] = gallery.render_pages(
-        name="cells", entries=entries, step_order=["shot", "edit"], out_dir=tmp_path
+    sha = "a" * 64
+    entries[0] = replace(
+        entries[0],
+        outputs=(OutputEntry(path="shot/tall.png", url="u", bytes=len(tall), sha256=sha),),
     )
-    parsed = parse(page)
-    assert [text for _, text in parsed.headings] == [
-        "step shot",
-        "text=a=b,c=d",
-        "text=x,y=z",
-        "step edit",
-        "tone=w,=x",
+    outside = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(tall)
+    (tmp_path / "link").symlink_to(outside)
+    entries.append(entry("shot@n=5#1", step="shot", outputs=["link/x.png", "../x.png"]))
+    tasks = gallery_tasks(data_of(tmp_path, entries))
+    assert [o["on_disk"] for o in tasks["shot@n=5#1"]["outputs"]] == [0, 0]  # not read
+    [tall_out] = tasks["shot@n=1#1"]["outputs"]
+    assert tall_out == {
+        "path": "shot/tall.png",
+        "thumb": sha,
+        "width": 90,
+        "height": 160,  # the real size: the page's box is 9:16, not a square
+        "on_disk": 1,
+    }
+    assert (tmp_path / f".flux-pipeline/thumbs/{sha}.webp").is_file()  # made lazily
+    assert tasks["shot@n=2#1"]["outputs"] == [
+        {"path": "shot/gone.png", "thumb": None, "width": 0, "height": 0, "on_disk": 0}
     ]
-    assert [card.text[0] for card in parsed.cards] == [
-        "size=1,2 #1",
-        "size=3 #1",
-        "text=a=b,c=d, size=1,2 \u2192 edit #2",
-    ]
+    assert tasks["shot@n=3#1"]["outputs"] == [
+        {"path": "shot/broken.png", "thumb": None, "width": 0, "height": 0, "on_disk": 1}
+    ]  # a broken image: linked in full, no thumbnail, nothing raised
+    assert tasks["shot@n=4#1"]["outputs"] == []
 
 
-def test_big_runs_are_paged_and_stale_pages_found(tmp_path: Path) -> None:
-    entries = [entry(f"shot@n={i:04d}#1", step="shot", cell={"n": f"{i:04d}"}) for i in range(25)]
-    pages = gallery.render_pages(
-        name="big", entries=entries, step_order=["shot"], out_dir=tmp_path, page_size=10
+def test_decisions_from_the_review_file(tmp_path: Path) -> None:
+    entries = [entry(f"shot@n={n}#1", step="shot") for n in range(3)]
+    keys = [e.key for e in entries]
+    data = data_of(
+        tmp_path,
+        entries,
+        decisions={keys[0]: "picked", keys[1]: "rejected", "k-gone": "picked", keys[2]: "odd"},
     )
-    assert len(pages) == 3
-    parsed = [parse(p) for p in pages]
-    assert [len(p.cards) for p in parsed] == [10, 10, 5]
-    shown = [t for p in parsed for c in p.cards for t in c.text if t.startswith("shot@")]
-    assert shown == [e.readable_id for e in entries]
-    assert "index-2.html" in parsed[0].links
-    assert "index-3.html" in parsed[0].links
-    assert "index.html" in parsed[2].links
-    assert all(p.headings[0] == ("h2", "step shot") for p in parsed)  # repeated on each page
-    for number in (1, 2, 3, 4, 12):
-        (tmp_path / gallery.page_name(number)).write_text("old")
+    # only the plan's tasks and the two decisions there are
+    assert data["decisions"] == {keys[0]: "picked", keys[1]: "rejected"}
+    assert data_of(tmp_path, entries)["decisions"] == {}
+
+
+def new_marks(out: Path) -> dict[str, int]:
+    return {rid: t["new"] for rid, t in gallery_tasks(gallery_data_of(out)).items()}
+
+
+def gallery_data_of(out: Path) -> dict[str, Any]:
+    return read_data_js((out / gallery.DATA_PATH).read_text(encoding="utf-8"))
+
+
+def test_tasks_the_previous_gallery_did_not_have_are_new(tmp_path: Path) -> None:
+    def write(*names: str) -> None:
+        entries = [entry(f"shot@n={n}#1", step="shot") for n in names]
+        gallery.write_gallery(tmp_path, name="n", manifest="n.yaml", entries=entries, step_order=[])
+
+    write("a", "b")
+    assert new_marks(tmp_path) == {"shot@n=a#1": 0, "shot@n=b#1": 0}  # a first run: none
+    assert gallery_data_of(tmp_path)["previous"] is False
+    write("a", "b", "c")
+    assert new_marks(tmp_path) == {"shot@n=a#1": 0, "shot@n=b#1": 0, "shot@n=c#1": 1}
+    assert gallery_data_of(tmp_path)["previous"] is True
+    write("a", "b", "c")  # rewritten with no task added (a review, a report): marks kept
+    assert new_marks(tmp_path) == {"shot@n=a#1": 0, "shot@n=b#1": 0, "shot@n=c#1": 1}
+    write("b", "c", "d")
+    assert new_marks(tmp_path) == {"shot@n=b#1": 0, "shot@n=c#1": 0, "shot@n=d#1": 1}
+    (tmp_path / gallery.DATA_PATH).write_text("window.FLUX_GALLERY = {broken", encoding="utf-8")
+    write("b", "c", "d", "e")  # an unreadable older file: nothing is called new
+    assert set(new_marks(tmp_path).values()) == {0}
+
+
+def test_ids_keys_and_prompts_are_packed_and_read_back_whole(tmp_path: Path) -> None:
+    sha = "0123456789abcdef" * 4
+    odd = entry("shot@n=1#01", step="shot", cell={"n": "1"}, prompt="  two  spaces ")
+    plain = replace(entry("shot@n=2#1", step="shot", cell={"n": "2"}), key=sha)
+    child = entry(
+        "shot@n=2#1/edit@t=x#3", step="edit", parent="shot@n=2#1", cell={"t": "x"}, prompt=""
+    )
+    renamed = entry("other-name#2", step="shot")  # not the id its step and cell make
+    data = data_of(tmp_path, [odd, plain, child, renamed])
+    rows = {row[1]: row for row in data["t"]}
+    assert pack_hash(sha) == "ASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4mrze8"  # 43 characters
+    assert rows[pack_hash(sha)][0] == 1  # the repeat alone: the page rebuilds the id
+    assert data["t"][-1][0] == 3  # the edit's id: its parent's, then its own
+    assert rows["~k-shot@n=1#01"][0] == "shot@n=1#01"  # "#01" is not rebuilt from 1
+    tasks = gallery_tasks(data)
+    assert sorted(tasks) == sorted(e.readable_id for e in (odd, plain, child, renamed))
+    assert tasks["shot@n=2#1"]["key"] == sha
+    assert tasks["shot@n=1#01"]["prompt"] == "  two  spaces "
+    assert tasks["shot@n=2#1/edit@t=x#3"]["prompt"] == ""
+    assert tasks["shot@n=2#1/edit@t=x#3"]["parent"] == "shot@n=2#1"
+
+
+def test_the_data_file_is_compact() -> None:
+    """10,000 tasks' data: one short array each, not an object with field names."""
+    entries = [
+        replace(
+            entry(f"shot@n={n:05d}#1", step="shot", cell={"n": f"{n:05d}"}, prompt=f"a {n} b"),
+            key=hashlib.sha256(str(n).encode()).hexdigest(),
+        )
+        for n in range(10_000)
+    ]
+    data = gallery_data(
+        name="big", manifest="big.yaml", entries=entries, step_order=["shot"], out_dir=Path("/x")
+    )
+    text = data_js(data)
+    assert len(text) / 10_000 < 160  # a row of ~100 characters, its axis value and words
+    assert text.count('"prompt"') == 1  # the field names once, in "fields"
+
+
+def test_pages_of_an_older_gallery_are_removed(tmp_path: Path) -> None:
+    for number in (2, 3, 12):
+        (tmp_path / f"index-{number}.html").write_text("old")
     (tmp_path / "index-x.html").write_text("not a page")
-    assert sorted(p.name for p in gallery.stale_pages(tmp_path, 3)) == [
-        "index-12.html",
-        "index-4.html",
-    ]
-
-
-def test_no_tasks_still_makes_a_page(tmp_path: Path) -> None:
-    [page] = gallery.render_pages(name="empty", entries=[], step_order=[], out_dir=tmp_path)
-    assert "No tasks." in page
+    gallery.write_gallery(tmp_path, name="p", manifest="p.yaml", entries=[], step_order=[])
+    assert sorted(p.name for p in tmp_path.glob("index*.html")) == ["index-x.html", "index.html"]

@@ -1,6 +1,6 @@
-"""The report files of real runs (simulator over loopback): report.md, index.html and
-junit.xml say the same as report.json, for a run with successes, failures and chained
-edits, an interrupted run, and a run stopped early then finished."""
+"""The report files of real runs (simulator over loopback): report.md, the gallery (index.html
+and its data file) and junit.xml say the same as report.json, for a run with successes,
+failures and chained edits, an interrupted run, and a run stopped early then finished."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import shlex
 from collections import Counter
 from pathlib import Path
-from urllib.parse import unquote
 
 import anyio
 import pytest
@@ -24,7 +23,7 @@ from ..run.support import (
     run_inprocess,
     write_manifest,
 )
-from .support import card_of, junit_cases, parse_gallery
+from .support import gallery_data, gallery_tasks, junit_cases, parse_gallery
 
 KEY = "report-key"
 FOX_INK = "shot@subject=fox,style=ink#1"
@@ -70,38 +69,42 @@ async def test_successes_failures_and_chained_edits(
     assert "## Resume" not in md
     assert summary.read_text(encoding="utf-8") == md
 
-    # index.html
-    gallery = parse_gallery(out / "index.html")
-    assert gallery.scripts == 0
-    assert len(gallery.cards) == 8
-    for src in (str(img["src"]) for img in gallery.images):
-        assert not src.startswith(("/", "file:", "http")), src
-        assert (out / unquote(src)).is_file(), src
+    # index.html: scripts from the gallery's own files only; its data file says what
+    # report.json says
+    page = parse_gallery(out / "index.html")
+    assert page.script_srcs == [".flux-pipeline/gallery/data.js", ".flux-pipeline/gallery/app.js"]
+    assert page.csp is not None
+    assert "script-src 'self'" in page.csp
+    assert "default-src 'none'" in page.csp
+    assert all((out / src).is_file() for src in page.script_srcs + page.stylesheets)
+    data = gallery_data(out)
+    shown = gallery_tasks(data)
+    assert set(shown) == set(tasks)
+    assert [t["step"] for t in shown.values()] == ["shot"] * 4 + ["edit"] * 4  # manifest order
     for rid, task in tasks.items():
-        card = card_of(gallery, rid)
+        card = shown[rid]
         own = [o["path"] for o in task["outputs"]]
-        if task["parent"] is None:
-            assert card.images == own, rid
-        else:  # lineage: the parent's image, then its own
-            parent = tasks[task["parent"]]
-            expected = [o["path"] for o in parent["outputs"]] + own
-            assert card.images == expected, rid
-        assert task["state"] in card.classes
+        if task["state"] in ("downloaded", "succeeded"):
+            assert [o["path"] for o in card["outputs"]] == own, rid
+        assert card["state"] == task["state"]
+        assert card["key"] == task["key"]
+        assert card["parent"] == task["parent"]
+        assert (card["failCode"], card["failMsg"]) == (task["failCode"], task["failMsg"])
+        for output in card["outputs"]:
+            assert not output["path"].startswith(("/", "file:", "http")), output
+            assert (out / output["path"]).is_file(), output
+            assert output["on_disk"] == 1
+            assert (output["width"], output["height"]) == (256, 256)  # the simulator's 1:1
+            assert (out / f".flux-pipeline/thumbs/{output['thumb']}.webp").is_file()
     for rid in (SKULL_INK, SKULL_OIL):
-        card = card_of(gallery, rid)
-        assert "CONTENT_VIOLATION" in card.text
-        assert tasks[rid]["failMsg"] in card.text
-    edit_of_skull = card_of(gallery, SKULL_INK + "/edit#1")
-    assert "not started: its parent failed" in edit_of_skull.text
-    headings = [text for _, text in gallery.headings]
-    assert headings == [
-        "step shot",
-        "subject=fox",
-        "subject=skull",
-        "step edit",
-    ]
-    fox_edit = card_of(gallery, FOX_INK + "/edit#1")
-    assert "subject=fox, style=ink \u2192 edit #1" in fox_edit.text
+        assert shown[rid]["failCode"] == "CONTENT_VIOLATION"
+        assert shown[rid]["failMsg"] == tasks[rid]["failMsg"]
+    edit_of_skull = shown[SKULL_INK + "/edit#1"]
+    assert edit_of_skull["state"] == "planned"  # the page says "not started: its parent failed"
+    assert shown[edit_of_skull["parent"]]["state"] == "failed"
+    assert shown[FOX_INK]["cell"] == {"subject": "fox", "style": "ink"}
+    assert shown[FOX_INK + "/edit#1"]["cell"] == {}  # its own: the page adds its parent's
+    assert data["axes"] == [["subject", ["fox", "skull"]], ["style", ["ink", "oil"]]]
 
     # junit.xml
     cases = junit_cases(out / "junit.xml")
@@ -124,13 +127,14 @@ async def test_successes_failures_and_chained_edits(
         lambda: run_cli(["report", str(manifest), "--out", str(out)])
     )
     assert code == 0
-    after = parse_gallery(out / "index.html")
     fresh = report_tasks(out)  # rewritten too, from the closed DB
-    assert len(after.cards) == 8
-    assert {str(img["src"]) for img in after.images} == {
+    after = gallery_tasks(gallery_data(out))
+    assert set(after) == set(tasks)
+    assert {o["path"] for t in after.values() for o in t["outputs"]} == {
         o["path"] for t in fresh.values() for o in t["outputs"]
     }
-    assert {str(img["src"]) for img in gallery.images} <= {str(i["src"]) for i in after.images}
+    before = {o["path"] for t in shown.values() for o in t["outputs"]}
+    assert before <= {o["path"] for t in after.values() for o in t["outputs"]}
     assert set(junit_cases(out / "junit.xml")) == set(tasks)
     assert "## Failures (2)" in (out / "report.md").read_text(encoding="utf-8")
 
@@ -170,12 +174,14 @@ async def test_interrupted_run_reports_how_to_resume(tmp_path: Path) -> None:
     assert f"```sh\nflux-pipeline {shlex.join(argv)}\n```" in md
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["run"]["stop_reason"] == "interrupted"
-    gallery = parse_gallery(out / "index.html")
-    assert gallery.images == []
-    in_flight = [c for c in gallery.cards if "submitted" in c.classes]
+    data = gallery_data(out)
+    shown = gallery_tasks(data)
+    assert [o for t in shown.values() for o in t["outputs"]] == []
+    in_flight = [t for t in shown.values() if t["state"] == "submitted"]
     assert len(in_flight) == 2
-    assert all("in flight at the API" in c.text for c in in_flight)
-    assert sum("planned" in c.classes for c in gallery.cards) == 2
+    submitted = data["states"].index("submitted")
+    assert data["stateText"][submitted] == "in flight at the API"  # what the cards say
+    assert sum(t["state"] == "planned" for t in shown.values()) == 2
     cases = junit_cases(out / "junit.xml")
     assert all(case.find("skipped") is not None for case in cases.values())
 
@@ -218,4 +224,5 @@ async def test_stopped_early_shows_resume_then_finished_does_not(tmp_path: Path)
     assert "## Resume" not in done
     assert "## Failures" not in done
     outputs = [o["path"] for t in report_tasks(out).values() for o in t["outputs"]]
-    assert [img["src"] for img in parse_gallery(out / "index.html").images] == outputs
+    shown = gallery_tasks(gallery_data(out))
+    assert sorted(o["path"] for t in shown.values() for o in t["outputs"]) == sorted(outputs)

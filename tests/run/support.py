@@ -36,6 +36,7 @@ import httpx
 from PIL import Image
 
 from flux_pipeline.cli import run_cli
+from flux_pipeline.layout import STATE_DIR
 from flux_pipeline.run.runner import Endpoint, RunOptions, RunResult, execute
 from flux_pipeline.run.scheduler import TimingConfig
 from flux_pipeline.simulator import SimConfig, SimulatorThread
@@ -425,8 +426,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".webp"}
 
 
 def image_files(out: Path) -> list[Path]:
-    """Every image file under ``out`` (reports, gallery and state DB aside)."""
-    return sorted(p for p in out.rglob("*") if p.is_file() and p.suffix in IMAGE_SUFFIXES)
+    """Every image file under ``out`` (reports, gallery and state DB aside: the gallery's
+    thumbnails are in the state directory)."""
+    state = out / STATE_DIR
+    return sorted(
+        p
+        for p in out.rglob("*")
+        if p.is_file() and p.suffix in IMAGE_SUFFIXES and state not in p.parents
+    )
 
 
 def leftovers(out: Path) -> list[Path]:

@@ -5,8 +5,8 @@ Each case is a CLI run against the simulator behind a hostile proxy on loopback.
 refuses one task's create with a message echoing the key, fails another at its status call
 with a failCode/failMsg echoing it, and gives a third a result URL carrying it. Then every
 output is searched for every encoding of the key: the state DB (with its WAL files),
-report.json, report.md, index.html, junit.xml, the GitHub annotations and step summary
-(``GITHUB_ACTIONS=true``), standard output and standard error.
+report.json, report.md, index.html and the gallery's data.js, junit.xml, the GitHub
+annotations and step summary (``GITHUB_ACTIONS=true``), standard output and standard error.
 """
 
 from __future__ import annotations
@@ -171,6 +171,7 @@ def outputs(tmp_path: Path, result: subprocess.CompletedProcess[str]) -> dict[st
     }
     for name in ("report.json", "report.md", "index.html", "junit.xml"):
         found[name] = (out / name).read_bytes()
+    found["gallery data"] = (out / ".flux-pipeline/gallery/data.js").read_bytes()
     return found
 
 

@@ -1,0 +1,300 @@
+"""The gallery's data file, ``OUT/.flux-pipeline/gallery/data.js`` (docs/reports.md).
+
+``window.FLUX_GALLERY = {...};``: one compact JSON object the page's script (``app.js``)
+reads; ``decode_tasks`` reads it back the same way (tests, the next report). Tasks are
+arrays, not objects, and repeated strings are stored once: steps, states, matrix values and
+prompt words are indexes into tables, a request (without its prompt) is an index into
+``reqs``. One task (``TASK_FIELDS`` names the positions)::
+
+    [readable id (an int: only its "#repeat", when the id is the one its step, cell and
+     parent make), key, step #, state #, [axis #, value #, ...], [prompt word #, ...],
+     parent # (-1: none), request #,
+     [[path, thumbnail (the image's SHA-256) or null, width, height, on disk 1/0], ...],
+     failCode (``states.failure_code`` for a failed task), failMsg, taskId,
+     [first submitted, submitted, finished, downloaded (1/100 s after ``t0``, or null),
+      costTime ms, attempts], new 1/0]
+
+A key or SHA-256 is 43 characters of unpadded base64url (``~`` then the text, for one that
+is not 64 hex digits). Written with ``json.dumps``; ``</``, U+2028 and U+2029 are escaped as
+well, so no string can end the script or break its line, whatever the manifest or the API
+put in it.
+
+"New" marks the tasks whose key the previous gallery of OUT did not have; a rewrite that
+adds no task (``flux-pipeline report``, a review) keeps the marks it had.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from flux_pipeline.layout import inside
+from flux_pipeline.report.entry import Cell, TaskEntry
+from flux_pipeline.report.thumbs import ensure_thumb
+from flux_pipeline.states import TaskState
+
+FORMAT = 2
+DECISIONS = ("picked", "rejected")
+TASK_FIELDS = (
+    "id",
+    "key",
+    "step",
+    "state",
+    "cell",
+    "prompt",
+    "parent",
+    "request",
+    "outputs",
+    "failCode",
+    "failMsg",
+    "taskId",
+    "timings",
+    "new",
+)
+PREFIX = "window.FLUX_GALLERY = "
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def pack_hash(text: str) -> str:
+    if _HEX64.match(text):
+        return base64.urlsafe_b64encode(bytes.fromhex(text)).decode().rstrip("=")
+    return "~" + text
+
+
+def unpack_hash(packed: str) -> str:
+    if packed.startswith("~"):
+        return packed[1:]
+    return base64.urlsafe_b64decode(packed + "=").hex()
+
+
+def _without_prompt(request: object) -> object:
+    if not isinstance(request, dict) or not isinstance(request.get("input"), dict):
+        return request
+    fields = {k: v for k, v in request["input"].items() if k != "prompt"}
+    return {**request, "input": fields}
+
+
+class _Table:
+    """JSON values stored once, referred to by index."""
+
+    def __init__(self) -> None:
+        self.items: list[object] = []
+        self._index: dict[str, int] = {}
+
+    def add(self, value: object) -> int:
+        token = json.dumps(value, sort_keys=True)
+        found = self._index.get(token)
+        if found is None:
+            found = self._index[token] = len(self.items)
+            self.items.append(value)
+        return found
+
+
+def _own_id(step: str, cell: Cell, repeat: str) -> str:
+    axes = ",".join(f"{axis}={label}" for axis, label in cell)
+    return f"{step}@{axes}#{repeat}" if cell else f"{step}#{repeat}"
+
+
+def _packed_id(entry: TaskEntry) -> str | int:
+    """``entry``'s readable id, or its repeat alone when the page can rebuild the id."""
+    repeat = entry.readable_id.rpartition("#")[2]
+    if repeat.isdigit() and repeat == str(int(repeat)):
+        own = _own_id(entry.step, entry.cell, repeat)
+        rebuilt = f"{entry.parent}/{own}" if entry.parent else own
+        if rebuilt == entry.readable_id:
+            return int(repeat)
+    return entry.readable_id
+
+
+def _outputs(entry: TaskEntry, out_dir: Path) -> list[list[object]]:
+    shown: list[list[object]] = []
+    done = entry.state in (TaskState.DOWNLOADED, TaskState.SUCCEEDED)
+    for output in entry.outputs if done else ():
+        try:
+            image = inside(out_dir, output.path)  # never read through a link leading out
+        except ValueError:
+            image = None
+        if image is None or not image.is_file():
+            shown.append([output.path, None, 0, 0, 0])
+            continue
+        info = ensure_thumb(out_dir, image, output.sha256)
+        if info is None:
+            shown.append([output.path, None, 0, 0, 1])
+        else:
+            thumb = pack_hash(output.sha256) if info.thumb else None
+            shown.append([output.path, thumb, info.width, info.height, 1])
+    return shown
+
+
+def _moments(entry: TaskEntry) -> tuple[float | None, ...]:
+    times = entry.timestamps
+    return (times.first_submitted, times.submitted, times.finished, times.downloaded)
+
+
+def _new_keys(keys: set[str], previous: Mapping[str, Any] | None) -> set[str]:
+    if previous is None:
+        return set()
+    before = {t["key"]: t["new"] for t in decode_tasks(previous)}
+    if set(before) == keys:  # no task added: the marks stay as they were
+        return {key for key, new in before.items() if new}
+    return keys - set(before)
+
+
+def gallery_data(
+    *,
+    name: str,
+    manifest: str,
+    entries: Sequence[TaskEntry],
+    step_order: Sequence[str],
+    out_dir: Path,
+    decisions: Mapping[str, str] | None = None,
+    previous: Mapping[str, Any] | None = None,
+) -> dict[str, object]:
+    """The data of the gallery of ``entries`` (thumbnails made for images that lack one).
+    ``decisions``: task key -> ``picked``/``rejected`` from the review file (others are left
+    out); ``previous``: the data of the gallery this one replaces (``previous_data``)."""
+    rank = {step: i for i, step in enumerate(step_order)}
+    ordered = sorted(entries, key=lambda e: (rank.get(e.step, len(rank)), e.step))
+    steps = list(step_order) + sorted({e.step for e in entries} - set(step_order))
+    step_index = {step: i for i, step in enumerate(steps)}
+    states = [state.value for state in TaskState]
+    axes: dict[str, dict[str, int]] = {}
+    for entry in ordered:
+        for axis, label in entry.cell:
+            axes.setdefault(axis, {}).setdefault(label, len(axes[axis]))
+    axis_index = {axis: i for i, axis in enumerate(axes)}
+    position = {e.readable_id: i for i, e in enumerate(ordered)}
+    counted = Counter(word for e in ordered for word in e.prompt.split(" ") if e.prompt)
+    words = [word for word, _ in counted.most_common()]
+    word_index = {word: i for i, word in enumerate(words)}
+    stamps = [m for e in ordered for m in _moments(e) if m is not None]
+    t0 = int(min(stamps)) if stamps else 0
+    keys = {e.key for e in entries}
+    new = _new_keys(keys, previous)
+    requests = _Table()
+    tasks = []
+    for entry in ordered:
+        cell: list[int] = []
+        for axis, label in entry.cell:
+            cell += [axis_index[axis], axes[axis][label]]
+        tasks.append(
+            [
+                _packed_id(entry),
+                pack_hash(entry.key),
+                step_index[entry.step],
+                states.index(entry.state.value),
+                cell,
+                [word_index[w] for w in entry.prompt.split(" ")] if entry.prompt else [],
+                position.get(entry.parent, -1) if entry.parent else -1,
+                requests.add(_without_prompt(entry.request)),
+                _outputs(entry, out_dir),
+                entry.failure_code if entry.state.failed else entry.fail_code,
+                entry.fail_msg,
+                entry.task_id,
+                [None if m is None else round((m - t0) * 100) for m in _moments(entry)]
+                + [entry.cost_time, entry.attempts],
+                int(entry.key in new),
+            ]
+        )
+    return {
+        "format": FORMAT,
+        "name": name,
+        "manifest": manifest,
+        "steps": steps,
+        "states": states,
+        "stateText": [state.text for state in TaskState],
+        "axes": [[axis, list(values)] for axis, values in axes.items()],
+        "words": words,
+        "reqs": requests.items,
+        "t0": t0,
+        "fields": list(TASK_FIELDS),
+        "previous": previous is not None,
+        "decisions": {
+            key: value
+            for key, value in sorted((decisions or {}).items())
+            if key in keys and value in DECISIONS
+        },
+        "t": tasks,
+    }
+
+
+def decode_tasks(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The tasks of gallery ``data`` as app.js reads them: a dict each, named by ``fields``;
+    ids, keys and prompts whole, step, state and parent by name, ``cell`` the task's own
+    (axis -> value), outputs as dicts, timings in seconds since the epoch."""
+    fields: list[str] = data["fields"]
+    rows = [dict(zip(fields, row, strict=True)) for row in data["t"]]
+    for row in rows:
+        row["key"] = unpack_hash(row["key"])
+        row["step"] = data["steps"][row["step"]]
+        row["state"] = data["states"][row["state"]]
+        pairs = row["cell"]
+        row["cell"] = {
+            data["axes"][a][0]: data["axes"][a][1][v]
+            for a, v in zip(pairs[::2], pairs[1::2], strict=True)
+        }
+        row["prompt"] = " ".join(data["words"][w] for w in row["prompt"])
+        row["request"] = data["reqs"][row["request"]]
+        row["outputs"] = [
+            {
+                "path": o[0],
+                "thumb": None if o[1] is None else unpack_hash(o[1]),
+                "width": o[2],
+                "height": o[3],
+                "on_disk": o[4],
+            }
+            for o in row["outputs"]
+        ]
+        *moments, cost, attempts = row["timings"]
+        row["timings"] = [None if m is None else data["t0"] + m / 100 for m in moments]
+        row["timings"] += [cost, attempts]
+
+    def full_id(row: dict[str, Any]) -> str:  # a chained id is its parent's, then its own
+        if isinstance(row["id"], int):
+            parent = full_id(rows[row["parent"]]) if row["parent"] >= 0 else None
+            own = _own_id(row["step"], tuple(row["cell"].items()), str(row["id"]))
+            row["id"] = f"{parent}/{own}" if parent else own
+        return str(row["id"])
+
+    for row in rows:
+        full_id(row)
+    for row in rows:
+        row["parent"] = rows[row["parent"]]["id"] if row["parent"] >= 0 else None
+    return rows
+
+
+def data_js(data: Mapping[str, object]) -> str:
+    """``data`` as the script ``data.js``: JSON that no string can break out of."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text = text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return f"{PREFIX}{text};\n"
+
+
+def read_data_js(text: str) -> dict[str, Any]:
+    """What ``data_js`` wrote, read back; ``ValueError`` for anything else."""
+    body = text.strip()
+    if not body.startswith(PREFIX) or not body.endswith(";"):
+        raise ValueError("not a flux-pipeline gallery data file")
+    data = json.loads(body[len(PREFIX) : -1])
+    if not isinstance(data, dict):
+        raise ValueError("not a flux-pipeline gallery data file")
+    return data
+
+
+def previous_data(path: Path) -> dict[str, Any] | None:
+    """The data of the gallery at ``path`` about to be replaced (None: none, or none this
+    version reads: then no task is marked new)."""
+    try:
+        data = read_data_js(path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT:
+            return None
+        decode_tasks(data)  # every task readable, or none of it is used
+    except (OSError, UnicodeDecodeError, ValueError, LookupError, TypeError, binascii.Error):
+        return None
+    return data
