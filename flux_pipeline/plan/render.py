@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from flux_pipeline.layout import STATE_DIR
 from flux_pipeline.manifest.apivalues import WARNING_HINT, input_warnings
 from flux_pipeline.plan import templates
 from flux_pipeline.plan.imagesets import is_http_url
@@ -293,6 +294,8 @@ def output_problem(path: str) -> str | None:
         return f"output path {path!r} escapes the output directory"
     if any(part in ("", ".") for part in parts):
         return f"output path {path!r} has an empty or '.' segment"
+    if parts[0].lower() == STATE_DIR:  # the state DB, the lease, thumbnails, the gallery's files
+        return f"output path {path!r} is inside the tool's own directory {STATE_DIR}/"
     problem = length_problem(path)
     if problem:
         return problem

@@ -317,6 +317,8 @@ def test_output_paths_must_stay_inside_and_be_unique(tmp_path: Path) -> None:
         ("./a", "empty or '.' segment"),
         ("a/b.png", "has an extension"),
         ("a\nb", "control character"),
+        (".flux-pipeline/state", "the tool's own directory"),  # the state DB, thumbnails
+        (".FLUX-PIPELINE/thumbs/x", "the tool's own directory"),  # case-insensitive disks
     ],
 )
 def test_output_problem(path: str, problem: str) -> None:
