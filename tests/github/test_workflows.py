@@ -144,7 +144,7 @@ def test_sharded_variant_is_wired_to_the_cli() -> None:
 def test_the_distribution_name_is_ours_everywhere() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] == DISTRIBUTION
-    assert project["scripts"] == {"flux-pipeline": "flux_pipeline.cli:main"}
+    assert project["scripts"] == {"flux-pipeline": "flux_pipeline.__main__:main"}
     texts = [WORKFLOW, ACTION, ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     for path in texts:  # no `pip install flux-pipeline` (a URL with /flux-pipeline@ is fine)
         for segment in re.split(r"&&|;|\||\n", path.read_text()):

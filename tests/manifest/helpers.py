@@ -55,13 +55,16 @@ ROOT = Path(__file__).resolve().parents[2]
 MEMORY_LIMIT = 1 << 30  # address space of a CLI run that must refuse, not allocate, GBs
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+def cli_limited(
+    cwd: Path, *args: str, timeout: float = 60.0, memory: int = MEMORY_LIMIT
+) -> subprocess.CompletedProcess[str]:
+    """``flux-pipeline ARGS`` in ``cwd`` with ~1 GB of address space (``memory``) and a timeout:
+    a manifest that would exhaust memory or time shows as a MemoryError, a kill or
+    ``TimeoutExpired``."""
 
+    def _limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
-def cli_limited(cwd: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """``flux-pipeline ARGS`` in ``cwd`` with ~1 GB of address space and a timeout: a manifest
-    that would exhaust memory or time shows as a MemoryError, a kill or ``TimeoutExpired``."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "flux_pipeline", *args],

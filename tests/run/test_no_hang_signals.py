@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,35 @@ def test_a_signal_while_the_manifest_is_planned_exits_3_and_opens_nothing(
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "flux-pipeline: interrupted", err
     assert not out.exists()  # no state DB, no simulator state, no reports
+
+
+def test_a_sigterm_while_the_modules_are_imported_exits_3(tmp_path: Path) -> None:
+    """The command line's imports take about a second of CPU; a SIGTERM then (a CI job
+    cancelled at once) ended the process with the default -15 and no word. Now it is an
+    interrupt like SIGINT (flux_pipeline/__main__.py): exit 3, one line. (The manifest takes
+    seconds to validate, so a signal that comes after the imports is also still in time.)"""
+    matrix = "[" + ", ".join(f"v{i}" for i in range(100)) + "]"
+    manifest = tmp_path / "big.yaml"
+    manifest.write_text(
+        f"version: 1\nname: big\nsteps:\n  - id: s\n    repeat: 1000\n    matrix: {{a: {matrix}}}\n"
+        "    prompt: 'x {{ a }}'\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flux_pipeline", "validate", str(manifest)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_with(),
+    )
+    try:
+        wait_for(lambda: _cpu_seconds(proc.pid) > 0.1, timeout=60, what="the imports to start")
+        assert proc.poll() is None, proc.communicate()  # still importing
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err
+    assert err.strip().splitlines()[-1] == "flux-pipeline: interrupted", err

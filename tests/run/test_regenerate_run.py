@@ -116,6 +116,7 @@ def test_regenerate_makes_a_new_generation_of_the_chosen_tasks_only(
     assert "--regenerate: 1 task(s) to a new generation" in text
     assert f"{MUG} (generation 1)" in text
     assert "would create 2 task(s)" in text
+    assert f"new            {MUG}  (generation: 0 -> 1)" in text  # against the lock
 
     text = _run(sim, manifest, out, "--regenerate", "shot@subject=mug*")
     assert _creates(sim) == 6, text  # two more: the mug and its chained edit
@@ -133,6 +134,11 @@ def test_regenerate_makes_a_new_generation_of_the_chosen_tasks_only(
     new = lock[after[MUG]["key"]]
     assert (new["generation"], new["regenerates"]) == (1, old_key)
     assert "generation" not in lock[after[cup]["key"]]
+    code, text = _plan(manifest, out, "--json")
+    review = json.loads(text[text.index("{") :])["lock"]
+    assert review["counts"]["orphaned"] == 0  # the old generations are not orphans
+    assert review["counts"]["superseded"] == 2  # the mug's generation 0 and its edit's
+    assert {e["readable_id"] for e in review["superseded"]} == {MUG, MUG_EDIT}
 
     for where in ([str(manifest)], ["--out", str(out)]):  # the old generation is not a task
         code, text = _status(*where)
@@ -199,21 +205,6 @@ def test_a_never_finished_task_is_not_regenerated(sim: SimulatorThread, tmp_path
     text = _run(sim, manifest, out, "--regenerate", "shot")
     assert "never finished a first generation" in text
     assert _creates(sim) == 2
-
-
-def test_plan_against_the_lock_names_the_generation_and_keeps_the_old_one(
-    sim: SimulatorThread, tmp_path: Path
-) -> None:
-    manifest, out = _setup(sim, tmp_path)
-    code, text = _plan(manifest, out, "--regenerate", MUG)
-    assert code == 0, text
-    assert f"new            {MUG}  (generation: 0 -> 1)" in text
-    _run(sim, manifest, out, "--regenerate", MUG)
-    code, text = _plan(manifest, out, "--json")
-    lock = json.loads(text[text.index("{") :])["lock"]
-    assert lock["counts"]["orphaned"] == 0  # the old generations are not orphans
-    assert lock["counts"]["superseded"] == 2  # the mug's generation 0 and its edit's
-    assert {e["readable_id"] for e in lock["superseded"]} == {MUG, MUG_EDIT}
 
 
 def test_an_edited_generation_in_the_lock_is_refused_before_any_create(

@@ -33,8 +33,18 @@ def test_a_shipped_example_is_clean_and_runs(copied: Path, name: str) -> None:
     assert checked.returncode == 0, checked.stderr
     assert checked.stderr == ""
     assert "warning" not in checked.stdout
+    # a whole run: the simulator, uvicorn and worker threads (downloads, thumbnails) each
+    # reserve their stacks' address space, so it gets 4 GB; the plan is checked at 1 GB above
     done = cli_limited(
-        copied, "run", "--simulate", "--strict", "--sim-task-seconds", "0.1", name, timeout=300
+        copied,
+        "run",
+        "--simulate",
+        "--strict",
+        "--sim-task-seconds",
+        "0.1",
+        name,
+        timeout=300,
+        memory=4 << 30,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "warning" not in done.stderr

@@ -271,6 +271,7 @@ async def test_a_db_of_the_old_schema_migrates_and_keeps_its_data(tmp_path: Path
         assert records["k"].state is TaskState.DOWNLOADED
         assert records["k"].result_urls == (output.url,)
         assert records["k"].outputs == [dataclasses.replace(output, mtime_ns=None)]
+        assert (records["k"].generation, records["k"].base_key) == (0, None)  # m003
         hasher = CountingHasher()
         assert await intact_keys(records, tmp_path / "out", store, hasher=hasher) == {"k"}
         assert len(hasher.paths) == 1
