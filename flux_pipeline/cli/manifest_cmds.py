@@ -282,9 +282,8 @@ def plan(
     if shard is not None:
         the_plan = select(the_plan, *shard)
     only, again = selection.parse_only(only), selection.parse_only(regenerate)
-    selection.select(the_plan, only, limit)  # its patterns checked before anything is read
-    if again:
-        selection.check_patterns(the_plan, again, "--regenerate")
+    selection.check_patterns(the_plan, only, "--only")  # before anything is read
+    selection.check_patterns(the_plan, again, "--regenerate")
     review_at = review_path_of(manifest, review_path, no_review)
     review_file = read_review(review_at, manifest=manifest.name) if review_at else None
     as_json = as_json or fmt == "json"

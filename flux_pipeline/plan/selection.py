@@ -71,7 +71,10 @@ class Matcher:
 
 
 def check_patterns(plan: Plan, patterns: Sequence[str], flag: str) -> None:
-    """``UsageError`` (exit 2) unless each of ``patterns`` matches a step or a planned task."""
+    """``UsageError`` (exit 2) unless each of ``patterns`` matches a step or a planned task
+    (the message ``select_only`` gives), without making the selection."""
+    if not patterns:
+        return
     matches = Matcher(patterns, plan.step_ids)
     for task in plan.tasks:
         matches(task)

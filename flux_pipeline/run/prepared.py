@@ -94,9 +94,8 @@ def prepare(options: RunOptions) -> Prepared:
         plan = select(plan, *options.shard)
     # the patterns are checked now (exit 2 before anything opens); they are applied once the
     # state is known (plan/focus.py, in run/runner.py): a regeneration changes keys
-    selection.select(plan, options.only, options.limit)
-    if options.regenerate:
-        selection.check_patterns(plan, options.regenerate, "--regenerate")
+    selection.check_patterns(plan, options.only, "--only")
+    selection.check_patterns(plan, options.regenerate, "--regenerate")
     # the review file read and checked now (exit 2 on a bad file), applied with the focus
     review = (
         read_review(options.review_path, manifest=plan.manifest_path.name)
