@@ -11,6 +11,7 @@ unless ``FLUX_PIPELINE_DEBUG=1``. Standard output and error are redacted last
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import traceback
@@ -22,31 +23,44 @@ import click
 from flux_pipeline import __version__, redact
 from flux_pipeline.errors import ExitCode, FluxPipelineError, ManifestError
 
+# command name -> the module that defines it: a command's module (and what it imports: the
+# engine, httpx, the simulator...) is imported only when that command runs, so that
+# ``validate`` or ``--help`` do not pay for ``run`` (docs/architecture.md)
+_COMMANDS = {
+    "diff": "flux_pipeline.cli.review_cmds",
+    "init": "flux_pipeline.cli.init_cmd",
+    "merge": "flux_pipeline.cli.review_cmds",
+    "plan": "flux_pipeline.cli.manifest_cmds",
+    "report": "flux_pipeline.cli.state_cmds",
+    "review": "flux_pipeline.cli.review_cmd",
+    "run": "flux_pipeline.cli.run_cmd",
+    "schema": "flux_pipeline.cli.manifest_cmds",
+    "sim": "flux_pipeline.simulator.cli",
+    "status": "flux_pipeline.cli.state_cmds",
+    "validate": "flux_pipeline.cli.manifest_cmds",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _LazyGroup(click.Group):
+    """A group whose commands are imported on first use (click's documented lazy group)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = _COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command = getattr(importlib.import_module(module), cmd_name)
+        if not isinstance(command, click.Command):  # pragma: no cover - a wiring mistake
+            raise TypeError(f"{module}.{cmd_name} is not a click command")
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flux-pipeline")
 def cli() -> None:
     """Run Flux Kontext image pipelines declared in YAML manifests."""
-
-
-def _register() -> None:
-    from flux_pipeline.cli import (
-        init_cmd,
-        manifest_cmds,
-        review_cmd,
-        review_cmds,
-        run_cmd,
-        state_cmds,
-    )
-    from flux_pipeline.simulator.cli import sim
-
-    for module in (init_cmd, manifest_cmds, run_cmd, state_cmds, review_cmds, review_cmd):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-    cli.add_command(sim)
-
-
-_register()
 
 
 def _one_line(text: str) -> str:

