@@ -103,7 +103,7 @@ class Durations:
 
 @dataclass(frozen=True, kw_only=True)
 class TimingConfig:
-    first_poll: float = 2.0  # before anything is learned
+    first_poll: float = 0.5  # before anything is learned (docs/engine.md "Polling")
     max_interval: float = 15.0
     min_interval: float = 0.05
     learn_after: int = 8  # observations before the learned schedule is used
