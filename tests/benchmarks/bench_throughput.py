@@ -91,8 +91,8 @@ REAL_TASK_SECONDS = 30.0  # the upstream advice is written for it: wait 20 s, po
 ASYNC_BOUND_SHARE = 0.93
 ASYNC_429_SHARE = 0.005
 ASYNC_VS_NAIVE = 1.1
-CALLBACK_BOUND_SHARE = 0.97
-CALLBACK_REQUESTS_PER_TASK = 2.2
+CALLBACK_REFERENCE_SHARE = 0.99  # of the zero-lag reference on the same costTimes
+CALLBACK_REQUESTS_PER_TASK = 2.1
 SCALE_RSS_MB = 400.0
 SCALE_NOOP_SECONDS = 10.0
 
@@ -460,6 +460,7 @@ def scenario_throughput(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     }
     for f in fig.values():
         f["bound_share"] = f["tasks_per_second"] / bound
+        f["reference_share"] = ratio(f["tasks_per_second"], f["ideal_tasks_per_second"])
     share_429 = a["rate_limited_share"]
     targets = [
         (
@@ -479,9 +480,9 @@ def scenario_throughput(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             f"{fmt(ratios['async_vs_naive_throughput'], 3)}x",
         ),
         (
-            f"callback >= {CALLBACK_BOUND_SHARE:.0%} of the concurrency bound",
-            c["bound_share"] >= CALLBACK_BOUND_SHARE,
-            f"{c['bound_share']:.1%}",
+            f"callback >= {CALLBACK_REFERENCE_SHARE:.0%} of the zero-lag reference",
+            _ge(c["reference_share"], CALLBACK_REFERENCE_SHARE),
+            pct(c["reference_share"]),
         ),
         (
             f"callback <= {CALLBACK_REQUESTS_PER_TASK} requests per task",
@@ -879,9 +880,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "commit": git_describe(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    results["machine"]["load_average_at_start"] = load
     print(
         f"bench_throughput: commit {results['commit']}; {os.cpu_count()} CPUs; "
-        f"Python {platform.python_version()}; work dir {root}"
+        f"Python {platform.python_version()}; load average {load}; work dir {root}"
     )
     runners = {
         "throughput": (scenario_throughput, print_throughput),
