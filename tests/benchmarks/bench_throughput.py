@@ -401,7 +401,6 @@ def with_sim(run: ClientRun, sim: SimProcess) -> ClientRun:
 
 def scenario_throughput(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     work = root / "throughput"
-    manifest = write_manifest(work / "manifest", args.tasks)
     params = SimParams(
         max_concurrent=args.in_flight,
         rpm=args.rpm,
@@ -418,6 +417,9 @@ def scenario_throughput(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     runs: list[ClientRun] = []
     for label, request_type in (("fp-async", "async"), ("fp-callback", "callback"), ("naive", "")):
         progress(f"throughput: {label}, {args.tasks} tasks ...")
+        # a manifest of its own: a run writes its lock file next to its manifest, and the
+        # next client would adopt the results of this one (docs/lockfile.md)
+        manifest = write_manifest(work / f"manifest-{label}", args.tasks)
         with simulator(params, work / "logs", f"sim-{label}") as sim:
             if request_type:
                 run = run_flux(
