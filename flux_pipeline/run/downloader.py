@@ -13,6 +13,7 @@ Cancellation always goes through.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,10 @@ class DownloadSettings:
     out_dir: Path
     max_downloads: int = 16
     attempts: int = 5
+    # every download failed for this long (the result host unreachable): stop, resumable.
+    # Each failed task holds a slot through its attempts (about 8 s), so without it a run
+    # with thousands of results to fetch from a host that is gone would take hours.
+    down_after: float = 120.0
 
 
 def _confined(out_dir: Path, path: str, spec: TaskSpec, url: str) -> Path:
@@ -76,6 +81,7 @@ class Downloader:
         control: Control,
         on_done: Callable[[TaskSpec, tuple[str, ...]], Awaitable[None]],
         fetch: Fetch = download,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ledger = ledger
         self._store = store
@@ -87,6 +93,8 @@ class Downloader:
         self._slots = anyio.CapacityLimiter(settings.max_downloads)
         self._deferred: list[tuple[TaskSpec, tuple[str, ...]]] = []
         self._tg: TaskGroup | None = None
+        self._clock = clock
+        self._failing_since: float | None = None  # the first failure since the last success
 
     def start(self, spec: TaskSpec, urls: tuple[str, ...]) -> None:
         """Download ``spec``'s results now, or as soon as ``run`` gives a task group."""
@@ -107,6 +115,7 @@ class Downloader:
     async def _download(self, spec: TaskSpec, urls: tuple[str, ...]) -> None:
         """Cancelled (the run's hard stop), the task stays counted as downloading."""
         ledger = self._ledger
+        started = self._clock()
         try:
             outputs = await self._fetch_all(spec, urls)
         except ResultExpiredError as exc:
@@ -131,6 +140,7 @@ class Downloader:
             del ledger.downloading[spec.key]
             ledger.settle(Bucket.IN_FLIGHT, spec, urls)  # succeeded: a rerun downloads it
             self._control.note_error(exc)
+            self._failed(exc, started)
         except Exception as exc:  # a bug or a surprise: this task only, recorded and counted
             del ledger.downloading[spec.key]
             ledger.unexpected += 1
@@ -138,6 +148,7 @@ class Downloader:
             ledger.hold(spec, f"download: {reason}", urls)  # succeeded: a rerun tries again
             self._control.note_error(DownloadError(f"{spec.readable_id}: held: {reason}"))
         else:
+            self._failing_since = None
             self._store.mark_downloaded(spec.key, outputs)
             ledger.settle(Bucket.DONE, spec, urls)
             # still counted as downloading until its chained tasks are queued, all of them:
@@ -146,6 +157,17 @@ class Downloader:
                 await self._on_done(spec, urls)
             del ledger.downloading[spec.key]
         ledger.notify()
+
+    def _failed(self, exc: DownloadError, started: float) -> None:
+        """A task's download, begun at ``started``, failed after all its attempts: once no
+        download has succeeded for ``down_after`` seconds since the first failing one began,
+        the run stops (resumable). The tasks not downloaded stay succeeded at the API, and a
+        rerun fetches them."""
+        if self._failing_since is None:
+            self._failing_since = started
+        failing = self._clock() - self._failing_since
+        if failing > self._settings.down_after:
+            self._control.request_stop(f"every download failed for {failing:.0f}s: {exc}")
 
     async def _fetch_all(self, spec: TaskSpec, urls: tuple[str, ...]) -> list[OutputRecord]:
         outputs = []

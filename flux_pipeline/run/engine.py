@@ -76,9 +76,8 @@ class EngineSettings:
     images: ImageSource | None = None  # run/images.py; default: InlineImages
 
 
-def _stale(record: TaskRecord) -> bool:
-    finished = record.finished_at
-    return finished is not None and time.time() - finished > PARENT_URL_MAX_AGE
+def _stale(record: TaskRecord) -> bool:  # finished so long ago that its URLs may be gone
+    return time.time() - (record.finished_at or time.time()) > PARENT_URL_MAX_AGE
 
 
 class Engine:
@@ -118,6 +117,7 @@ class Engine:
                 out_dir=settings.out_dir,
                 max_downloads=settings.max_downloads,
                 attempts=settings.download_attempts,
+                down_after=settings.api_down_after,
             ),
             control=self,
             on_done=self._open_children,
