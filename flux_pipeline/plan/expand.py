@@ -173,9 +173,7 @@ class _Expander:
         self.max_tasks = max_tasks
         self.problems = prepared.problems
         self.records: dict[str, Planned] = {}
-        self.unique = Uniqueness(
-            self.problems, max_chars=MAX_PLAN_CHARS, key_owner=self._key_owner
-        )
+        self.unique = Uniqueness(self.problems, max_chars=MAX_PLAN_CHARS, key_owner=self._key_owner)
 
     def _key_owner(self, key: str) -> str | None:
         other = self.records.get(key)
@@ -208,7 +206,7 @@ class _Expander:
         if self.problems.diagnostics:
             raise ManifestError(self.problems.sorted())
         all_tasks = tuple(task for step in steps if step.id in counts for task in planned[step.id])
-        del planned
+        planned.clear()
         self.unique = Uniqueness(self.problems, max_chars=MAX_PLAN_CHARS)
         model = loaded.model
         return Plan(
