@@ -37,19 +37,25 @@ def digest(text: str) -> int:
 
 
 class Digests:
-    """The digests of every value one pass checked, by kind (8 bytes each)."""
+    """The digests of every value one pass checked, by kind: 8 bytes each, and directories
+    once each (many outputs share one)."""
 
     def __init__(self) -> None:
-        self.seen: dict[str, array[int]] = {kind: array("q") for kind in KINDS}
+        self.seen: dict[str, array[int]] = {kind: array("q") for kind in KINDS[:4]}
+        self.dirs: set[int] = set()
+
+    def add(self, kind: str, value: int) -> None:
+        if kind == "dir":
+            self.dirs.add(value)
+        else:
+            self.seen[kind].append(value)
 
     def repeated(self) -> dict[str, frozenset[int]]:
         """The digests that may stand for one value checked twice: seen twice for ids, keys and
         outputs; seen both as a file and as a directory for the output tree."""
         found = {kind: _twice(self.seen[kind]) for kind in ("id", "key", "output")}
-        files, dirs = self.seen["file"], self.seen["dir"]
-        smaller, larger = (files, dirs) if len(files) <= len(dirs) else (dirs, files)
-        few = set(smaller)
-        both = frozenset(d for d in larger if d in few)
+        dirs = self.dirs
+        both = frozenset(d for d in self.seen["file"] if d in dirs)
         return {**found, "file": both, "dir": both}
 
 
@@ -101,7 +107,7 @@ class Uniqueness:
         if self.suspects is None:
             return True
         d = digest(value)
-        self.digests.seen[kind].append(d)
+        self.digests.add(kind, d)
         return d in self.suspects[kind]
 
     def _collision(self, step: CompiledStep, kind: str, at: Path_, message: str) -> Failed:
