@@ -7,6 +7,9 @@ and whether its files are intact by the rule ``run`` uses (``flux_pipeline/run/v
 against a lock it also says what is new, unchanged and orphaned (``cli/plan_review.py``).
 ``plan`` writes nothing: a file it hashes and finds right is hashed again by the next
 ``plan``, until a ``run`` records its memo.
+
+``validate`` streams the plan (``flux_pipeline/plan/stream.py``), and so does ``plan --json``
+when nothing needs the whole plan (``cli/plan_stream.py``, docs/cli.md).
 """
 
 from __future__ import annotations

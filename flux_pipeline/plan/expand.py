@@ -2,9 +2,11 @@
 
 ``load_plan(path)`` validates the manifest (``manifest``), resolves image sets (``imagesets``),
 builds each step's matrix cells (``axes``), compiles the steps (``steps``), renders every task
-(``render``) and checks that readable ids, keys and output paths are unique. It reads the files
-the manifest references and nothing else. Every problem found is collected and raised at the
-end as one ``ManifestError``.
+(``render``) and checks that readable ids, keys and output paths are unique (``unique``). It
+reads the files the manifest references and nothing else. Every problem found is collected and
+raised at the end as one ``ManifestError``. ``prepare`` and ``plan_steps`` (which steps are
+planned) are shared with the streamed plan (``stream``), which gives the same tasks and the
+same problems without keeping the tasks.
 
 Chained steps (``from``) are planned before their parents have run: one task per cell and
 repeat for output image 0 of every parent task, with ``parent.image_url`` rendered as the
