@@ -7,6 +7,9 @@ and whether its files are intact by the rule ``run`` uses (``flux_pipeline/run/v
 against a lock it also says what is new, unchanged and orphaned (``cli/plan_review.py``).
 ``plan`` writes nothing: a file it hashes and finds right is hashed again by the next
 ``plan``, until a ``run`` records its memo.
+
+``validate`` streams the plan (``flux_pipeline/plan/stream.py``), and so does ``plan --json``
+when nothing needs the whole plan (``cli/plan_stream.py``, docs/cli.md).
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 import click
 
+from flux_pipeline.cli.decisions import PAY, stored_tasks
+from flux_pipeline.cli.decisions import StoredTask as StoredTask  # re-exported
+from flux_pipeline.cli.decisions import decide_all as decide_all
+from flux_pipeline.cli.decisions import load_states as load_states
 from flux_pipeline.cli.options import (
     Shard,
     echo_warnings,
@@ -38,6 +42,7 @@ from flux_pipeline.cli.options import (
 )
 from flux_pipeline.cli.plan_output import write_json, write_table
 from flux_pipeline.cli.plan_review import expired_hint, render_markdown, render_text, review
+from flux_pipeline.cli.plan_stream import plan_json, streamable
 from flux_pipeline.errors import ExitCode, ManifestError
 from flux_pipeline.manifest.schema import schema_text
 from flux_pipeline.media import write_atomic
@@ -45,88 +50,14 @@ from flux_pipeline.plan.cost import by_mode, cost_json, describe
 from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.plan.focus import focus
 from flux_pipeline.plan.generations import with_generations
-from flux_pipeline.plan.resume import Action, Decision, Policy, Reason, decide, urls_expired
+from flux_pipeline.plan.resume import Policy
+from flux_pipeline.plan.stream import PlanStream, open_stream
 from flux_pipeline.report.lockfile import Lock, load_lock
 from flux_pipeline.run.adopt import known_state
-from flux_pipeline.run.verify import Verifier
-from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
 if TYPE_CHECKING:
     from flux_pipeline.report.review_summary import ReviewSummary
     from flux_pipeline.report.reviewfile import Review
-
-
-@dataclass(frozen=True, slots=True)
-class StoredTask:
-    """What the state DB knows of one task, as far as ``plan`` needs it."""
-
-    state: TaskState
-    outputs: tuple[OutputRecord, ...] = ()  # files written (paths relative to the output dir)
-    finished_at: float | None = None  # result URLs expire 15 days after
-
-
-def load_states(state_path: Path) -> Mapping[str, StoredTask]:
-    """Stored task states by key, as the state DB has them; ``{}`` without a DB."""
-    if not state_path.exists():
-        return {}
-    from flux_pipeline.run.store import read_records
-
-    return stored_tasks(anyio.run(read_records, state_path))
-
-
-def stored_tasks(records: Mapping[str, TaskRecord]) -> dict[str, StoredTask]:
-    """What the resume rule needs of each record."""
-    return {
-        key: StoredTask(record.state, tuple(record.outputs), record.finished_at)
-        for key, record in records.items()
-    }
-
-
-def decide_all(
-    plan: Plan,
-    states: Mapping[str, StoredTask],
-    out_dir: Path,
-    *,
-    verifier: Verifier | None = None,
-    policy: Policy | None = None,
-) -> list[Decision]:
-    """The resume decision of every task of ``plan``, in plan order (parents first). A
-    downloaded task is done by ``verifier``'s rule (its memos are never written)."""
-    verifier = verifier or Verifier(out_dir)
-    decisions: list[Decision] = []
-    done: set[str] = set()
-    held: set[str] = set()  # held by the policy, or below one that is: children are blocked
-    memo: dict[tuple[TaskState | None, bool, bool, bool, bool], Decision] = {}
-    now = time.time()
-    policy = policy or Policy()
-    for task in plan.tasks:
-        stored = states.get(task.key)
-        state = stored.state if stored is not None else None
-        intact = (
-            verifier.task(task.key, stored.outputs)
-            if stored is not None and state is TaskState.DOWNLOADED
-            else True
-        )
-        ready = task.parent_key is None or task.parent_key in done
-        blocked = task.parent_key is not None and task.parent_key in held
-        gone = stored is not None and urls_expired(stored.finished_at, now)
-        decision = memo.get((state, intact, ready, blocked, gone))
-        if decision is None:
-            decision = decide(
-                state,
-                outputs_intact=intact,
-                parent_ready=ready,
-                parent_held=blocked,
-                policy=policy,
-                urls_expired=gone,
-            )
-            memo[(state, intact, ready, blocked, gone)] = decision
-        if decision.reason is Reason.DONE:
-            done.add(task.key)
-        elif decision.action is Action.HOLD:
-            held.add(task.key)
-        decisions.append(decision)
-    return decisions
 
 
 @click.command()
@@ -145,7 +76,8 @@ def validate(manifests: Sequence[Path], as_json: bool, strict: bool) -> int:
     results: list[dict[str, object]] = []
     for path in manifests:
         try:
-            plan = load_plan(path, file=str(path), strict=strict)
+            plan = open_stream(path, file=str(path))
+            plan.check(strict=strict)
         except ManifestError as exc:
             failed += 1
             errors += len(exc.diagnostics)
@@ -160,9 +92,7 @@ def validate(manifests: Sequence[Path], as_json: bool, strict: bool) -> int:
             results.append(_valid_json(path, plan))
         else:
             note = f", {warned} warning{'s' * (warned != 1)}" if warned else ""
-            click.echo(
-                f"{path}: ok ({len(plan.tasks)} tasks in {steps} step{'s' * (steps != 1)}{note})"
-            )
+            click.echo(f"{path}: ok ({plan.total} tasks in {steps} step{'s' * (steps != 1)}{note})")
     if failed:
         click.echo(
             f"flux-pipeline: {errors} error(s) in {failed} of {len(manifests)} manifest(s)",
@@ -175,14 +105,13 @@ def validate(manifests: Sequence[Path], as_json: bool, strict: bool) -> int:
     return code
 
 
-def _valid_json(path: Path, plan: Plan) -> dict[str, object]:
-    by_step = Counter(task.step for task in plan.tasks)
+def _valid_json(path: Path, plan: PlanStream) -> dict[str, object]:
     return {
         "path": str(path),
         "ok": True,
         "name": plan.name,
-        "tasks": len(plan.tasks),
-        "steps": {step: by_step[step] for step in plan.step_ids},
+        "tasks": plan.total,
+        "steps": {step: plan.counts[step] for step in plan.step_ids},
         "diagnostics": [],
         "warnings": [
             {"file": w.file, "line": w.line, "column": w.column, "message": w.message}
@@ -203,9 +132,6 @@ def _invalid_json(path: Path, exc: ManifestError) -> dict[str, object]:
             for d in exc.diagnostics
         ],
     }
-
-
-PAY = (Action.SUBMIT, Action.WAIT)  # created by a run: new, and waiting for a parent
 
 
 @click.command()
@@ -273,6 +199,33 @@ def plan(
     from flux_pipeline.plan.shard import gha_matrix, select
     from flux_pipeline.report.reviewfile import read_review
 
+    if (as_json or fmt == "json") and fmt in ("text", "json"):
+        try:
+            lock_at = lock_path_of(manifest, lock_path, no_lock)
+            review_at = review_path_of(manifest, review_path, no_review)
+        except click.UsageError:
+            pass  # reported below, after the manifest's own problems
+        else:
+            if streamable(
+                shard=shard,
+                only=only,
+                limit=limit,
+                regenerate=regenerate,
+                regenerate_rejected=regenerate_rejected,
+                lock=lock_at,
+                review=review_at,
+            ):
+                policy = Policy(regenerate_expired=regenerate_expired)
+                code = plan_json(
+                    manifest,
+                    out_dir=out_dir,
+                    state_path=state_path,
+                    policy=policy,
+                    strict=strict,
+                    stream=sys.stdout,
+                )
+                if code is not None:
+                    return code
     the_plan = load_plan(manifest, file=str(manifest), strict=strict)
     echo_warnings(the_plan.warnings)
     if fmt == "gha-matrix":

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from json.encoder import encode_basestring
-from typing import IO
+from pathlib import Path
+from typing import IO, Protocol
 
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.resume import Decision, Reason
@@ -15,9 +16,13 @@ from flux_pipeline.plan.tasks import TaskSpec
 CHUNK = 2000  # tasks per write when streaming the plan
 
 
+def reason_counts(by_reason: Mapping[Reason, int]) -> dict[str, int]:
+    """Tasks by reason, in the order of ``Reason``, the reasons no task has left out."""
+    return {reason.value: by_reason[reason] for reason in Reason if by_reason.get(reason)}
+
+
 def _counts(plan: Plan, decisions: Sequence[Decision]) -> tuple[dict[str, int], dict[str, int]]:
-    by_reason = Counter(d.reason for d in decisions)
-    reasons = {reason.value: by_reason[reason] for reason in Reason if by_reason[reason]}
+    reasons = reason_counts(Counter(d.reason for d in decisions))
     by_step = Counter(task.step for task in plan.tasks)
     steps = {step: by_step[step] for step in plan.step_ids}
     return reasons, steps
@@ -38,7 +43,32 @@ def write_json(
     """The plan as one JSON document, written in chunks (100,000 tasks stay cheap); ``lock``:
     the review against the lock file (``plan_review.Review.to_json``)."""
     reasons, steps = _counts(plan, decisions)
-    head = {
+    head = json_head(plan, reasons, steps, lock=lock, cost=cost, review=review)
+    write_document(head, plan.step_ids, zip(plan.tasks, decisions, strict=True), stream)
+
+
+class Described(Protocol):
+    """What the head of the document names: a ``Plan`` or a ``PlanStream``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def manifest_path(self) -> Path: ...
+    @property
+    def manifest_sha256(self) -> str: ...
+
+
+def json_head(
+    plan: Described,
+    reasons: dict[str, int],
+    steps: dict[str, int],
+    *,
+    lock: dict[str, object] | None = None,
+    cost: dict[str, object] | None = None,
+    review: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """The document without its tasks: counts by reason (``reason_counts``) and by step."""
+    head: dict[str, object] = {
         "manifest": plan.name,
         "manifest_path": str(plan.manifest_path),
         "manifest_sha256": plan.manifest_sha256,
@@ -51,12 +81,22 @@ def write_json(
         head["cost"] = cost
     if review is not None:  # the review decisions' counts (report/review_summary.py)
         head["review"] = review
+    return head
+
+
+def write_document(
+    head: dict[str, object],
+    step_ids: Sequence[str],
+    tasks: Iterable[tuple[TaskSpec, Decision]],
+    stream: IO[str],
+) -> None:
+    """``head`` with its ``tasks`` list, one line per task, written in chunks as they come."""
     text = json.dumps(head, ensure_ascii=False, indent=None)
     stream.write(text[:-1] + ', "tasks": [')
     dumps = encode_basestring  # json.dumps(str, ensure_ascii=False), in C
-    step_json = {step: dumps(step) for step in plan.step_ids}
+    step_json = {step: dumps(step) for step in step_ids}
     chunk: list[str] = []
-    for i, (task, decision) in enumerate(zip(plan.tasks, decisions, strict=True)):
+    for i, (task, decision) in enumerate(tasks):
         chunk.append(
             ("\n" if i == 0 else ",\n")
             + '{"readable_id": '

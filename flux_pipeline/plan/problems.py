@@ -32,6 +32,16 @@ class Problems:
         self.warnings: list[Diagnostic] = []
         self._warned: set[tuple[Path_, str]] = set()
 
+    def copy(self) -> Problems:
+        """These problems so far, to go on from more than once (plan/stream.py's passes)."""
+        other = Problems(self.located)
+        other.diagnostics = list(self.diagnostics)
+        other.failed = set(self.failed)
+        other._reported = set(self._reported)
+        other.warnings = list(self.warnings)
+        other._warned = set(self._warned)
+        return other
+
     @property
     def count(self) -> int:
         return len(self.diagnostics)

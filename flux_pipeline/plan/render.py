@@ -10,7 +10,7 @@ checks up front, the output rule of tasks planned on demand) is its ``admit`` ca
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,13 @@ class TaskRenderer:
         self, step: CompiledStep, parent: TaskSpec | None, output_index: int
     ) -> list[TaskSpec]:
         """The tasks of ``step`` for one parent output (or the root tasks when no parent)."""
+        return list(self.each_task(step, parent, output_index))
+
+    def each_task(
+        self, step: CompiledStep, parent: TaskSpec | None, output_index: int
+    ) -> Iterator[TaskSpec]:
+        """``tasks_of``, one task at a time: each is recorded before it is yielded (a stream,
+        plan/stream.py, forgets it once its own chained tasks are done)."""
         base = templates.context({"vars": self.vars, "step": step.step_obj})
         if parent is not None:
             base["parent"] = self._parent_object(parent, output_index)
@@ -82,7 +89,6 @@ class TaskRenderer:
         # The default output is the slug of the readable id (without the step for root tasks);
         # slugs of parts joined by "-" equal the slug of the whole, and are cheaper.
         prefix_slug = templates.slug_part(prefix)
-        result: list[TaskSpec] = []
         for cell_index, cell in enumerate(step.cells):
             cell_context = dict(base)
             cell_context.update(cell.values)
@@ -106,8 +112,7 @@ class TaskRenderer:
                     )
                 except Failed:
                     continue
-                result.append(spec)
-        return result
+                yield spec
 
     def _parent_object(self, spec: TaskSpec, output_index: int) -> dict[str, Any]:
         """What a chained task sees as ``parent``: the parent's context and its output."""

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from flux_pipeline.errors import ManifestError
+from flux_pipeline.errors import Diagnostic, ManifestError
 from flux_pipeline.plan.expand import Plan, load_plan
+from flux_pipeline.plan.stream import open_stream
+from flux_pipeline.plan.tasks import TaskSpec
 
 
 def png(color: tuple[int, int, int] = (200, 60, 40), size: int = 8) -> bytes:
@@ -37,7 +39,31 @@ def write(directory: Path, text: str, files: dict[str, bytes | str] | None = Non
 
 
 def plan_of(directory: Path, text: str, files: dict[str, bytes | str] | None = None) -> Plan:
-    return load_plan(write(directory, text, files), file="m.yaml")
+    """The plan of a manifest; its streamed plan (plan/stream.py) is checked to be the same:
+    the same tasks in the same order and the same warnings, or the same diagnostics."""
+    path = write(directory, text, files)
+    try:
+        plan = load_plan(path, file="m.yaml")
+    except ManifestError as exc:
+        problems = list(exc.diagnostics)
+        same = streamed(path) == problems
+        if not same:
+            raise AssertionError(f"the streamed plan differs: {problems}") from exc
+        raise
+    assert streamed(path) == (list(plan.tasks), plan.warnings)
+    return plan
+
+
+def streamed(
+    path: Path, file: str = "m.yaml", strict: bool = False
+) -> tuple[list[TaskSpec], tuple[Diagnostic, ...]] | list[Diagnostic]:
+    """The tasks and warnings of the streamed plan of ``path``, or its diagnostics."""
+    try:
+        stream = open_stream(path, file=file)
+        stream.check(strict=strict)
+    except ManifestError as exc:
+        return list(exc.diagnostics)
+    return list(stream.tasks()), stream.warnings
 
 
 def errors_of(directory: Path, text: str, files: dict[str, bytes | str] | None = None) -> list[str]:
