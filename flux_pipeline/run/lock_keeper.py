@@ -152,6 +152,14 @@ class LockKeeper:
                 add(key, entry)
         return blocks, ids, stored
 
+    def forget(self) -> None:
+        """Drop the text kept for the next write (the run's last write is done: the reports
+        are written next, without it). A later write makes every block again."""
+        with self._writing:
+            self._blocks = None
+            self._ids = {}
+            self._stored = set()
+
     def _fail(self, exc: OSError) -> None:
         if not self._failed:  # said once
             self._echo(f"flux-pipeline: cannot write the lock file {self.path}: {exc}")

@@ -3,6 +3,7 @@ interval from the state DB, so a job cancelled without a clean stop leaves a cur
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tracemalloc
@@ -187,3 +188,24 @@ def test_the_streamed_text_is_the_joined_text(
             path.write_bytes(b"\xff" + text.encode())  # not UTF-8, not this: written
             assert locktext.write_lock_stream(path, pieces)
             assert path.read_text(encoding="utf-8") == text
+
+
+def test_a_keeper_that_forgot_its_text_writes_the_same_lock(tmp_path: Path) -> None:
+    """``forget`` (the run's ending, before the reports): the text kept for the next write is
+    dropped; a write after it makes every block again and the lock says the same."""
+    plan = load_plan(write_manifest(tmp_path, roots_manifest("forget", 1)))
+    rows = _downloaded(list(plan.tasks), 3)
+    lock = tmp_path / "forget.lock.json"
+    keeper = LockKeeper(lock, plan, None)
+    assert keeper.write(rows)
+    text = lock.read_text(encoding="utf-8")
+    keeper.forget()
+    assert keeper._blocks is None
+    later = dict(rows)
+    key = next(iter(later))
+    later[key] = dataclasses.replace(later[key], attempts=2)
+    keeper.write(later, changed=True)  # as the next write_from would: every block made again
+    assert lock.read_text(encoding="utf-8") != text
+    assert '"attempts": 2' in lock.read_text(encoding="utf-8")
+    assert keeper.write(rows)
+    assert lock.read_text(encoding="utf-8") == text
