@@ -29,7 +29,12 @@ from flux_pipeline import redact
 from flux_pipeline.layout import STATE_DIR
 from flux_pipeline.media import write_atomic
 from flux_pipeline.report.entry import TaskEntry
-from flux_pipeline.report.gallery_data import data_js, gallery_data, previous_data
+from flux_pipeline.report.gallery_data import (
+    data_js_pieces,
+    gallery_parts,
+    previous_data,
+    previous_marks,
+)
 
 ASSETS_DIR = f"{STATE_DIR}/gallery"  # relative to OUT
 ASSETS = ("app.js", "app.css")
@@ -105,18 +110,19 @@ def write_gallery(
     remove the pages of an older gallery; returns the path of ``index.html``. Tasks the
     gallery it replaces did not have are marked new (``gallery_data``)."""
     assets = out_dir / ASSETS_DIR
-    data = gallery_data(
+    head, rows = gallery_parts(
         name=name,
         manifest=manifest,
         entries=entries,
         step_order=step_order,
         out_dir=out_dir,
         decisions=decisions,
-        previous=previous_data(assets / DATA),
+        marks=previous_marks(previous_data(assets / DATA)),  # the old data dropped at once
     )
     for asset in ASSETS:
         write_atomic(assets / asset, asset_text(asset))
-    write_atomic(assets / DATA, redact.scrub(data_js(data)))
+    # streamed: a 100,000-task gallery's rows and text are never held at once
+    write_atomic(assets / DATA, redact.scrub_pieces(data_js_pieces(head, rows)))
     page = out_dir / "index.html"
     write_atomic(page, redact.scrub(index_html(name, entries)))
     for stale in stale_pages(out_dir):

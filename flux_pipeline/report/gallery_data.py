@@ -30,7 +30,7 @@ import binascii
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,13 +137,20 @@ def _moments(entry: TaskEntry) -> tuple[float | None, ...]:
     return (times.first_submitted, times.submitted, times.finished, times.downloaded)
 
 
-def _new_keys(keys: set[str], previous: Mapping[str, Any] | None) -> set[str]:
-    if previous is None:
+def _new_keys(keys: set[str], before: Mapping[str, int] | None) -> set[str]:
+    if before is None:
         return set()
-    before = {t["key"]: t["new"] for t in decode_tasks(previous)}
     if set(before) == keys:  # no task added: the marks stay as they were
         return {key for key, new in before.items() if new}
     return keys - set(before)
+
+
+def previous_marks(previous: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """The "new" mark of every task of gallery data ``previous`` (``previous_data``), by key:
+    all a rewrite needs of it (None: no previous gallery)."""
+    if previous is None:
+        return None
+    return {t["key"]: t["new"] for t in decode_tasks(previous)}
 
 
 def gallery_data(
@@ -159,6 +166,32 @@ def gallery_data(
     """The data of the gallery of ``entries`` (thumbnails made for images that lack one).
     ``decisions``: task key -> ``picked``/``rejected`` from the review file (others are left
     out); ``previous``: the data of the gallery this one replaces (``previous_data``)."""
+    head, rows = gallery_parts(
+        name=name,
+        manifest=manifest,
+        entries=entries,
+        step_order=step_order,
+        out_dir=out_dir,
+        decisions=decisions,
+        marks=previous_marks(previous),
+    )
+    return head | {"t": list(rows)}
+
+
+def gallery_parts(
+    *,
+    name: str,
+    manifest: str,
+    entries: Sequence[TaskEntry],
+    step_order: Sequence[str],
+    out_dir: Path,
+    decisions: Mapping[str, str] | None = None,
+    marks: Mapping[str, int] | None = None,
+) -> tuple[dict[str, object], Iterator[list[object]]]:
+    """``gallery_data`` in two parts: every field but the tasks (``t``, the last one), and
+    the tasks, made one at a time as they are taken (``data_js_pieces`` writes them so: a
+    100,000-task gallery never holds its rows, nor their text, at once). ``marks``: the
+    previous gallery's (``previous_marks``)."""
     rank = {step: i for i, step in enumerate(step_order)}
     ordered = sorted(entries, key=lambda e: (rank.get(e.step, len(rank)), e.step))
     steps = list(step_order) + sorted({e.step for e in entries} - set(step_order))
@@ -176,15 +209,16 @@ def gallery_data(
     stamps = [m for e in ordered for m in _moments(e) if m is not None]
     t0 = int(min(stamps)) if stamps else 0
     keys = {e.key for e in entries}
-    new = _new_keys(keys, previous)
+    new = _new_keys(keys, marks)
     requests = _Table()
-    tasks = []
-    for entry in ordered:
-        cell: list[int] = []
-        for axis, label in entry.cell:
-            cell += [axis_index[axis], axes[axis][label]]
-        tasks.append(
-            [
+    request_of = [requests.add(_without_prompt(entry.request)) for entry in ordered]
+
+    def rows() -> Iterator[list[object]]:
+        for entry, request in zip(ordered, request_of, strict=True):
+            cell: list[int] = []
+            for axis, label in entry.cell:
+                cell += [axis_index[axis], axes[axis][label]]
+            yield [
                 _packed_id(entry),
                 pack_hash(entry.key),
                 step_index[entry.step],
@@ -192,7 +226,7 @@ def gallery_data(
                 cell,
                 [word_index[w] for w in entry.prompt.split(" ")] if entry.prompt else [],
                 position.get(entry.parent, -1) if entry.parent else -1,
-                requests.add(_without_prompt(entry.request)),
+                request,
                 _outputs(entry, out_dir),
                 entry.failure_code if entry.state.failed else entry.fail_code,
                 entry.fail_msg,
@@ -201,8 +235,8 @@ def gallery_data(
                 + [entry.cost_time, entry.attempts],
                 int(entry.key in new),
             ]
-        )
-    return {
+
+    head: dict[str, object] = {
         "format": FORMAT,
         "name": name,
         "manifest": manifest,
@@ -214,14 +248,14 @@ def gallery_data(
         "reqs": requests.items,
         "t0": t0,
         "fields": list(TASK_FIELDS),
-        "previous": previous is not None,
+        "previous": marks is not None,
         "decisions": {
             key: value
             for key, value in sorted((decisions or {}).items())
             if key in keys and value in DECISIONS
         },
-        "t": tasks,
     }
+    return head, rows()
 
 
 def decode_tasks(data: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -269,11 +303,34 @@ def decode_tasks(data: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _json(value: object) -> str:
+    """Compact JSON that no string can break out of (nor break a line of the script)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
 def data_js(data: Mapping[str, object]) -> str:
     """``data`` as the script ``data.js``: JSON that no string can break out of."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    text = text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return f"{PREFIX}{text};\n"
+    return f"{PREFIX}{_json(data)};\n"
+
+
+ROWS_PER_PIECE = 1000
+
+
+def data_js_pieces(head: Mapping[str, object], rows: Iterable[object]) -> Iterator[str]:
+    """``data_js(head | {"t": list(rows)})``, in pieces of ``ROWS_PER_PIECE`` tasks, each
+    row encoded as it is taken (a piece breaks between two rows: never inside an escape)."""
+    yield f'{PREFIX}{_json(head)[:-1]},"t":['
+    batch: list[str] = []
+    first = True
+    for row in rows:
+        batch.append(_json(row))
+        if len(batch) >= ROWS_PER_PIECE:
+            yield ("" if first else ",") + ",".join(batch)
+            batch, first = [], False
+    if batch:
+        yield ("" if first else ",") + ",".join(batch)
+    yield "]};\n"
 
 
 def read_data_js(text: str) -> dict[str, Any]:

@@ -4,8 +4,9 @@ line, sorted; written atomically and only when it changed. The entries and their
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from json.encoder import encode_basestring
 from pathlib import Path
 
@@ -42,6 +43,56 @@ def lock_parts(manifest: str, blocks: Mapping[str, str], *, stored: bool = False
         return [head + ',\n  "tasks": {}\n}\n']
     tasks = ",\n".join(map(blocks.__getitem__, sorted(blocks)))  # one copy, made in C
     return [head + ',\n  "tasks": {\n', tasks, "\n  }\n}\n"]
+
+
+PIECE_CHARS = 1 << 20  # the lock's text is streamed in pieces of about this many characters
+
+
+def lock_stream(manifest: str, blocks: Mapping[str, str], *, stored: bool = False) -> Iterator[str]:
+    """The text of ``lock_parts``, in pieces of about ``PIECE_CHARS``: the tasks are never
+    joined into one string (at 100,000 tasks that string alone is some 70 MB)."""
+    (first,) = lock_parts(manifest, {}, stored=stored)
+    if not blocks:
+        yield first
+        return
+    yield first.removesuffix("{}\n}\n") + "{\n"
+    batch: list[str] = []
+    size = 0
+    for number, key in enumerate(sorted(blocks)):
+        block = blocks[key]
+        batch.append(",\n" + block if number else block)
+        size += len(block)
+        if size >= PIECE_CHARS:
+            yield "".join(batch)
+            batch, size = [], 0
+    yield "".join(batch) + "\n  }\n}\n"
+
+
+def _file_sha256(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(PIECE_CHARS):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def write_lock_stream(
+    path: Path, pieces: Callable[[], Iterable[str]], *, compare: bool = True
+) -> bool:
+    """``write_lock_text`` for a text made in pieces by ``pieces()``, one piece held at a
+    time: with ``compare``, the file's SHA-256 (read in chunks) against the pieces'; then the
+    pieces made again and written atomically. True if written."""
+    if compare and (on_disk := _file_sha256(path)) is not None:
+        digest = hashlib.sha256()
+        for piece in pieces():
+            digest.update(piece.encode("utf-8"))
+        if digest.hexdigest() == on_disk:
+            return False
+    write_atomic(path, pieces())
+    return True
 
 
 def lock_text(manifest: str, blocks: Mapping[str, str], *, stored: bool = False) -> str:

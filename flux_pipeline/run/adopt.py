@@ -54,7 +54,7 @@ _STAGE = {  # within one attempt; a planned row that has attempts is a create th
 REPORT_NAME = "report.json"
 
 
-def behind(row: TaskRecord | None, known: TaskRecord) -> bool:
+def behind(row: TaskRecord | None, known: TaskRecord | LockEntry) -> bool:
     """Is the DB's ``row`` (None: no row) behind ``known`` (from the lock or a report)?"""
     if row is None:
         return True
@@ -148,8 +148,16 @@ def adoption(
     """The rows the lock (or, without a DB and a lock, ``OUT/report.json``) has that the DB
     ``db`` lacks or is behind on."""
     if lock is not None:
-        source, known = "lock", records_from_lock(plan, lock)
-    elif not had_db and (out_dir / REPORT_NAME).is_file():
+        # a row rebuilt only for the entries the DB is behind on (a rerun: none of 100,000)
+        specs = _specs(plan, lock.entries)
+        now = time.time()
+        chosen = {
+            key: record_of(specs[key], entry, now)
+            for key, entry in lock.entries.items()
+            if key in specs and behind(db.get(key), entry)
+        }
+        return Adoption("lock" if chosen else "", chosen)
+    if not had_db and (out_dir / REPORT_NAME).is_file():
         source, known = "report", records_from_report(plan, out_dir / REPORT_NAME)[0]
     else:
         return Adoption("", {})

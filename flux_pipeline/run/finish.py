@@ -87,6 +87,8 @@ async def _report(
     if not lock_current:
         assert keeper is not None
         await keeper.write_from(store, records)
+    if keeper is not None:  # its text is not needed while the report is made
+        keeper.forget()
     # 4. the failed tasks for the annotations, taken before the report consumes the records
     failed = [r for r in records.values() if r.state in FAILED_STATES]
     # 5. the report (and the step summary, which write_reports and keep_reports append)

@@ -14,13 +14,13 @@ import anyio
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report.lockfile import (
     Lock,
+    LockEntry,
     entry_of,
     load_lock,
-    lock_entries,
     lock_path_for,
     sent,
 )
-from flux_pipeline.report.locktext import entry_block, lock_parts, write_lock_text
+from flux_pipeline.report.locktext import entry_block, lock_stream, write_lock_stream
 from flux_pipeline.run.store import Store
 from flux_pipeline.states import TaskRecord
 
@@ -91,12 +91,9 @@ class LockKeeper:
             known = self._written and self.path.exists()  # the file holds our last text
             if self._blocks is None or not changed:
                 self._objects_new = False
-                entries = lock_entries(self.plan, records, self.old, self._objects)
-                blocks = {key: entry_block(entry) for key, entry in entries.items()}
+                blocks, self._ids, self._stored = self._every_block(records, old)
                 dirty = blocks != self._blocks
                 self._blocks = blocks
-                self._ids = {key: entry.readable_id for key, entry in entries.items()}
-                self._stored = {k for k, e in entries.items() if any(o.stored for o in e.outputs)}
             else:
                 dirty = False
                 for key, record in records.items():
@@ -114,13 +111,54 @@ class LockKeeper:
                 return False  # the file already says exactly this: not even read
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                parts = lock_parts(self.plan.name, self._blocks, stored=bool(self._stored))
-                wrote = write_lock_text(self.path, parts, compare=not known)
+                blocks, stored = self._blocks, bool(self._stored)
+                wrote = write_lock_stream(
+                    self.path,
+                    lambda: lock_stream(self.plan.name, blocks, stored=stored),
+                    compare=not known,
+                )
             except OSError as exc:
                 self._fail(exc)
                 return False
             self._written = True
             return wrote
+
+    def _every_block(
+        self, records: Mapping[str, TaskRecord], old: Mapping[str, LockEntry]
+    ) -> tuple[dict[str, str], dict[str, str], set[str]]:
+        """The blocks of ``lock_entries(plan, records, old lock)``, with each key's readable id
+        and the keys with an output in the bucket: each entry dropped once its block is made,
+        so a 100,000-task lock never holds its entries and its text at once."""
+        blocks: dict[str, str] = {}
+        ids: dict[str, str] = {}
+        stored: set[str] = set()
+
+        def add(key: str, entry: LockEntry) -> None:
+            blocks[key] = entry_block(entry)
+            ids[key] = entry.readable_id
+            if any(o.stored for o in entry.outputs):
+                stored.add(key)
+
+        for key, record in records.items():
+            if not sent(record):
+                continue
+            parent = records.get(record.parent_key) if record.parent_key else None
+            parent_id = parent.readable_id if parent is not None else None
+            if parent_id is None and record.parent_key and record.parent_key in old:
+                parent_id = old[record.parent_key].readable_id
+            add(key, entry_of(self.plan, record, parent_id, old.get(key), self._objects))
+        for key, entry in old.items():
+            if key not in blocks:
+                add(key, entry)
+        return blocks, ids, stored
+
+    def forget(self) -> None:
+        """Drop the text kept for the next write (the run's last write is done: the reports
+        are written next, without it). A later write makes every block again."""
+        with self._writing:
+            self._blocks = None
+            self._ids = {}
+            self._stored = set()
 
     def _fail(self, exc: OSError) -> None:
         if not self._failed:  # said once

@@ -219,6 +219,7 @@ async def _execute(
         adopted = await adopt_into(store, plan, ready.lock, out_dir, had_db=had_db)
         if adopted.records:
             echo(f"flux-pipeline: adopted {len(adopted.records)} task(s) from the {adopted.source}")
+        del adopted  # in the DB now: not held through the run beside the rows read next
         records = await store.records()  # read once: the focus, the cost line, the engine
         if stored is not None:  # adopted outputs the output directory lacks, from the bucket
             await stored.restore(records, ready.lock, out_dir)

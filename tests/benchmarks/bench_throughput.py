@@ -19,7 +19,9 @@ overhead
     of the run spent in SQLite writes from ``report.json`` ``run.engine_stats``).
 scale
     100,000 near-instant tasks run to completion (peak RSS), then the same command again on
-    the finished state (time to exit 0 with nothing to do).
+    the finished state (time to exit 0 with nothing to do), then again with the state DB
+    deleted and the lock file kept (adoption: time, exit 0, no create). Every run is a
+    user's: the lock file, the thumbnails and the reports on.
 
 Definitions, identical for every client:
 - throughput = tasks that finished ÷ (last time a finish was detected − first create sent),
@@ -95,6 +97,8 @@ CALLBACK_REFERENCE_SHARE = 0.99  # of the zero-lag reference on the same costTim
 CALLBACK_REQUESTS_PER_TASK = 2.1
 SCALE_RSS_MB = 400.0
 SCALE_NOOP_SECONDS = 10.0
+SCALE_NOOP_RSS_MB = 300.0
+SCALE_ADOPT_SECONDS = 15.0
 
 # near-instant tasks: the simulator's floor is min(1, mean/2)
 INSTANT = {"task_seconds": 0.01, "task_spread": 0.0}
@@ -576,6 +580,24 @@ def scenario_overhead(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     }
 
 
+def outputs_on(out: Path, manifest: Path) -> dict[str, Any]:
+    """What a user's run leaves beside its images: the lock file, thumbnails, the reports."""
+    thumbs = out / ".flux-pipeline" / "thumbs"
+    lock = manifest.with_name(manifest.stem + ".lock.json")
+    reports = ("report.json", "report.md", "index.html", "junit.xml")
+    return {
+        "lock_bytes": lock.stat().st_size if lock.is_file() else None,
+        "thumbnails": sum(1 for _ in thumbs.iterdir()) if thumbs.is_dir() else 0,
+        "reports": sum((out / name).is_file() for name in reports),
+    }
+
+
+def delete_state_db(out: Path) -> None:
+    """The state DB (and its WAL files) gone, the lock file beside the manifest kept."""
+    for suffix in ("", "-wal", "-shm"):
+        (out / ".flux-pipeline" / f"state.sqlite3{suffix}").unlink(missing_ok=True)
+
+
 def scenario_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     work = root / "scale"
     manifest = write_manifest(work / "manifest", args.scale_tasks)
@@ -590,8 +612,10 @@ def scenario_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         }
     }
     with simulator(instant_params(args, args.scale_image_size), work / "logs", "sim") as sim:
-        for label in ("first", "rerun"):
+        for label in ("first", "rerun", "adopt"):
             progress(f"scale: {label}, {args.scale_tasks} near-instant tasks ...")
+            if label == "adopt":
+                delete_state_db(out)
             before = sim.stats()
             run = run_flux(
                 f"scale-{label}",
@@ -611,11 +635,22 @@ def scenario_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 int(by_before.get(k, 0)) for k in ("create", "status")
             )
             f["downloads"] = run.downloads - int(by_before.get("results", 0))
+            f["creates"] = int(run.stats.get("creates") or 0) - int(before.get("creates") or 0)
             f["wall_tasks_per_second"] = run.planned / run.measured.wall
+            f |= outputs_on(out, manifest)
             result[label] = f
             progress(f"  {label}: {run.measured.wall:.1f} s, exit {run.measured.returncode}")
-    first, rerun = result["first"], result["rerun"]
-    result["targets"] = [
+    result["targets"] = scale_targets(result)
+    if args.scale_tasks < 100_000:
+        for t in result["targets"]:
+            t["target"] += f" (run at {args.scale_tasks} tasks)"
+    return result
+
+
+def scale_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    first, rerun, adopt = result["first"], result["rerun"], result["adopt"]
+    planned = result["parameters"]["tasks"]
+    return [
         {
             "target": f"100k: peak RSS <= {SCALE_RSS_MB:.0f} MB",
             "met": first["peak_rss_mb"] <= SCALE_RSS_MB,
@@ -626,12 +661,30 @@ def scenario_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "met": rerun["exit_code"] == 0 and rerun["wall_seconds"] <= SCALE_NOOP_SECONDS,
             "value": f"exit {rerun['exit_code']} in {rerun['wall_seconds']:.1f} s",
         },
+        {
+            "target": f"no-op rerun: peak RSS <= {SCALE_NOOP_RSS_MB:.0f} MB",
+            "met": rerun["peak_rss_mb"] <= SCALE_NOOP_RSS_MB,
+            "value": f"{rerun['peak_rss_mb']:.0f} MB",
+        },
+        {
+            "target": f"adoption (state DB deleted, lock kept) exits 0 in <= "
+            f"{SCALE_ADOPT_SECONDS:.0f} s, 0 creates",
+            "met": adopt["exit_code"] == 0
+            and adopt["wall_seconds"] <= SCALE_ADOPT_SECONDS
+            and adopt["creates"] == 0,
+            "value": f"exit {adopt['exit_code']} in {adopt['wall_seconds']:.1f} s, "
+            f"{adopt['creates']} creates",
+        },
         {"target": "100k: no task lost", "met": first["lost"] == 0, "value": str(first["lost"])},
+        {
+            "target": "lock file, thumbnails and reports written",
+            "met": bool(first["lock_bytes"])
+            and first["thumbnails"] == planned
+            and first["reports"] == 4,
+            "value": f"lock {fmt(first['lock_bytes'], 0)} bytes, {first['thumbnails']} "
+            f"thumbnails, {first['reports']}/4 reports",
+        },
     ]
-    if args.scale_tasks < 100_000:
-        for t in result["targets"]:
-            t["target"] += f" (run at {args.scale_tasks} tasks)"
-    return result
 
 
 # --- printing -------------------------------------------------------------------------------
@@ -778,27 +831,36 @@ def print_overhead(r: dict[str, Any]) -> None:
 
 def print_scale(r: dict[str, Any]) -> None:
     p = r["parameters"]
-    first, rerun = r["first"], r["rerun"]
+    runs = [r["first"], r["rerun"], r["adopt"]]
+    first = runs[0]
     print(
         f"\n== scale: {p['tasks']:,} near-instant tasks, images {p['image_size']} px, "
         f"--max-active {p['max_active']}"
     )
     print()
+
+    def row(name: str, cell: Any, first_only: bool = False) -> list[str]:
+        return [name, *(cell(f) if not first_only or f is first else "-" for f in runs)]
+
     rows = [
-        ["exit code", str(first["exit_code"]), str(rerun["exit_code"])],
-        ["tasks downloaded / lost", f"{first['downloaded']} / {first['lost']}", "-"],
-        ["wall time, s", fmt(first["wall_seconds"], 1), fmt(rerun["wall_seconds"], 2)],
-        ["throughput (tasks ÷ wall), tasks/s", fmt(first["wall_tasks_per_second"]), "-"],
-        ["API requests", fmt(first["api_requests"]), fmt(rerun["api_requests"])],
-        ["downloads", fmt(first["downloads"]), fmt(rerun["downloads"])],
-        ["client CPU, s", fmt(first["cpu_seconds"]), fmt(rerun["cpu_seconds"])],
-        ["client CPU per task, ms", ms(first["cpu_seconds_per_task"]), "-"],
-        ["client peak RSS, MB", fmt(first["peak_rss_mb"], 0), fmt(rerun["peak_rss_mb"], 0)],
+        row("exit code", lambda f: str(f["exit_code"])),
+        row("tasks downloaded / lost", lambda f: f"{f['downloaded']} / {f['lost']}"),
+        row("wall time, s", lambda f: fmt(f["wall_seconds"], 2)),
+        row("throughput (tasks ÷ wall), tasks/s", lambda f: fmt(f["wall_tasks_per_second"]), True),
+        row("creates at the simulator", lambda f: fmt(f["creates"])),
+        row("API requests", lambda f: fmt(f["api_requests"])),
+        row("downloads", lambda f: fmt(f["downloads"])),
+        row("client CPU, s", lambda f: fmt(f["cpu_seconds"])),
+        row("client CPU per task, ms", lambda f: ms(f["cpu_seconds_per_task"]), True),
+        row("client peak RSS, MB", lambda f: fmt(f["peak_rss_mb"], 0)),
+        row("lock file, bytes", lambda f: fmt(f["lock_bytes"], 0)),
+        row("thumbnails", lambda f: fmt(f["thumbnails"])),
+        row("report files (of 4)", lambda f: str(f["reports"])),
     ]
-    print(table(["", "run to completion", "rerun (nothing to do)"], rows))
+    print(table(["", "run to completion", "rerun (nothing to do)", "adoption (DB deleted)"], rows))
     print_targets(r["targets"])
-    print_code([("run", first), ("rerun", rerun)])
-    for name, f in (("run", first), ("rerun", rerun)):
+    print_code([("run", first), ("rerun", runs[1]), ("adoption", runs[2])])
+    for name, f in zip(("run", "rerun", "adoption"), runs, strict=True):
         if f["stderr_tail"]:
             print(f"\n{name}: stderr tail:\n{f['stderr_tail']}")
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from flux_pipeline.report import gallery
@@ -258,3 +259,59 @@ def test_pages_of_an_older_gallery_are_removed(tmp_path: Path) -> None:
     (tmp_path / "index-x.html").write_text("not a page")
     gallery.write_gallery(tmp_path, name="p", manifest="p.yaml", entries=[], step_order=[])
     assert sorted(p.name for p in tmp_path.glob("index*.html")) == ["index-x.html", "index.html"]
+
+
+def test_the_streamed_data_file_is_the_joined_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``write_gallery`` streams data.js row by row (``data_js_pieces``): the bytes are
+    those of ``data_js(gallery_data(...))``, hostile strings, new marks and every piece size
+    included, and the previous gallery's marks are kept as before."""
+    from flux_pipeline.report import gallery_data as module
+
+    entries = [
+        entry(
+            f"shot@q={HOSTILE}{i}#1",
+            step="shot",
+            cell={"q": f"{HOSTILE}{i}"},
+            prompt=f"{HOSTILE} {i}",
+            state="failed" if i % 2 else "downloaded",
+            fail_msg=f"</{i}\u2028",
+        )
+        for i in range(5)
+    ]
+    for per_piece in (1, 2, 5, 1000):
+        monkeypatch.setattr(module, "ROWS_PER_PIECE", per_piece)
+        for count in (0, 1, 3, 5):
+            out = tmp_path / f"{per_piece}-{count}"
+            previous = None
+            for shown in (entries[: max(0, count - 1)], entries[:count]):  # then one more
+                expected = data_js(data_of(out, shown, step_order=["shot"], previous=previous))
+                gallery.write_gallery(
+                    out, name="g", manifest="g.yaml", entries=shown, step_order=["shot"]
+                )
+                text = (out / gallery.DATA_PATH).read_text(encoding="utf-8")
+                assert text == expected
+                previous = read_data_js(text)
+
+
+def test_writing_the_data_file_never_holds_every_row(tmp_path: Path) -> None:
+    """4,000 tasks: while ``write_gallery`` runs, what it allocates stays within 6 times the
+    size of the data file it writes (the tables and one index per task: 3.8 times; it was 12
+    times: every row as Python lists, then the text, escaped and redacted, in three copies)."""
+    import tracemalloc
+
+    entries = [
+        entry(f"shot@n={i}#1", step="shot", cell={"n": str(i)}, prompt=f"image {i}")
+        for i in range(4000)
+    ]
+    tracemalloc.start()
+    try:
+        gallery.write_gallery(
+            tmp_path, name="g", manifest="g.yaml", entries=entries, step_order=["shot"]
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = (tmp_path / gallery.DATA_PATH).stat().st_size
+    assert peak < 6 * size, (peak, size)
