@@ -30,6 +30,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,9 @@ from flux_pipeline.layout import STATE_DIR
 
 LEASE_NAME = "lease"
 _MAX_HOLDER_BYTES = 4096
+# a second run that finds the lock taken in the moment between the holder's lock and its line
+# reads again for up to 0.2 s, so the refusal names the holder
+_HOLDER_READS = 20
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
 
 
@@ -123,6 +127,11 @@ def _lock(path: Path, holder: Holder, shown: str) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             who = _read_holder(fd)
+            for _ in range(_HOLDER_READS):  # the holder stamps its line right after it locks
+                if who.get("pid"):
+                    break
+                time.sleep(0.01)
+                who = _read_holder(fd)
             os.close(fd)
             raise LeaseHeldError(
                 f"{shown} is in use by another flux-pipeline run ({_describe(who)}): "

@@ -314,3 +314,29 @@ def test_a_read_only_directory_is_a_state_error(tmp_path: Path) -> None:
     assert result.stdout.strip() == (
         f"{frozen}/o/.flux-pipeline/lease: cannot open the lock file: Read-only file system"
     )
+
+
+def test_a_refusal_in_the_moment_before_the_holder_stamps_its_line_still_names_it(
+    tmp_path: Path,
+) -> None:
+    """Two runs started together: the second found the lock taken in the instant between the
+    first's lock and the line it writes, and said "holder not recorded" (seen in a full
+    suite). It reads again briefly, so the refusal names the holder."""
+    import threading
+
+    out = tmp_path / "out"
+    path = out_lock_path(out)
+    path.parent.mkdir(parents=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # locked, nothing written yet
+    line = b'{"pid": 4242, "host": "elsewhere", "command": "run m.yaml", "since": "now"}\n'
+    stamp = threading.Timer(0.05, os.pwrite, (fd, line, 0))
+    stamp.start()
+    try:
+        with pytest.raises(LeaseHeldError) as caught:
+            acquire_lease(tmp_path / "state.sqlite3", out, command="run m.yaml")
+    finally:
+        stamp.join()
+        os.close(fd)
+    assert "4242" in str(caught.value), caught.value
+    assert "holder not recorded" not in str(caught.value)
