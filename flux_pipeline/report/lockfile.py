@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -227,7 +227,19 @@ def lock_entries(
     """Every key ever sent: the state DB's rows that were sent, then the old lock's entries
     the DB does not have (a task no longer planned, paid for: kept)."""
     previous = old.entries if old is not None else {}
-    entries: dict[str, LockEntry] = {}
+    return dict(each_lock_entry(plan, records, previous, objects))
+
+
+def each_lock_entry(
+    plan: Plan,
+    records: Mapping[str, TaskRecord],
+    previous: Mapping[str, LockEntry],
+    objects: Mapping[str, str] | None = None,
+) -> Iterator[tuple[str, LockEntry]]:
+    """``lock_entries``, one (key, entry) at a time and in its order, with the old lock's
+    entries ``previous``: a caller that keeps only what it makes of each entry never holds
+    them all (run/lock_keeper.py)."""
+    made: set[str] = set()
     for key, record in records.items():
         if not sent(record):
             continue
@@ -235,10 +247,11 @@ def lock_entries(
         parent_id = parent.readable_id if parent is not None else None
         if parent_id is None and record.parent_key and record.parent_key in previous:
             parent_id = previous[record.parent_key].readable_id
-        entries[key] = entry_of(plan, record, parent_id, previous.get(key), objects)
+        made.add(key)
+        yield key, entry_of(plan, record, parent_id, previous.get(key), objects)
     for key, entry in previous.items():
-        entries.setdefault(key, entry)
-    return entries
+        if key not in made:
+            yield key, entry
 
 
 # --- reading --------------------------------------------------------------------------------

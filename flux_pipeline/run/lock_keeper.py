@@ -15,6 +15,7 @@ from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report.lockfile import (
     Lock,
     LockEntry,
+    each_lock_entry,
     entry_of,
     load_lock,
     lock_path_for,
@@ -133,23 +134,11 @@ class LockKeeper:
         ids: dict[str, str] = {}
         stored: set[str] = set()
 
-        def add(key: str, entry: LockEntry) -> None:
+        for key, entry in each_lock_entry(self.plan, records, old, self._objects):
             blocks[key] = entry_block(entry)
             ids[key] = entry.readable_id
             if any(o.stored for o in entry.outputs):
                 stored.add(key)
-
-        for key, record in records.items():
-            if not sent(record):
-                continue
-            parent = records.get(record.parent_key) if record.parent_key else None
-            parent_id = parent.readable_id if parent is not None else None
-            if parent_id is None and record.parent_key and record.parent_key in old:
-                parent_id = old[record.parent_key].readable_id
-            add(key, entry_of(self.plan, record, parent_id, old.get(key), self._objects))
-        for key, entry in old.items():
-            if key not in blocks:
-                add(key, entry)
         return blocks, ids, stored
 
     def forget(self) -> None:
