@@ -33,7 +33,7 @@ from ..run.support import run_inprocess, write_manifest
 from .support import entry, gallery_data, gallery_tasks
 
 try:
-    from playwright.sync_api import Browser, Locator, Page, sync_playwright
+    from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
     PLAYWRIGHT = True
 except ImportError:  # the test extra installs it
@@ -140,6 +140,19 @@ def open_gallery(page: Page, out: Path, hash_: str = "") -> None:
     page.wait_for_selector("html[data-ready]", timeout=10_000)
 
 
+def wait_images_loaded(page: Page, selector: str, count: int) -> None:
+    """Wait until ``count`` images match ``selector`` and every one has loaded.
+
+    Not ``page.wait_for_function``: once its first check is false it polls with ``eval()``
+    inside the page, which the gallery's own policy (``CSP`` in flux_pipeline/report/gallery.py,
+    ``script-src 'self'``) refuses, so a slow image failed the test with an EvalError. These
+    waits read properties from Playwright's side and run no string as script in the page."""
+    images = page.locator(selector)
+    expect(images).to_have_count(count, timeout=10_000)
+    for i in range(count):
+        expect(images.nth(i)).to_have_js_property("complete", True, timeout=10_000)
+
+
 def shown_ids(page: Page) -> list[str]:
     ids: list[str] = page.eval_on_selector_all(
         "#app .card .rid", "nodes => nodes.map(n => n.textContent)"
@@ -158,7 +171,7 @@ def test_every_thumbnail_loads_and_boxes_keep_the_aspect_ratio(
     page.on("request", lambda r: requests.append(r.url))
     open_gallery(page, review_out)
     assert len(shown_ids(page)) == 12
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=10_000)
+    wait_images_loaded(page, "#app img", 8)
     images = page.eval_on_selector_all(
         "#app img", "nodes => nodes.map(i => [i.getAttribute('src'), i.naturalWidth])"
     )
@@ -364,7 +377,7 @@ def test_odd_file_names_are_linked_percent_encoded(page: Page, tmp_path: Path) -
         step_order=["shot"],
     )
     open_gallery(page, tmp_path)
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    wait_images_loaded(page, "#app img", 1)
     [(src, width)] = page.eval_on_selector_all(
         "#app img", "nodes => nodes.map(i => [i.getAttribute('src'), i.naturalWidth])"
     )
@@ -376,6 +389,27 @@ def _png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (0, 90, 200)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_an_image_that_loads_late_is_waited_for_under_the_gallery_policy(
+    page: Page, tmp_path: Path
+) -> None:
+    """The wait these tests use works under the gallery's CSP when an image comes late (a CI
+    run on a loaded machine failed with "EvalError ... 'unsafe-eval'" when the lightbox's
+    image had not loaded at the first check)."""
+    (tmp_path / "pic.png").write_bytes(_png(30, 40))
+    (tmp_path / "late.js").write_text(
+        "setTimeout(() => { const i = new Image(); i.src = 'pic.png'; document.body.append(i); }"
+        ", 300);"
+    )
+    (tmp_path / "index.html").write_text(
+        f'<!doctype html><meta http-equiv="Content-Security-Policy" content="{gallery.CSP}">'
+        '<body><script src="late.js"></script></body>'
+    )
+    page.goto((tmp_path / "index.html").as_uri())
+    assert page.evaluate("document.images.length") == 0
+    wait_images_loaded(page, "img", 1)
+    assert page.eval_on_selector("img", "i => i.naturalWidth") == 30
 
 
 def test_a_big_grid_is_paged_and_its_cells_capped(page: Page, tmp_path: Path) -> None:
@@ -473,14 +507,12 @@ def test_demo_gallery_renders_in_headless_chromium(
 
     assert off_the_loop(go) == 0
     open_gallery(page, out)
-    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    wait_images_loaded(page, "#app img", 8)
     widths = page.eval_on_selector_all("#app img", "nodes => nodes.map(i => i.naturalWidth)")
     assert len(widths) == 8
     assert all(w > 0 for w in widths)
     page.locator(".card").last.click()
-    page.wait_for_function(
-        "Array.from(document.querySelectorAll('#lightbox img')).every(i => i.complete)"
-    )
+    wait_images_loaded(page, "#lightbox .full img", 1)
     full = page.eval_on_selector_all(
         "#lightbox .full img", "nodes => nodes.map(i => [i.naturalWidth, i.naturalHeight])"
     )
