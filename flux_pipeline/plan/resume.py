@@ -11,11 +11,18 @@ from enum import StrEnum
 from flux_pipeline.states import TaskState
 
 RESULT_URL_LIFETIME = 15 * 24 * 3600  # seconds a result URL lives after its task finished
+PARENT_URL_MAX_AGE = 14 * 24 * 3600  # a parent older than this: its images go inline
 
 
 def urls_expired(finished_at: float | None, now: float) -> bool:
     """Have a finished task's result URLs expired (by the time it finished)?"""
     return finished_at is not None and now - finished_at >= RESULT_URL_LIFETIME
+
+
+def urls_aging(finished_at: float | None, now: float) -> bool:
+    """Did a finished task finish so long ago (``PARENT_URL_MAX_AGE``) that its result URLs may
+    be gone before a child that edits its image is created? Such a parent's images go inline."""
+    return finished_at is not None and now - finished_at > PARENT_URL_MAX_AGE
 
 
 class Reason(StrEnum):

@@ -32,7 +32,7 @@ from flux_pipeline.errors import FluxPipelineError
 from flux_pipeline.outcome import Bucket, exit_code_for
 from flux_pipeline.plan.cost import CostCap
 from flux_pipeline.plan.expand import Plan
-from flux_pipeline.plan.resume import Action, Policy, Reason, decide, urls_expired
+from flux_pipeline.plan.resume import Action, Policy, Reason, decide, urls_aging, urls_expired
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.run.admission import Admission
 from flux_pipeline.run.api import RequestType
@@ -53,8 +53,6 @@ from flux_pipeline.run.submitter import CreateRate, CreateSettings, Submitter
 from flux_pipeline.run.tally import final_buckets, run_stats
 from flux_pipeline.states import TaskRecord, TaskState
 
-PARENT_URL_MAX_AGE = 14 * 24 * 3600  # result URLs live 15 days; older parents go inline
-
 
 @dataclass(frozen=True, kw_only=True)
 class EngineSettings:
@@ -74,10 +72,6 @@ class EngineSettings:
     timing: TimingConfig = field(default_factory=TimingConfig)
     progress_interval: float = 1.0
     images: ImageSource | None = None  # run/images.py; default: InlineImages
-
-
-def _stale(record: TaskRecord) -> bool:  # finished so long ago that its URLs may be gone
-    return time.time() - (record.finished_at or time.time()) > PARENT_URL_MAX_AGE
 
 
 class Engine:
@@ -107,6 +101,7 @@ class Engine:
             durations=timing.durations,
             enabled=settings.speculate and settings.request_type == "async",
             clock=clock,
+            requests=lambda: budget.acquired,
         )
         rate = CreateRate(clock)
         self.downloader = Downloader(
@@ -262,7 +257,7 @@ class Engine:
             assert record is not None
             if decision.action is Action.SKIP:
                 self.ledger.settle(Bucket.DONE, spec)
-                if _stale(record):  # rare: reads the parent's images, in a worker thread
+                if urls_aging(record.finished_at, time.time()):  # rare: reads the parent's images
                     stack.extend(await self._inlined_children(spec, record))
                 else:
                     stack.extend(self._children(spec, record.result_urls))

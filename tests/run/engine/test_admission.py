@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flux_pipeline.run.admission import (
+    ALLOWANCE_START,
     ESTIMATE_CACHE_SECONDS,
     LEARN_WAVE_CAP,
     MARGIN_CEILING,
@@ -13,6 +14,7 @@ from flux_pipeline.run.admission import (
     MARGIN_STEP_ON_429,
     MARGIN_STEP_ON_SUCCESS,
     PAUSE_AFTER_429,
+    SPECULATIVE_429_SHARE,
     Admission,
 )
 from flux_pipeline.run.scheduler import Durations
@@ -168,3 +170,24 @@ def test_successes_narrow_the_margin_slowly_down_to_the_floor() -> None:
     for _ in range(10_000):
         model.succeeded()
     assert model.margin == MARGIN_FLOOR
+
+
+def test_successes_narrow_the_margin_only_while_the_429s_are_within_their_allowance() -> None:
+    """Speculation may spend ``SPECULATIVE_429_SHARE`` of the run's requests on 429s: past
+    that, successes no longer narrow the margin, until enough requests have been sent."""
+    clock = FakeClock()
+    sent = [0]
+    model = Admission(max_active=100, durations=learned(100), clock=clock, requests=lambda: sent[0])
+    for _ in range(ALLOWANCE_START):
+        model.rate_limited()
+    spent = model.margin
+    for _ in range(50):
+        model.succeeded()
+    assert model.margin == spent  # 3 429s and no request sent: the allowance is spent
+    sent[0] = round(1 / SPECULATIVE_429_SHARE)  # one more 429 earned
+    model.succeeded()
+    assert model.margin == spent - MARGIN_STEP_ON_SUCCESS
+    model.rate_limited()  # and spent again
+    widened = model.margin
+    model.succeeded()
+    assert model.margin == widened
