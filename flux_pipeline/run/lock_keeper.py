@@ -161,15 +161,20 @@ class LockKeeper:
         since. ``records``: every row, read after everything queued was committed (a stop
         reads them after ``end_run``, run/finish.py)."""
         touched = store.take_touched()  # before the flush: a later write is in the next set
-        if self._blocks is None or self._objects_new:
-            rows = records if records is not None else await store.records()
-            return await anyio.to_thread.run_sync(self.write, rows)
-        if records is None:
-            await store.flush_and_wait()
-            rows = await store.records(keys=touched)
-        else:
-            rows = {key: records[key] for key in touched if key in records}
-        return await anyio.to_thread.run_sync(partial(self.write, rows, changed=True))
+        try:
+            if records is None:  # the rows read below are then at least as new as ``touched``
+                await store.flush_and_wait()
+            if self._blocks is None or self._objects_new:
+                rows = records if records is not None else await store.records()
+                return await anyio.to_thread.run_sync(self.write, rows)
+            if records is None:
+                rows = await store.records(keys=touched)
+            else:
+                rows = {key: records[key] for key in touched if key in records}
+            return await anyio.to_thread.run_sync(partial(self.write, rows, changed=True))
+        except BaseException:  # cancelled at a stop, a read that failed: not written
+            store.touch_again(touched)  # so the next write (the one at the stop) has them
+            raise
 
     async def every(self, store: Store) -> None:
         """Write the lock every ``interval`` seconds until ``stop``."""

@@ -311,14 +311,19 @@ class Store:
 
     async def flush_and_wait(self) -> None:
         """Wait until everything queued so far is committed, including the batch the writer
-        may be committing right now (critical writes may have jumped ahead: wait for all)."""
+        may be committing right now (critical writes may have jumped ahead: wait for all).
+        Writes queued after the call are not waited for: while a run goes on, the queue is
+        hardly ever empty, and a wait for an empty queue could last until the run ends."""
         w = self._w
         with anyio.CancelScope(shield=True):
-            while w.queue or w.committing:
+            waiting = [*w.committing, *w.queue]  # held: their ids stay theirs while we wait
+            while waiting:
                 if self._writer_started and not self._writer_done.is_set():
                     await w.committed.wait()
                 else:
                     await w.drain()
+                left = {id(write) for write in (*w.committing, *w.queue)}
+                waiting = [write for write in waiting if id(write) in left]
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -344,6 +349,10 @@ class Store:
         """The keys written since the last call (the lock file's incremental write)."""
         touched, self._w.touched = self._w.touched, set()
         return touched
+
+    def touch_again(self, keys: set[str]) -> None:
+        """Keys taken by ``take_touched`` whose write did not happen: the next call has them."""
+        self._w.touched |= keys
 
     async def generations(self) -> list[tuple[str | None, int]]:
         """``(base key, generation)`` of every regenerated task's row (plan/generations.py)."""

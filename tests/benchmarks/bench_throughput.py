@@ -305,7 +305,8 @@ def run_flux(
         ts = task["timestamps"]
         if task["state"] == "downloaded":
             downloaded += 1
-        if ts["finished"] is not None and ts["api_complete"] is not None:
+        # an adopted task (from the lock) was not created by this run: no first_submitted
+        if None not in (ts["finished"], ts["api_complete"], ts["first_submitted"]):
             created.append(float(ts["first_submitted"]))
             detected.append(float(ts["finished"]))
             complete.append(int(ts["api_complete"]))
@@ -934,6 +935,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.workdir is not None:  # a --workdir that does not exist yet is made
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-throughput-", dir=args.workdir))
     results: dict[str, Any] = {
         "machine": {

@@ -235,6 +235,43 @@ async def test_flush_and_wait_waits_for_writes_a_taskid_jumped_ahead_of(tmp_path
         assert outputs == 2 * MAX_BATCH
 
 
+async def test_flush_and_wait_ends_while_writes_keep_coming(tmp_path: Path) -> None:
+    """It waits for what was queued when it was called, not for an empty queue: during a run
+    the queue is seldom empty, and the lock keeper's wait (run/lock_keeper.py) lasted until
+    the run ended (48 s of a 10,000-task run), so its keys were lost at the stop."""
+    path = tmp_path / "s.sqlite3"
+    stop = anyio.Event()
+
+    async def keep_writing(store: Store) -> None:
+        i = 0
+        while not stop.is_set():
+            store.enqueue(SQL_OUTPUT, ("w", i, f"p{i}", "u", 1, "0", None), key="w", what="out")
+            i += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with open_store(path) as store, anyio.create_task_group() as tg:
+        await store.mark_submitting(spec("a"))
+        store.mark_submitted("a", "id-a")
+        tg.start_soon(keep_writing, store)
+        await anyio.lowlevel.checkpoint()
+        flushed = anyio.Event()
+
+        async def flush() -> None:
+            await store.flush_and_wait()
+            flushed.set()
+
+        tg.start_soon(flush)
+        with anyio.move_on_after(10):  # bounds the old behaviour: it waited for the writer
+            await flushed.wait()
+        in_time = flushed.is_set()
+        still_writing = bool(store._w.queue or store._w.committing)
+        stop.set()
+        assert in_time
+        assert still_writing  # the wait ended without draining the queue
+        records = await store.records(keys=["a"])
+        assert records["a"].task_id == "id-a"  # what was queued before the call is committed
+
+
 async def test_a_lock_held_past_the_busy_timeout_fails_the_batch_once_not_per_statement(
     tmp_path: Path,
 ) -> None:
