@@ -934,6 +934,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.workdir is not None:  # a --workdir that does not exist yet is made
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-throughput-", dir=args.workdir))
     results: dict[str, Any] = {
         "machine": {
