@@ -50,7 +50,11 @@ def slug_part(value: Any) -> str:
     """
     text = str(value)
     if not text.isascii():  # anyascii gives ASCII text back as it is, at a cost
-        text = anyascii(text)
+        # the ellipsis of a long value in a readable id (plan/axes.py ``format_value``) is the
+        # common case; anyascii, character by character, gives "..." for it too
+        text = text.replace("…", "...")
+        if not text.isascii():
+            text = anyascii(text)
     return _NOT_SLUG.sub("-", text.lower()).strip("-")
 
 

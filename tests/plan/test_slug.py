@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from flux_pipeline.plan import templates
 from flux_pipeline.plan.expand import load_plan
+from flux_pipeline.plan.templates import _NOT_SLUG
 
 from ..manifest.helpers import plan_of
 
@@ -91,6 +92,9 @@ def test_ascii_text_is_its_own_transliteration() -> None:
     every = "".join(map(chr, range(128)))
     assert anyascii(every) == every
     assert templates.slug_part("Ünïcode " + every) == templates.slug_part("Unicode " + every)
+    assert anyascii("…") == "..."  # and the ellipsis that ``slug_part`` replaces itself
+    for text in ("a…b", "…", "ü…", "Αθήνα…#1/"):
+        assert templates.slug_part(text) == _NOT_SLUG.sub("-", anyascii(text).lower()).strip("-")
 
 
 @given(st.text(max_size=12), st.text(max_size=12))
