@@ -84,6 +84,47 @@ def json_head(
     return head
 
 
+def document_start(head: dict[str, object]) -> str:
+    """The document up to its first task: ``head`` and the opening of its ``tasks`` list."""
+    text = json.dumps(head, ensure_ascii=False, indent=None)
+    return text[:-1] + ', "tasks": ['
+
+
+DOCUMENT_END = "\n]}\n"
+_dumps = encode_basestring  # json.dumps(str, ensure_ascii=False), in C
+
+
+def task_json(task: TaskSpec, decision: Decision, step_json: Mapping[str, str]) -> str:
+    """One task of the list, on one line; ``step_json``: each step id as a JSON string."""
+    return (
+        '{"readable_id": '
+        + _dumps(task.readable_id)
+        + ', "key": "'
+        + task.key
+        + '", "step": '
+        + step_json[task.step]
+        + ', "parent": '
+        + (f'"{task.parent_key}"' if task.parent_key else "null")
+        + ', "parent_output_index": '
+        + ("null" if task.parent_output_index is None else str(task.parent_output_index))
+        + ', "repeat_index": '
+        + str(task.repeat_index)
+        + ', "reason": "'
+        + decision.reason.value
+        + '", "action": "'
+        + decision.action.value
+        + '", "output": '
+        + _dumps(_output(task))
+        + ', "request": '
+        + task.request_json  # canonical JSON already
+        + "}"
+    )
+
+
+def steps_json(step_ids: Iterable[str]) -> dict[str, str]:
+    return {step: _dumps(step) for step in step_ids}
+
+
 def write_document(
     head: dict[str, object],
     step_ids: Sequence[str],
@@ -91,41 +132,16 @@ def write_document(
     stream: IO[str],
 ) -> None:
     """``head`` with its ``tasks`` list, one line per task, written in chunks as they come."""
-    text = json.dumps(head, ensure_ascii=False, indent=None)
-    stream.write(text[:-1] + ', "tasks": [')
-    dumps = encode_basestring  # json.dumps(str, ensure_ascii=False), in C
-    step_json = {step: dumps(step) for step in step_ids}
+    stream.write(document_start(head))
+    step_json = steps_json(step_ids)
     chunk: list[str] = []
     for i, (task, decision) in enumerate(tasks):
-        chunk.append(
-            ("\n" if i == 0 else ",\n")
-            + '{"readable_id": '
-            + dumps(task.readable_id)
-            + ', "key": "'
-            + task.key
-            + '", "step": '
-            + step_json[task.step]
-            + ', "parent": '
-            + (f'"{task.parent_key}"' if task.parent_key else "null")
-            + ', "parent_output_index": '
-            + ("null" if task.parent_output_index is None else str(task.parent_output_index))
-            + ', "repeat_index": '
-            + str(task.repeat_index)
-            + ', "reason": "'
-            + decision.reason.value
-            + '", "action": "'
-            + decision.action.value
-            + '", "output": '
-            + dumps(_output(task))
-            + ', "request": '
-            + task.request_json  # canonical JSON already
-            + "}"
-        )
+        chunk.append(("\n" if i == 0 else ",\n") + task_json(task, decision, step_json))
         if len(chunk) >= CHUNK:
             stream.write("".join(chunk))
             chunk.clear()
     stream.write("".join(chunk))
-    stream.write("\n]}\n")
+    stream.write(DOCUMENT_END)
 
 
 def write_table(plan: Plan, decisions: Sequence[Decision], stream: IO[str]) -> None:

@@ -9,15 +9,18 @@ task's decision is ``Decider``'s per-task rule against the DB's rows. Otherwise 
 expands the whole plan as before.
 
 Pass 1 (``PlanStream.watch``) checks the manifest and decides every task: the counts by step
-and by reason, the cost (plan/cost.py), one byte per task for its decision. Any problem raises
-before anything is written. Pass 2 renders the tasks again and writes them
-(``plan_output.write_document``): the document is the one the materialised plan gives.
+and by reason, the cost (plan/cost.py), and each task's line of the document, kept in a
+temporary file (``_Spool``). Any problem raises before anything is written. Then the head and
+the spooled lines are written: the document is the one the materialised plan gives
+(``plan_output.write_document``). Pass 1 also keeps one byte per task for its decision:
+where the temporary file cannot be written, pass 2 renders the tasks again and writes them.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -25,7 +28,16 @@ import anyio
 
 from flux_pipeline.cli.decisions import PAY, Decider, StoredTask, stored_tasks
 from flux_pipeline.cli.options import echo_warnings
-from flux_pipeline.cli.plan_output import json_head, reason_counts, write_document
+from flux_pipeline.cli.plan_output import (
+    CHUNK,
+    DOCUMENT_END,
+    document_start,
+    json_head,
+    reason_counts,
+    steps_json,
+    task_json,
+    write_document,
+)
 from flux_pipeline.errors import ExitCode
 from flux_pipeline.layout import default_out_dir, default_state_path
 from flux_pipeline.plan.cost import cost_json, mode_of
@@ -64,12 +76,74 @@ def streamable(
     return flags and not regenerate_rejected and absent(lock) and absent(review)
 
 
+SPOOL_BLOCK = 1 << 20  # characters read back from the spool at a time
+
+
+class _Spool:
+    """The document's task lines as pass 1 makes them, in a temporary file, so that they are
+    not rendered a second time (some 640 bytes a task on disk, none in memory). Given up, and
+    closed, when the file cannot be made or written (no temporary directory, a full disk)."""
+
+    def __init__(self, step_ids: Sequence[str]) -> None:
+        self._step_json = steps_json(step_ids)
+        self._chunk: list[str] = []
+        self._count = 0
+        self._file: IO[str] | None
+        try:  # closed by ``close`` (plan_json closes every spool it made)
+            self._file = tempfile.TemporaryFile("w+", encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError:
+            self._file = None
+
+    def add(self, task: TaskSpec, decision: Decision) -> None:
+        if self._file is None:
+            return
+        line = task_json(task, decision, self._step_json)
+        self._chunk.append(("\n" if self._count == 0 else ",\n") + line)
+        self._count += 1
+        if len(self._chunk) >= CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._file is not None and self._chunk:
+            try:
+                self._file.write("".join(self._chunk))
+            except OSError:
+                self.close()
+        self._chunk.clear()
+
+    def ready(self) -> bool:
+        """Every line written and the file back at its start; False: given up."""
+        self._flush()
+        if self._file is None:
+            return False
+        try:
+            self._file.flush()
+            self._file.seek(0)
+        except OSError:
+            self.close()
+            return False
+        return True
+
+    def copy_to(self, stream: IO[str]) -> None:
+        """After ``ready``: the lines, in blocks."""
+        assert self._file is not None
+        while block := self._file.read(SPOOL_BLOCK):
+            stream.write(block)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class _Tally:
     """Pass 1's view of the tasks: each one decided, counted by reason and, when a run would
-    create it, by mode (plan/cost.py ``by_mode``)."""
+    create it, by mode (plan/cost.py ``by_mode``), and its line spooled; one byte per task for
+    its decision, in case the spool is given up and pass 2 must render the tasks again."""
 
-    def __init__(self, decide: Decider) -> None:
+    def __init__(self, decide: Decider, spool: _Spool) -> None:
         self.decide = decide
+        self.spool = spool
         self.codes = bytearray()  # per task, in plan order: its decision in ``kinds``
         self.kinds: list[Decision] = []
         self._index: dict[Decision, int] = {}
@@ -83,6 +157,7 @@ class _Tally:
             index = self._index[decision] = len(self.kinds)
             self.kinds.append(decision)
         self.codes.append(index)
+        self.spool.add(task, decision)
         self.reasons[decision.reason] += 1
         if decision.action in PAY:
             self.paying[mode_of(task)] += 1
@@ -134,7 +209,24 @@ def plan_json(
     states = _states(plan, state_path or default_state_path(out_dir, None), out_dir)
     if states is None:
         return None
-    tally = plan.watch(lambda: _Tally(Decider(states, out_dir, policy=policy)), strict=strict)
+    spools: list[_Spool] = []
+
+    def tally_of_a_pass() -> _Tally:
+        for earlier in spools:  # a pass again (plan/unique.py suspects): its lines are not used
+            earlier.close()
+        spools.append(_Spool(plan.step_ids))
+        return _Tally(Decider(states, out_dir, policy=policy), spools[-1])
+
+    try:
+        tally = plan.watch(tally_of_a_pass, strict=strict)
+        _write(plan, tally, stream)
+    finally:
+        for spool in spools:
+            spool.close()
+    return ExitCode.OK
+
+
+def _write(plan: PlanStream, tally: _Tally, stream: IO[str]) -> None:
     echo_warnings(plan.warnings)
     paying = dict(sorted(tally.paying.items()))  # as plan/cost.py by_mode
     head = json_head(
@@ -143,6 +235,10 @@ def plan_json(
         dict(plan.counts),
         cost=cost_json(paying, plan.pricing),
     )
-    write_document(head, plan.step_ids, tally.decided(plan.tasks()), stream)
+    if tally.spool.ready():
+        stream.write(document_start(head))
+        tally.spool.copy_to(stream)
+        stream.write(DOCUMENT_END)
+    else:  # no spool: pass 2 renders the tasks again
+        write_document(head, plan.step_ids, tally.decided(plan.tasks()), stream)
     stream.flush()
-    return ExitCode.OK

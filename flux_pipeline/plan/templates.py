@@ -48,7 +48,13 @@ def slug_part(value: Any) -> str:
     two texts joined by a dash are the slug of the texts joined by any separator
     (``plan/render.py`` relies on it); ASCII text gives what it always gave (docs/keys.md).
     """
-    text = anyascii(str(value))
+    text = str(value)
+    if not text.isascii():  # anyascii gives ASCII text back as it is, at a cost
+        # the ellipsis of a long value in a readable id (plan/axes.py ``format_value``) is the
+        # common case; anyascii, character by character, gives "..." for it too
+        text = text.replace("…", "...")
+        if not text.isascii():
+            text = anyascii(text)
     return _NOT_SLUG.sub("-", text.lower()).strip("-")
 
 

@@ -8,11 +8,13 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from anyascii import anyascii
 from hypothesis import given
 from hypothesis import strategies as st
 
 from flux_pipeline.plan import templates
 from flux_pipeline.plan.expand import load_plan
+from flux_pipeline.plan.templates import _NOT_SLUG
 
 from ..manifest.helpers import plan_of
 
@@ -82,6 +84,17 @@ def test_ascii_slugs_do_not_change(text: str) -> None:
     assert templates.slug_part(text) == old
     if old:
         assert templates.slug(text) == old
+
+
+def test_ascii_text_is_its_own_transliteration() -> None:
+    """``slug_part`` skips ``anyascii`` for ASCII text (plan/templates.py): exact, because
+    every ASCII character transliterates to itself."""
+    every = "".join(map(chr, range(128)))
+    assert anyascii(every) == every
+    assert templates.slug_part("Ünïcode " + every) == templates.slug_part("Unicode " + every)
+    assert anyascii("…") == "..."  # and the ellipsis that ``slug_part`` replaces itself
+    for text in ("a…b", "…", "ü…", "Αθήνα…#1/"):
+        assert templates.slug_part(text) == _NOT_SLUG.sub("-", anyascii(text).lower()).strip("-")
 
 
 @given(st.text(max_size=12), st.text(max_size=12))

@@ -3,6 +3,8 @@ one task at a time, with uniqueness checked by digests; ``validate`` and ``plan 
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import time
 import tracemalloc
@@ -290,6 +292,86 @@ def test_plan_json_is_byte_identical(
         assert document["counts"]["done"] == 1
         assert document["counts"]["failed"] == 1
         assert "blocked by parent" in document["counts"]
+
+
+def _both(
+    path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str]:
+    """``plan --json`` of ``path`` streamed, then made whole (the spool left as it is)."""
+    args = ["plan", "--json", str(path), "--out", str(path.parent / "out")]
+    used = _spy(monkeypatch)
+    assert run_cli(args) == 0
+    streamed_out = capsys.readouterr().out
+    assert used == [0]
+    with monkeypatch.context() as m:
+        _materialised(m)
+        assert run_cli(args) == 0
+    return streamed_out, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(MANIFESTS))
+def test_plan_json_renders_the_tasks_once_from_the_spool(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    collide: bool,
+) -> None:
+    """The document's lines come from the checking pass (the exact one, when digests make it
+    pass again): ``PlanStream.tasks``, a second rendering, is not called."""
+    text, files = MANIFESTS[name]
+    path = write(tmp_path, text, files)
+
+    def no_second_rendering(self: object) -> None:
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr(plan_stream.PlanStream, "tasks", no_second_rendering)
+    streamed_out, whole = _both(path, monkeypatch, capsys)
+    assert streamed_out == whole
+
+
+class _BrokenSpool(io.StringIO):
+    """A temporary file whose disk fills after its first write."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        if self.writes > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(text)
+
+
+def _no_temporary_file(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.EACCES, "Permission denied")
+
+
+@pytest.mark.parametrize("spool", [_no_temporary_file, _BrokenSpool], ids=["none", "disk-full"])
+def test_plan_json_without_a_spool_renders_the_tasks_again(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    spool: object,
+) -> None:
+    """No temporary file, or one that cannot be written to the end: the same document, from
+    a second rendering."""
+    text, files = MANIFESTS["chain"]
+    path = write(tmp_path, text, files)
+    monkeypatch.setattr(plan_stream, "CHUNK", 2)  # many writes to the spool
+    monkeypatch.setattr(plan_stream.tempfile, "TemporaryFile", spool)
+    rendered = []
+    real = plan_stream.PlanStream.tasks
+
+    def counted(self: plan_stream.PlanStream) -> object:
+        rendered.append(1)
+        return real(self)
+
+    monkeypatch.setattr(plan_stream.PlanStream, "tasks", counted)
+    streamed_out, whole = _both(path, monkeypatch, capsys)
+    assert streamed_out == whole
+    assert rendered == [1]
 
 
 def test_plan_json_with_a_lock_or_a_selection_is_made_whole(
