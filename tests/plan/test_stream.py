@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -18,7 +19,7 @@ from flux_pipeline.errors import ManifestError
 from flux_pipeline.media import sha256_bytes
 from flux_pipeline.plan import expand, unique
 from flux_pipeline.plan.expand import load_plan
-from flux_pipeline.plan.stream import open_stream
+from flux_pipeline.plan.stream import PlanStream, open_stream
 from flux_pipeline.run.store import Store
 from flux_pipeline.states import OutputRecord
 
@@ -325,7 +326,7 @@ def test_plan_json_renders_the_tasks_once_from_the_spool(
     def no_second_rendering(self: object) -> None:
         raise AssertionError("rendered again")
 
-    monkeypatch.setattr(plan_stream.PlanStream, "tasks", no_second_rendering)
+    monkeypatch.setattr(PlanStream, "tasks", no_second_rendering)
     streamed_out, whole = _both(path, monkeypatch, capsys)
     assert streamed_out == whole
 
@@ -360,15 +361,15 @@ def test_plan_json_without_a_spool_renders_the_tasks_again(
     text, files = MANIFESTS["chain"]
     path = write(tmp_path, text, files)
     monkeypatch.setattr(plan_stream, "CHUNK", 2)  # many writes to the spool
-    monkeypatch.setattr(plan_stream.tempfile, "TemporaryFile", spool)
+    monkeypatch.setattr(tempfile, "TemporaryFile", spool)
     rendered = []
-    real = plan_stream.PlanStream.tasks
+    real = PlanStream.tasks
 
-    def counted(self: plan_stream.PlanStream) -> object:
+    def counted(self: PlanStream) -> object:
         rendered.append(1)
         return real(self)
 
-    monkeypatch.setattr(plan_stream.PlanStream, "tasks", counted)
+    monkeypatch.setattr(PlanStream, "tasks", counted)
     streamed_out, whole = _both(path, monkeypatch, capsys)
     assert streamed_out == whole
     assert rendered == [1]
