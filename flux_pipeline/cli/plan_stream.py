@@ -141,9 +141,12 @@ class _Tally:
     create it, by mode (plan/cost.py ``by_mode``), and its line spooled; one byte per task for
     its decision, in case the spool is given up and pass 2 must render the tasks again."""
 
-    def __init__(self, decide: Decider, spool: _Spool) -> None:
+    def __init__(
+        self, decide: Decider, spool: _Spool, step_modes: Mapping[str, str | None]
+    ) -> None:
         self.decide = decide
         self.spool = spool
+        self.step_modes = step_modes
         self.codes = bytearray()  # per task, in plan order: its decision in ``kinds``
         self.kinds: list[Decision] = []
         self._index: dict[Decision, int] = {}
@@ -160,7 +163,7 @@ class _Tally:
         self.spool.add(task, decision)
         self.reasons[decision.reason] += 1
         if decision.action in PAY:
-            self.paying[mode_of(task)] += 1
+            self.paying[self.step_modes.get(task.step) or mode_of(task)] += 1
 
     def decided(self, tasks: Iterator[TaskSpec]) -> Iterator[tuple[TaskSpec, Decision]]:
         """``tasks`` (pass 2, the same tasks in the same order) with their decisions."""
@@ -215,7 +218,7 @@ def plan_json(
         for earlier in spools:  # a pass again (plan/unique.py suspects): its lines are not used
             earlier.close()
         spools.append(_Spool(plan.step_ids))
-        return _Tally(Decider(states, out_dir, policy=policy), spools[-1])
+        return _Tally(Decider(states, out_dir, policy=policy), spools[-1], plan.step_modes)
 
     try:
         tally = plan.watch(tally_of_a_pass, strict=strict)

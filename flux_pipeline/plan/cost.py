@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from flux_pipeline.manifest.models import Pricing
 from flux_pipeline.plan.plan import Plan
 from flux_pipeline.plan.resume import Action, Policy, decide, urls_expired
+from flux_pipeline.plan.steps import CompiledStep
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.states import TaskRecord
 
@@ -21,8 +22,20 @@ DEFAULT_MODE = "pro"
 
 def mode_of(task: TaskSpec) -> str:
     """``input.mode`` of ``task``'s request, ``pro`` when unset."""
-    mode = task.request.get("input", {}).get("mode")
-    return mode if isinstance(mode, str) and mode else DEFAULT_MODE
+    return _mode(task.request.get("input", {}).get("mode"))
+
+
+def _mode(value: object) -> str:
+    return value if isinstance(value, str) and value else DEFAULT_MODE
+
+
+def step_mode(step: CompiledStep) -> str | None:
+    """The ``mode_of`` every task of ``step`` has, without parsing a request: None when a
+    template gives ``mode`` per task (plan/render.py starts each task's input from the step's
+    ``static_input`` and renders only the templated fields over it)."""
+    if any(key == "mode" for key, _, _ in step.templated_input):
+        return None
+    return _mode(step.static_input.get("mode"))
 
 
 def by_mode(tasks: Iterable[TaskSpec]) -> dict[str, int]:

@@ -30,6 +30,7 @@ from flux_pipeline.errors import Diagnostic, ManifestError
 from flux_pipeline.manifest.load import load_manifest
 from flux_pipeline.manifest.models import Pricing, Storage
 from flux_pipeline.plan import budget, expand
+from flux_pipeline.plan.cost import step_mode
 from flux_pipeline.plan.problems import Problems
 from flux_pipeline.plan.render import Planned, TaskRenderer
 from flux_pipeline.plan.steps import CompiledStep
@@ -80,6 +81,8 @@ class PlanStream:
         self.step_order: tuple[str, ...] = facts["step_order"]
         self.step_locations: Mapping[str, tuple[int, int]] = facts["step_locations"]
         self.gates: Mapping[str, str] = facts["gates"]
+        # step id -> the mode of all its tasks (None: per task), for counting costs
+        self.step_modes: Mapping[str, str | None] = {s.id: step_mode(s) for s in prepared.steps}
         self.warnings: tuple[Diagnostic, ...] = ()  # known after ``check``
         self.counts: Mapping[str, int] = MappingProxyType({})  # step id -> tasks, by ``check``
         self._checked = False

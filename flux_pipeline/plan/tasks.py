@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 LOCAL_IMAGE_PREFIX = "flux-pipeline:local-image:sha256:"
@@ -25,13 +26,26 @@ PARENT_IMAGE_URL = "flux-pipeline:parent-image-url"
 IMAGE_EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
 
 
-# One encoder, built once: ``json.dumps`` with these settings builds one per call.
-_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+# One encoder, built once: ``json.dumps`` with these settings builds one per call, and so does
+# ``JSONEncoder.encode`` (its C encoder). The C encoder is made once here, without the check
+# for circular values: a manifest's values cannot contain themselves (manifest/yamlload.py
+# refuses recursive aliases, a template renders a string); the output is ``encode``'s.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+try:
+    from _json import make_encoder
+
+    _C_ENCODE: make_encoder | None = make_encoder(
+        None, _ENCODER.default, encode_basestring, None, ":", ",", True, False, True
+    )
+except ImportError:  # a Python without the json module's C part
+    _C_ENCODE = None
 
 
 def canonical_json(value: Any) -> str:
     """The one serialisation keys are computed over: sorted keys, no spaces, UTF-8 text."""
-    return _ENCODE(value)
+    if _C_ENCODE is None:
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 def task_key(

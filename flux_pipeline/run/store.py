@@ -156,7 +156,7 @@ class Store:
         """Queue a write and wait until it is committed; ``StateError`` if it was not."""
         write = self.enqueue(sql, params, **kw)
         write.done = anyio.Event()
-        if not self._writer_started or self._closing:
+        if not self._writer_started or self._w.closing:
             await self.flush()
         else:
             with anyio.CancelScope(shield=True):
@@ -165,10 +165,6 @@ class Store:
             raise StateError(
                 f"{self.path}: could not store {write.what} of task {write.key}: {write.error}"
             )
-
-    @property
-    def _closing(self) -> bool:
-        return self._w.closing
 
     async def flush(self) -> None:
         """Commit everything queued now (used when no writer task runs)."""
@@ -316,14 +312,8 @@ class Store:
         hardly ever empty, and a wait for an empty queue could last until the run ends."""
         w = self._w
         with anyio.CancelScope(shield=True):
-            waiting = [*w.committing, *w.queue]  # held: their ids stay theirs while we wait
-            while waiting:
-                if self._writer_started and not self._writer_done.is_set():
-                    await w.committed.wait()
-                else:
-                    await w.drain()
-                left = {id(write) for write in (*w.committing, *w.queue)}
-                waiting = [write for write in waiting if id(write) in left]
+            running = lambda: self._writer_started and not self._writer_done.is_set()  # noqa: E731
+            await w.wait_for([*w.committing, *w.queue], running=running)
 
     # --- reads -----------------------------------------------------------------------------
 

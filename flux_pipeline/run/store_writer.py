@@ -165,6 +165,17 @@ class Writer:
                 event, self.committed = self.committed, anyio.Event()
                 event.set()
 
+    async def wait_for(self, writes: list[Write], *, running: Callable[[], bool]) -> None:
+        """Until every one of ``writes`` is committed: batch by batch while the writer task is
+        ``running``, else committed here. ``writes`` are held, so their ids stay theirs."""
+        while writes:
+            if running():
+                await self.committed.wait()
+            else:
+                await self.drain()
+            left = {id(write) for write in (*self.committing, *self.queue)}
+            writes = [write for write in writes if id(write) in left]
+
     async def drain(self) -> None:
         """Commit everything queued, here (used when no writer task runs)."""
         while self.queue:

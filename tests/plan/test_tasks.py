@@ -4,6 +4,8 @@ import hashlib
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flux_pipeline.plan.tasks import (
     LOCAL_IMAGE_PREFIX,
@@ -84,3 +86,18 @@ def test_resolve_request_replaces_references() -> None:
     assert request["input"]["image_urls"][1] == PARENT_IMAGE_URL  # input untouched
     with pytest.raises(ValueError, match="parent image URL"):
         resolve_request(request, parent_image_url=None, local_image=lambda h: h)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_JSON)
+def test_canonical_json_is_the_sorted_compact_encoding(value: object) -> None:
+    """The encoder made once (plan/tasks.py) writes what ``json.dumps`` with the same settings
+    writes, for every JSON value (the keys of every existing lock depend on it)."""
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(value) == expected
