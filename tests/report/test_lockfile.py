@@ -161,3 +161,22 @@ def test_an_output_path_through_a_symlink_out_of_the_output_dir_is_refused(
     os.symlink(tmp_path / "elsewhere", out / "shot")
     with pytest.raises(UsageError, match="leads outside the output directory"):
         parse_lock(tmp_path / "x.lock.json", text, out_dir=out)
+
+
+def test_an_output_file_that_is_a_symlink_out_of_the_output_dir_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The file itself, in a real directory, beside an output that is a plain file."""
+    plan = _plan(tmp_path)
+    link, plain = "e" * 64, "f" * 64
+    records = {k: _record(k, TaskState.DOWNLOADED) for k in (link, plain)}
+    text = "".join(lock_pieces(plan.name, lock_entries(plan, records, None)))
+    out = tmp_path / "out"
+    (out / "shot").mkdir(parents=True)
+    (tmp_path / "secret.png").write_bytes(b"x")
+    paths = {k: out / r.outputs[0].path for k, r in records.items()}
+    paths[plain].write_bytes(b"x")
+    assert parse_lock(tmp_path / "x.lock.json", text, out_dir=out).entries.keys() == records.keys()
+    os.symlink(tmp_path / "secret.png", paths[link])
+    with pytest.raises(UsageError, match="leads outside the output directory"):
+        parse_lock(tmp_path / "x.lock.json", text, out_dir=out)
