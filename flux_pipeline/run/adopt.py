@@ -167,16 +167,23 @@ def adoption(
 
 async def adopt_into(
     store: Store, plan: Plan, lock: Lock | None, out_dir: Path, *, had_db: bool
-) -> Adoption:
-    """Import the adopted rows into ``store``'s DB (before its writer starts)."""
+) -> tuple[str, int, dict[str, TaskRecord]]:
+    """Import the adopted rows into ``store``'s DB (before its writer starts). Returns where
+    they came from (``Adoption.source``), how many, and every row of the DB afterwards: read
+    once when nothing was adopted (a rerun: 100,000 rows are not read twice)."""
+    db = await store.records()
     if lock is None and had_db:
-        return Adoption("", {})
-    db = await store.records(with_outputs=False)
+        return "", 0, db
     adopted = adoption(plan, db, lock, out_dir, had_db=had_db)
-    if adopted.records:
-        rows = list(adopted.records.values())
-        await anyio.to_thread.run_sync(import_records, store.path, rows)
-    return adopted
+    if not adopted.records:
+        return "", 0, db
+    del db  # not held beside the rows read again below
+    rows = list(adopted.records.values())
+    source, count = adopted.source, len(rows)
+    del adopted
+    await anyio.to_thread.run_sync(import_records, store.path, rows)
+    del rows
+    return source, count, await store.records()
 
 
 async def known_records(

@@ -216,11 +216,10 @@ async def _execute(
         # before the engine decides anything (docs/lockfile.md): the tasks at the generations
         # the DB and the lock record, what the lock adds, then this run's focus
         plan = at_generations(plan, await store.generations(), ready.lock)
-        adopted = await adopt_into(store, plan, ready.lock, out_dir, had_db=had_db)
-        if adopted.records:
-            echo(f"flux-pipeline: adopted {len(adopted.records)} task(s) from the {adopted.source}")
-        del adopted  # in the DB now: not held through the run beside the rows read next
-        records = await store.records()  # read once: the focus, the cost line, the engine
+        # every row, read once: the focus, the cost line, the engine
+        source, count, records = await adopt_into(store, plan, ready.lock, out_dir, had_db=had_db)
+        if count:
+            echo(f"flux-pipeline: adopted {count} task(s) from the {source}")
         if stored is not None:  # adopted outputs the output directory lacks, from the bucket
             await stored.restore(records, ready.lock, out_dir)
         focused = focus(

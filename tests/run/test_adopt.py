@@ -103,3 +103,37 @@ def test_a_rerun_rebuilds_no_row_from_the_lock(tmp_path: Path) -> None:
     assert found.source == "lock"
     assert list(found.records) == [first]
     assert found.records[first].state is S.DOWNLOADED
+
+
+@pytest.mark.anyio
+async def test_a_rerun_reads_the_state_db_rows_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adoption and the engine share one read of every row when nothing is adopted (the
+    no-op rerun of 100,000 tasks read them twice: once for adoption, once for the engine)."""
+    from flux_pipeline.run.store import Store
+    from flux_pipeline.simulator import SimConfig, SimulatorThread
+
+    from .support import roots_manifest, run_inprocess, write_manifest
+
+    key = "adopt-key"
+    manifest = write_manifest(tmp_path, roots_manifest("once", 4))
+    out = tmp_path / "out"
+    reads: list[bool] = []
+    real = Store.records
+
+    async def counted(
+        self: Store, *, with_outputs: bool = True, keys: object = None
+    ) -> dict[str, TaskRecord]:
+        if keys is None:
+            reads.append(with_outputs)
+        return await real(self, with_outputs=with_outputs, keys=keys)  # type: ignore[arg-type]
+
+    with SimulatorThread(SimConfig(api_keys=(key,), task_seconds=0.05, task_spread=0.0)) as sim:
+        first = await run_inprocess(manifest, out, base_url=sim.base_url, api_key=key)
+        assert first.outcome.exit_code == 0
+        monkeypatch.setattr(Store, "records", counted)
+        again = await run_inprocess(manifest, out, base_url=sim.base_url, api_key=key)
+    assert again.outcome.exit_code == 0
+    assert again.outcome.created == 0
+    assert reads == [True]
