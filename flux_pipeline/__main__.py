@@ -12,10 +12,13 @@ import signal
 import sys
 from types import FrameType
 
+import flux_pipeline  # the package, imported already: nothing more loads
+
 INTERRUPTED = 3  # errors.ExitCode.RESUMABLE, not imported: this runs before any import
 
 
 def _as_interrupt(signum: int, frame: FrameType | None) -> None:
+    flux_pipeline.early_interrupt = True
     raise KeyboardInterrupt
 
 

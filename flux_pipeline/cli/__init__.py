@@ -20,6 +20,7 @@ from typing import NoReturn
 
 import click
 
+import flux_pipeline
 from flux_pipeline import __version__, redact
 from flux_pipeline.errors import ExitCode, FluxPipelineError, ManifestError
 
@@ -137,6 +138,9 @@ def _run_cli(argv: Sequence[str] | None) -> int:
         _err("flux-pipeline: interrupted")
         return ExitCode.RESUMABLE
     except Exception as exc:
+        if flux_pipeline.early_interrupt:  # the interrupt, turned into another error on its way
+            _err("flux-pipeline: interrupted")
+            return ExitCode.RESUMABLE
         if os.environ.get("FLUX_PIPELINE_DEBUG") == "1":
             traceback.print_exc()
         first = _one_line(str(exc).splitlines()[0]) if str(exc) else ""

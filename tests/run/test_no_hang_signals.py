@@ -152,3 +152,31 @@ def test_a_sigterm_while_the_modules_are_imported_exits_3(tmp_path: Path) -> Non
             proc.wait()
     assert proc.returncode == 3, err
     assert err.strip().splitlines()[-1] == "flux-pipeline: interrupted", err
+
+
+def test_a_sigterm_a_library_turned_into_another_error_is_still_an_interrupt(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The early SIGTERM's interrupt raised inside pydantic while it built a model's validator
+    came out as "internal error: SchemaError: Error building "model" validator", exit 70 (a
+    full-suite run of the test above). Once the early handler has fired, an error that is not
+    ours is the interrupt, exit 3."""
+    import flux_pipeline
+    from flux_pipeline.cli import _LazyGroup, run_cli
+
+    def building(self: object, ctx: object, name: str) -> None:
+        flux_pipeline.early_interrupt = True  # as flux_pipeline/__main__.py's handler does
+        raise RuntimeError('Error building "model" validator:')
+
+    monkeypatch.setattr(flux_pipeline, "early_interrupt", False)
+    monkeypatch.setattr(_LazyGroup, "get_command", building)
+    assert run_cli(["validate", "m.yaml"]) == 3
+    assert capsys.readouterr().err.strip() == "flux-pipeline: interrupted"
+    monkeypatch.setattr(flux_pipeline, "early_interrupt", False)
+
+    def broken(self: object, ctx: object, name: str) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(_LazyGroup, "get_command", broken)
+    assert run_cli(["validate", "m.yaml"]) == 70  # without a signal: an internal error
+    assert "internal error: RuntimeError: a bug" in capsys.readouterr().err
