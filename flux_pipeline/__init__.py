@@ -3,7 +3,8 @@
 __version__ = "0.1.0"
 
 # Set by the entry's early handler of SIGTERM and SIGHUP (flux_pipeline/__main__.py), which
-# raises an interrupt: a library that catches it while it runs and raises something else
-# (pydantic building a model's validator gives a SchemaError) still ends the command as
-# interrupted, exit 3, not as an internal error (flux_pipeline/cli/__init__.py).
+# raises an interrupt. A library may catch it and raise something else (pydantic building a
+# model's validator gives a SchemaError) or drop it (an exception in a callback from C code is
+# "ignored"): the command line then does not start the command, or ends it as interrupted,
+# exit 3 (flux_pipeline/cli/__init__.py).
 early_interrupt = False

@@ -8,9 +8,12 @@ the simulator: uvicorn's)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 from types import FrameType
+from typing import NoReturn
 
 import flux_pipeline  # the package, imported already: nothing more loads
 
@@ -27,11 +30,25 @@ def main() -> None:
     for signum in early:
         signal.signal(signum, _as_interrupt)
     try:
-        from flux_pipeline.cli import main as cli_main
+        from flux_pipeline.cli import run_cli
     except KeyboardInterrupt:
         sys.stderr.write("flux-pipeline: interrupted\n")
-        raise SystemExit(INTERRUPTED) from None
-    cli_main()  # the handler stays until a command installs its own: its lazy imports too
+        _exit(INTERRUPTED)
+    _exit(run_cli())  # the handler stays until a command installs its own: its lazy imports too
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with ``code``. After an early interrupt, without the interpreter's finalisation:
+    an interrupt raised while ``exec`` ran a string (dataclasses and namedtuple define their
+    methods so, while modules are imported) leaves the interpreter's mark of an unhandled
+    one even once it is handled, and the interpreter then ends the process by SIGINT
+    (status -2) instead of ``code``. Nothing is open then that finalisation would close."""
+    if flux_pipeline.early_interrupt:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing to say
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

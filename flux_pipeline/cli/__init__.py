@@ -55,6 +55,8 @@ class _LazyGroup(click.Group):
         command = getattr(importlib.import_module(module), cmd_name)
         if not isinstance(command, click.Command):  # pragma: no cover - a wiring mistake
             raise TypeError(f"{module}.{cmd_name} is not a click command")
+        if flux_pipeline.early_interrupt:  # its interrupt swallowed on the way (an exception
+            raise KeyboardInterrupt  # in a callback is "ignored"): nothing is started
         return command
 
 
@@ -149,6 +151,9 @@ def _run_cli(argv: Sequence[str] | None) -> int:
             "(set FLUX_PIPELINE_DEBUG=1 for a traceback)"
         )
         return ExitCode.INTERNAL
+    if flux_pipeline.early_interrupt:  # the command ran on, its interrupt swallowed in a library
+        _err("flux-pipeline: interrupted")
+        return ExitCode.RESUMABLE
     return result if isinstance(result, int) else ExitCode.OK
 
 

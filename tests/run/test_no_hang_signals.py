@@ -180,3 +180,46 @@ def test_a_sigterm_a_library_turned_into_another_error_is_still_an_interrupt(
     monkeypatch.setattr(_LazyGroup, "get_command", broken)
     assert run_cli(["validate", "m.yaml"]) == 70  # without a signal: an internal error
     assert "internal error: RuntimeError: a bug" in capsys.readouterr().err
+
+
+def test_a_sigterm_a_library_swallowed_is_still_an_interrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The interrupt raised where Python ignores exceptions (a callback from C code: "Exception
+    ignored in: '^([A-Za-z0-9._-]+...'") was lost, and `validate` went on and exited 0 (a
+    full-suite run of the test above). Swallowed while the command's modules load: the
+    command is not started; while it runs: it ends as interrupted."""
+    import importlib
+
+    import flux_pipeline
+    import flux_pipeline.cli as cli_module
+    from flux_pipeline.cli import run_cli
+
+    manifest = write_manifest(tmp_path, roots_manifest("swallowed", 2))
+    real_import = importlib.import_module
+
+    def import_swallowing(name: str) -> object:
+        flux_pipeline.early_interrupt = True  # the handler ran; its exception went nowhere
+        return real_import(name)
+
+    monkeypatch.setattr(flux_pipeline, "early_interrupt", False)
+    monkeypatch.setattr(importlib, "import_module", import_swallowing)
+    assert run_cli(["validate", str(manifest)]) == 3
+    captured = capsys.readouterr()
+    assert captured.out == ""  # not validated: the command never started
+    assert captured.err.strip().splitlines()[-1] == "flux-pipeline: interrupted"
+
+    monkeypatch.setattr(importlib, "import_module", real_import)
+    monkeypatch.setattr(flux_pipeline, "early_interrupt", False)
+    command = cli_module.cli.get_command(None, "validate")  # type: ignore[arg-type]
+    assert command is not None
+    assert command.callback is not None
+    real_callback = command.callback
+
+    def swallowed_while_running(*args: object, **kwargs: object) -> object:
+        flux_pipeline.early_interrupt = True
+        return real_callback(*args, **kwargs)
+
+    monkeypatch.setattr(command, "callback", swallowed_while_running)
+    assert run_cli(["validate", str(manifest)]) == 3
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "flux-pipeline: interrupted"
