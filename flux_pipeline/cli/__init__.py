@@ -16,7 +16,6 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
 
 import click
 
@@ -95,9 +94,9 @@ def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
-    """Invoke the CLI and map every outcome to an exit code (used by ``main`` and tests).
-    Whatever it prints is redacted of every secret known (the key in the environment, and
-    what a run registers)."""
+    """Invoke the CLI and map every outcome to an exit code (used by flux_pipeline/__main__.py
+    and tests). Whatever it prints is redacted of every secret known (the key in the
+    environment, and what a run registers)."""
     with redact.scope(), _redacted_output():
         redact.register(*redact.environment_secrets(os.environ))
         return _run_cli(argv)
@@ -155,7 +154,3 @@ def _run_cli(argv: Sequence[str] | None) -> int:
         _err("flux-pipeline: interrupted")
         return ExitCode.RESUMABLE
     return result if isinstance(result, int) else ExitCode.OK
-
-
-def main(argv: Sequence[str] | None = None) -> NoReturn:
-    sys.exit(run_cli(argv))
