@@ -275,17 +275,10 @@ def test_plan_json_is_byte_identical(
 ) -> None:
     text, files = MANIFESTS[name]
     path = write(tmp_path, text, files)
-    out = tmp_path / "out"
+    out = path.parent / "out"  # where ``_both`` points ``--out``
     if with_db:
         anyio.run(_record, out / ".flux-pipeline" / "state.sqlite3", out, load_plan(path))
-    args = ["plan", "--json", str(path), "--out", str(out)]
-    used = _spy(monkeypatch)
-    assert run_cli(args) == 0
-    streamed_out = capsys.readouterr().out
-    assert used == [0]  # streamed
-    _materialised(monkeypatch)
-    assert run_cli(args) == 0
-    whole = capsys.readouterr().out
+    streamed_out, whole = _both(path, monkeypatch, capsys)
     assert streamed_out == whole
     document = json.loads(whole)
     assert len(document["tasks"]) == sum(document["steps"].values())
