@@ -35,6 +35,7 @@ from flux_pipeline.report.gallery_data import (
     previous_data,
     previous_marks,
 )
+from flux_pipeline.report.gallery_images import previous_sizes
 
 ASSETS_DIR = f"{STATE_DIR}/gallery"  # relative to OUT
 ASSETS = ("app.js", "app.css")
@@ -110,6 +111,9 @@ def write_gallery(
     remove the pages of an older gallery; returns the path of ``index.html``. Tasks the
     gallery it replaces did not have are marked new (``gallery_data``)."""
     assets = out_dir / ASSETS_DIR
+    previous = previous_data(assets / DATA)
+    marks, sizes = previous_marks(previous), previous_sizes(previous)
+    del previous  # the old data dropped at once
     head, rows = gallery_parts(
         name=name,
         manifest=manifest,
@@ -117,7 +121,8 @@ def write_gallery(
         step_order=step_order,
         out_dir=out_dir,
         decisions=decisions,
-        marks=previous_marks(previous_data(assets / DATA)),  # the old data dropped at once
+        marks=marks,
+        sizes=sizes,
     )
     for asset in ASSETS:
         write_atomic(assets / asset, asset_text(asset))

@@ -25,18 +25,21 @@ adds no task (``flux-pipeline report``, a review) keeps the marks it had.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flux_pipeline.layout import inside
 from flux_pipeline.report.entry import Cell, TaskEntry
-from flux_pipeline.report.thumbs import ensure_thumb
+from flux_pipeline.report.gallery_images import (
+    GalleryImages,
+    Size,
+    pack_hash,
+    previous_sizes,
+    unpack_hash,
+)
 from flux_pipeline.states import TaskState
 
 FORMAT = 2
@@ -58,19 +61,6 @@ TASK_FIELDS = (
     "new",
 )
 PREFIX = "window.FLUX_GALLERY = "
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def pack_hash(text: str) -> str:
-    if _HEX64.match(text):
-        return base64.urlsafe_b64encode(bytes.fromhex(text)).decode().rstrip("=")
-    return "~" + text
-
-
-def unpack_hash(packed: str) -> str:
-    if packed.startswith("~"):
-        return packed[1:]
-    return base64.urlsafe_b64decode(packed + "=").hex()
 
 
 def _without_prompt(request: object) -> object:
@@ -112,26 +102,6 @@ def _packed_id(entry: TaskEntry) -> str | int:
     return entry.readable_id
 
 
-def _outputs(entry: TaskEntry, out_dir: Path) -> list[list[object]]:
-    shown: list[list[object]] = []
-    done = entry.state in (TaskState.DOWNLOADED, TaskState.SUCCEEDED)
-    for output in entry.outputs if done else ():
-        try:
-            image = inside(out_dir, output.path)  # never read through a link leading out
-        except ValueError:
-            image = None
-        if image is None or not image.is_file():
-            shown.append([output.path, None, 0, 0, 0])
-            continue
-        info = ensure_thumb(out_dir, image, output.sha256)
-        if info is None:
-            shown.append([output.path, None, 0, 0, 1])
-        else:
-            thumb = pack_hash(output.sha256) if info.thumb else None
-            shown.append([output.path, thumb, info.width, info.height, 1])
-    return shown
-
-
 def _moments(entry: TaskEntry) -> tuple[float | None, ...]:
     times = entry.timestamps
     return (times.first_submitted, times.submitted, times.finished, times.downloaded)
@@ -150,7 +120,14 @@ def previous_marks(previous: Mapping[str, Any] | None) -> dict[str, int] | None:
     all a rewrite needs of it (None: no previous gallery)."""
     if previous is None:
         return None
-    return {t["key"]: t["new"] for t in decode_tasks(previous)}
+    fields = list(previous["fields"])
+    key, new = fields.index("key"), fields.index("new")
+    marks: dict[str, int] = {}
+    for row in previous["t"]:
+        if len(row) != len(fields) or not isinstance(row[new], int):
+            raise ValueError("not a row of gallery data")
+        marks[unpack_hash(row[key])] = row[new]
+    return marks
 
 
 def gallery_data(
@@ -174,6 +151,7 @@ def gallery_data(
         out_dir=out_dir,
         decisions=decisions,
         marks=previous_marks(previous),
+        sizes=previous_sizes(previous),
     )
     return head | {"t": list(rows)}
 
@@ -187,11 +165,13 @@ def gallery_parts(
     out_dir: Path,
     decisions: Mapping[str, str] | None = None,
     marks: Mapping[str, int] | None = None,
+    sizes: Mapping[str, Size] | None = None,
 ) -> tuple[dict[str, object], Iterator[list[object]]]:
     """``gallery_data`` in two parts: every field but the tasks (``t``, the last one), and
     the tasks, made one at a time as they are taken (``data_js_pieces`` writes them so: a
     100,000-task gallery never holds its rows, nor their text, at once). ``marks``: the
-    previous gallery's (``previous_marks``)."""
+    previous gallery's (``previous_marks``); ``sizes``: its images' sizes
+    (``gallery_images.previous_sizes``)."""
     rank = {step: i for i, step in enumerate(step_order)}
     ordered = sorted(entries, key=lambda e: (rank.get(e.step, len(rank)), e.step))
     steps = list(step_order) + sorted({e.step for e in entries} - set(step_order))
@@ -212,6 +192,7 @@ def gallery_parts(
     new = _new_keys(keys, marks)
     requests = _Table()
     request_of = [requests.add(_without_prompt(entry.request)) for entry in ordered]
+    images = GalleryImages(out_dir, sizes)
 
     def rows() -> Iterator[list[object]]:
         for entry, request in zip(ordered, request_of, strict=True):
@@ -227,7 +208,7 @@ def gallery_parts(
                 [word_index[w] for w in entry.prompt.split(" ")] if entry.prompt else [],
                 position.get(entry.parent, -1) if entry.parent else -1,
                 request,
-                _outputs(entry, out_dir),
+                images.shown(entry),
                 entry.failure_code if entry.state.failed else entry.fail_code,
                 entry.fail_msg,
                 entry.task_id,
@@ -351,7 +332,7 @@ def previous_data(path: Path) -> dict[str, Any] | None:
         data = read_data_js(path.read_text(encoding="utf-8"))
         if data.get("format") != FORMAT:
             return None
-        decode_tasks(data)  # every task readable, or none of it is used
+        previous_marks(data)  # every task's key and mark readable, or none of it is used
     except (OSError, UnicodeDecodeError, ValueError, LookupError, TypeError, binascii.Error):
         return None
     return data

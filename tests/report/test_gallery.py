@@ -315,3 +315,60 @@ def test_writing_the_data_file_never_holds_every_row(tmp_path: Path) -> None:
         tracemalloc.stop()
     size = (tmp_path / gallery.DATA_PATH).stat().st_size
     assert peak < 6 * size, (peak, size)
+
+
+def test_a_rewrite_opens_only_the_images_the_previous_gallery_did_not_show(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gallery of 100,000 images is made again after every run that changed something:
+    an image whose content (SHA-256) the previous gallery showed, with its thumbnail still
+    there, keeps that size without being opened (docs/reports.md)."""
+    from flux_pipeline.report import thumbs
+
+    (tmp_path / "shot").mkdir()
+    images = {"wide": png(160, 90), "tall": png(90, 160), "square": png(50, 50)}
+    for name, content in images.items():
+        (tmp_path / f"shot/{name}.png").write_bytes(content)
+
+    def entries() -> list[Any]:
+        made = []
+        for name in images:
+            path = f"shot/{name}.png"
+            content = (tmp_path / path).read_bytes()
+            output = OutputEntry(
+                path=path, url="u", bytes=len(content), sha256=hashlib.sha256(content).hexdigest()
+            )
+            made.append(replace(entry(f"shot@n={name}#1", step="shot"), outputs=(output,)))
+        return made
+
+    opened: list[str] = []
+    real_size = thumbs._size
+
+    def counted(image: Path) -> tuple[int, int]:
+        opened.append(image.name)
+        return real_size(image)
+
+    monkeypatch.setattr(thumbs, "_size", counted)
+
+    def write() -> dict[str, Any]:
+        gallery.write_gallery(
+            tmp_path, name="g", manifest="g.yaml", entries=entries(), step_order=["shot"]
+        )
+        shown = gallery_tasks(gallery_data_of(tmp_path))
+        return {rid: [(o["width"], o["height"]) for o in t["outputs"]] for rid, t in shown.items()}
+
+    first = write()
+    assert sorted(opened) == ["square.png", "tall.png", "wide.png"]
+    assert first["shot@n=tall#1"] == [(90, 160)]
+    opened.clear()
+    assert write() == first  # the same sizes, and no image opened
+    assert opened == []
+    # new content at a path (another sha256) is opened; so is an image whose thumbnail is gone
+    (tmp_path / "shot/wide.png").write_bytes(png(200, 20))
+    square_sha = hashlib.sha256(images["square"]).hexdigest()
+    (tmp_path / f".flux-pipeline/thumbs/{square_sha}.webp").unlink()
+    third = write()
+    assert sorted(opened) == ["square.png", "wide.png"]
+    assert third["shot@n=wide#1"] == [(200, 20)]
+    assert third["shot@n=square#1"] == [(50, 50)]
+    assert (tmp_path / f".flux-pipeline/thumbs/{square_sha}.webp").is_file()  # made again
