@@ -51,6 +51,18 @@ FAILED_STATES = frozenset({TaskState.FAILED, TaskState.EXPIRED})
 UNFINISHED_STATES = frozenset(
     {TaskState.PLANNED, TaskState.SUBMITTING, TaskState.SUBMITTED, TaskState.SUCCEEDED}
 )
+# How far a task got within one attempt, for adoption (flux_pipeline/run/adopt.py): a planned
+# row that has attempts is a create that provably never left (``Store.mark_unsent``), so it
+# comes after that attempt's ``submitting``
+STAGE: dict[TaskState, int] = {
+    TaskState.SUBMITTING: 0,
+    TaskState.PLANNED: 1,
+    TaskState.SUBMITTED: 2,
+    TaskState.SUCCEEDED: 3,
+    TaskState.FAILED: 4,
+    TaskState.EXPIRED: 4,
+    TaskState.DOWNLOADED: 5,
+}
 EXPIRED_CODE = "EXPIRED"
 FALLBACK_FAILURE_CODE = "FAILED"  # a failed task whose answer named no failCode
 

@@ -14,6 +14,8 @@ every field and raises one line (``UsageError``) naming the file and what is wro
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -132,6 +134,7 @@ class Lock:
     path: Path
     manifest: str
     entries: Mapping[str, LockEntry] = field(default_factory=dict)
+    sha256: str = ""  # of the file's bytes, when read from a file (run/lock_memo.py)
 
     def by_id(self) -> dict[str, LockEntry]:
         """The entry of each readable id (of a regenerated task: its latest generation)."""
@@ -369,8 +372,9 @@ def load_lock(path: Path, *, plan: Plan, out_dir: Path | None = None) -> Lock | 
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a valid flux-pipeline lock file: not UTF-8") from None
+    digest = hashlib.sha256(raw).hexdigest()
     del raw  # not held beside its text while it is parsed (some 70 MB at 100,000 tasks)
-    lock = parse_lock(path, decoded, out_dir=out_dir)
+    lock = dataclasses.replace(parse_lock(path, decoded, out_dir=out_dir), sha256=digest)
     if lock.manifest != plan.name:
         raise UsageError(
             f"{path}: this lock file is of manifest {lock.manifest!r}, not {plan.name!r}"

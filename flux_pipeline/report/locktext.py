@@ -68,7 +68,8 @@ def lock_stream(manifest: str, blocks: Mapping[str, str], *, stored: bool = Fals
     yield "".join(batch) + "\n  }\n}\n"
 
 
-def _file_sha256(path: Path) -> str | None:
+def file_sha256(path: Path) -> str | None:
+    """The SHA-256 of the file at ``path``, read in chunks; None when it cannot be read."""
     digest = hashlib.sha256()
     try:
         with path.open("rb") as fh:
@@ -79,18 +80,22 @@ def _file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def text_sha256(pieces: Iterable[str]) -> str:
+    """The SHA-256 of the UTF-8 text made of ``pieces``, one piece held at a time."""
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece.encode("utf-8"))
+    return digest.hexdigest()
+
+
 def write_lock_stream(
     path: Path, pieces: Callable[[], Iterable[str]], *, compare: bool = True
 ) -> bool:
     """``write_lock_text`` for a text made in pieces by ``pieces()``, one piece held at a
     time: with ``compare``, the file's SHA-256 (read in chunks) against the pieces'; then the
     pieces made again and written atomically. True if written."""
-    if compare and (on_disk := _file_sha256(path)) is not None:
-        digest = hashlib.sha256()
-        for piece in pieces():
-            digest.update(piece.encode("utf-8"))
-        if digest.hexdigest() == on_disk:
-            return False
+    if compare and (on_disk := file_sha256(path)) is not None and on_disk == text_sha256(pieces()):
+        return False
     write_atomic(path, pieces())
     return True
 

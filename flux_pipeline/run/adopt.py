@@ -35,32 +35,14 @@ from flux_pipeline.plan.expand import Plan
 from flux_pipeline.plan.generations import latest, of_records, with_generations
 from flux_pipeline.plan.tasks import TaskSpec
 from flux_pipeline.report.lockfile import Lock, LockEntry
+from flux_pipeline.run.lock_memo import RECORD_SQL, behind, covers
 from flux_pipeline.run.merge import records_from_report
 from flux_pipeline.run.spec_record import spec_record
 from flux_pipeline.run.storage import ObjectStore, StorageError
 from flux_pipeline.run.store import Store, import_records, read_records
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
-_STAGE = {  # within one attempt; a planned row that has attempts is a create that provably
-    # never left (``Store.mark_unsent``): it comes after that attempt's ``submitting``
-    TaskState.SUBMITTING: 0,
-    TaskState.PLANNED: 1,
-    TaskState.SUBMITTED: 2,
-    TaskState.SUCCEEDED: 3,
-    TaskState.FAILED: 4,
-    TaskState.EXPIRED: 4,
-    TaskState.DOWNLOADED: 5,
-}
 REPORT_NAME = "report.json"
-
-
-def behind(row: TaskRecord | None, known: TaskRecord | LockEntry) -> bool:
-    """Is the DB's ``row`` (None: no row) behind ``known`` (from the lock or a report)?"""
-    if row is None:
-        return True
-    if row.attempts != known.attempts:
-        return row.attempts < known.attempts
-    return _STAGE[row.state] < _STAGE[known.state]
 
 
 def at_generations(plan: Plan, db: Iterable[tuple[str | None, int]], lock: Lock | None) -> Plan:
@@ -175,15 +157,19 @@ async def adopt_into(
     if lock is None and had_db:
         return "", 0, db
     adopted = adoption(plan, db, lock, out_dir, had_db=had_db)
-    if not adopted.records:
-        return "", 0, db
-    del db  # not held beside the rows read again below
-    rows = list(adopted.records.values())
-    source, count = adopted.source, len(rows)
-    del adopted
-    await anyio.to_thread.run_sync(import_records, store.path, rows)
-    del rows
-    return source, count, await store.records()
+    if adopted.records:
+        del db  # not held beside the rows read again below
+        rows = list(adopted.records.values())
+        source, count = adopted.source, len(rows)
+        del adopted
+        await anyio.to_thread.run_sync(import_records, store.path, rows)
+        del rows
+        db = await store.records()
+    else:
+        source, count = "", 0
+    if lock is not None and lock.sha256 and covers(db, lock):
+        await store.write(RECORD_SQL, (lock.sha256, lock.manifest), what="the lock memo")
+    return source, count, db
 
 
 async def known_records(

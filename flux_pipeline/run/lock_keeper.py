@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anyio
 
+from flux_pipeline.errors import UsageError
 from flux_pipeline.plan.expand import Plan
 from flux_pipeline.report.lockfile import (
     Lock,
@@ -21,7 +22,13 @@ from flux_pipeline.report.lockfile import (
     lock_path_for,
     sent,
 )
-from flux_pipeline.report.locktext import entry_block, lock_stream, write_lock_stream
+from flux_pipeline.report.locktext import (
+    entry_block,
+    lock_stream,
+    text_sha256,
+    write_lock_stream,
+)
+from flux_pipeline.run.lock_memo import RECORD_SQL, behind
 from flux_pipeline.run.store import Store
 from flux_pipeline.states import TaskRecord
 
@@ -45,10 +52,19 @@ class LockKeeper:
         *,
         echo: Callable[[str], None] = print,
         interval: float = LOCK_INTERVAL,
+        unread: bool = False,
+        out_dir: Path | None = None,
     ) -> None:
         self.path = path
         self.plan = plan
         self.old = old
+        # ``unread``: the file is the text the state DB covers (run/lock_memo.py), not read
+        # yet: read (its paths confined to ``out_dir``) only if a write needs its entries
+        self._unread = unread
+        self._out_dir = out_dir
+        # keys whose block is the old lock's and ahead of the DB's row (or there is none)
+        self._uncovered: set[str] = set()
+        self.covered: str | None = None  # SHA-256 of the text the last write left, if covered
         self.interval = interval
         self._echo = echo
         self._scope: anyio.CancelScope | None = None  # of ``every``
@@ -82,12 +98,23 @@ class LockKeeper:
     def on_disk(self) -> bool:
         """Was a lock read at the start, or written since (a run that changed nothing need
         not rewrite it)?"""
-        return (self.old is not None or self._written) and self.path.exists()
+        return (self.old is not None or self._unread or self._written) and self.path.exists()
 
-    def write(self, records: Mapping[str, TaskRecord], *, changed: bool = False) -> bool:
+    def write(
+        self, records: Mapping[str, TaskRecord], *, changed: bool = False, memo: bool = False
+    ) -> bool:
         """The lock of ``records`` (and the old lock), written if its text changed.
-        ``changed``: ``records`` are only the rows written since the last write."""
+        ``changed``: ``records`` are only the rows written since the last write; ``memo``:
+        set ``covered`` when every block was made from a row of the state DB."""
         with self._writing:
+            self.covered = None
+            if self._unread:
+                try:
+                    self.old = load_lock(self.path, plan=self.plan, out_dir=self._out_dir)
+                except UsageError as exc:  # changed since the run began, and broken
+                    self._fail(exc)
+                    return False
+                self._unread = False
             old = self.old.entries if self.old is not None else {}
             known = self._written and self.path.exists()  # the file holds our last text
             if self._blocks is None or not changed:
@@ -105,23 +132,24 @@ class LockKeeper:
                     block = entry_block(entry)
                     dirty = dirty or self._blocks.get(key) != block
                     self._blocks[key] = block
+                    self._uncovered.discard(key)
                     self._ids[key] = entry.readable_id
                     if any(o.stored for o in entry.outputs):
                         self._stored.add(key)
+            blocks, stored = self._blocks, bool(self._stored)
+            text = partial(lock_stream, self.plan.name, blocks, stored=stored)
             if known and not dirty:
-                return False  # the file already says exactly this: not even read
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                blocks, stored = self._blocks, bool(self._stored)
-                wrote = write_lock_stream(
-                    self.path,
-                    lambda: lock_stream(self.plan.name, blocks, stored=stored),
-                    compare=not known,
-                )
-            except OSError as exc:
-                self._fail(exc)
-                return False
-            self._written = True
+                wrote = False  # the file already says exactly this: not even read
+            else:
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    wrote = write_lock_stream(self.path, text, compare=not known)
+                except OSError as exc:
+                    self._fail(exc)
+                    return False
+                self._written = True
+            if memo and not self._uncovered:
+                self.covered = text_sha256(text())
             return wrote
 
     def _every_block(
@@ -133,8 +161,11 @@ class LockKeeper:
         blocks: dict[str, str] = {}
         ids: dict[str, str] = {}
         stored: set[str] = set()
-
+        self._uncovered = set()
         for key, entry in each_lock_entry(self.plan, records, old, self._objects):
+            row = records.get(key)
+            if (row is None or not sent(row)) and behind(row, entry):  # the old lock's
+                self._uncovered.add(key)
             blocks[key] = entry_block(entry)
             ids[key] = entry.readable_id
             if any(o.stored for o in entry.outputs):
@@ -149,7 +180,7 @@ class LockKeeper:
             self._ids = {}
             self._stored = set()
 
-    def _fail(self, exc: OSError) -> None:
+    def _fail(self, exc: OSError | UsageError) -> None:
         if not self._failed:  # said once
             self._echo(f"flux-pipeline: cannot write the lock file {self.path}: {exc}")
         self._failed = True
@@ -164,17 +195,23 @@ class LockKeeper:
         try:
             if records is None:  # the rows read below are then at least as new as ``touched``
                 await store.flush_and_wait()
+            final = records is not None  # the write at the stop records the memo
             if self._blocks is None or self._objects_new:
                 rows = records if records is not None else await store.records()
-                return await anyio.to_thread.run_sync(self.write, rows)
-            if records is None:
-                rows = await store.records(keys=touched)
+                wrote = await anyio.to_thread.run_sync(partial(self.write, rows, memo=final))
             else:
-                rows = {key: records[key] for key in touched if key in records}
-            return await anyio.to_thread.run_sync(partial(self.write, rows, changed=True))
+                if records is None:
+                    rows = await store.records(keys=touched)
+                else:
+                    rows = {key: records[key] for key in touched if key in records}
+                write = partial(self.write, rows, changed=True, memo=final)
+                wrote = await anyio.to_thread.run_sync(write)
         except BaseException:  # cancelled at a stop, a read that failed: not written
             store.touch_again(touched)  # so the next write (the one at the stop) has them
             raise
+        if self.covered is not None:  # the next run need not read it (run/lock_memo.py)
+            store.enqueue(RECORD_SQL, (self.covered, self.plan.name), what="the lock memo")
+        return wrote
 
     async def every(self, store: Store) -> None:
         """Write the lock every ``interval`` seconds until ``stop``."""

@@ -16,10 +16,12 @@ from flux_pipeline.layout import default_out_dir, default_state_path
 from flux_pipeline.plan import selection
 from flux_pipeline.plan.expand import Plan, load_plan
 from flux_pipeline.report.lockfile import Lock, load_lock, lock_path_for
+from flux_pipeline.report.locktext import file_sha256
 from flux_pipeline.report.reviewfile import Review, read_review
 from flux_pipeline.run.api import RequestType
 from flux_pipeline.run.checks import check_callback_urls, check_step_summary
 from flux_pipeline.run.client import RetryPolicy
+from flux_pipeline.run.lock_memo import LockMemo, read_memo
 from flux_pipeline.run.scheduler import TimingConfig
 from flux_pipeline.run.storage import StorageSettings, require_boto3, storage_settings
 
@@ -70,9 +72,20 @@ class Prepared:
     out_dir: Path
     state_path: Path
     lock_path: Path | None = None  # None: --no-lock
-    lock: Lock | None = None  # the lock file read (None: none yet)
+    lock: Lock | None = None  # the lock file read (None: none yet, or ``lock_unread``)
+    # the lock file is the text the state DB's memo covers: not read (run/lock_memo.py)
+    lock_unread: LockMemo | None = None
     storage: StorageSettings | None = None  # the bucket (run/storage.py); None: no storage
     review: Review | None = None  # the review file read (report/reviewfile.py); None: none
+
+
+def covered_lock(lock_path: Path | None, manifest: str, state_path: Path) -> LockMemo | None:
+    """The state DB's lock memo, when the file at ``lock_path`` is the text it covers (of
+    this manifest): then the lock need not be read (run/lock_memo.py); else None."""
+    memo = read_memo(state_path) if lock_path is not None else None
+    if memo is None or lock_path is None or memo.manifest != manifest:
+        return None
+    return memo if file_sha256(lock_path) == memo.sha256 else None
 
 
 def check_options(options: RunOptions) -> None:
@@ -105,7 +118,6 @@ def prepare(options: RunOptions) -> Prepared:
     out_dir = options.out_dir or default_out_dir(plan.name)
     state_path = options.state_path or default_state_path(out_dir, options.shard)
     lock_path = None if options.no_lock else options.lock_path or lock_path_for(options.manifest)
-    lock = load_lock(lock_path, plan=plan, out_dir=out_dir) if lock_path else None  # exit 2
     if options.max_cost is not None and plan.pricing is None:
         raise UsageError("--max-cost needs a pricing section in the manifest (docs/manifest.md)")
     storage = storage_settings(
@@ -113,12 +125,16 @@ def prepare(options: RunOptions) -> Prepared:
     )
     if storage is not None:
         require_boto3()  # exit 2 with the extra to install, before anything starts
+    # with a bucket the lock's objects are needed: it is always read
+    unread = covered_lock(lock_path, plan.name, state_path) if storage is None else None
+    lock = load_lock(lock_path, plan=plan, out_dir=out_dir) if lock_path and not unread else None
     return Prepared(
         plan=plan,
         out_dir=out_dir,
         state_path=state_path,
         lock_path=lock_path,
         lock=lock,
+        lock_unread=unread,
         storage=storage,
         review=review,
     )

@@ -27,6 +27,7 @@ from flux_pipeline.plan.resume import Policy
 from flux_pipeline.plan.review_gate import ReviewGate
 from flux_pipeline.report import github as workflow_commands
 from flux_pipeline.report.files import RunInfo
+from flux_pipeline.report.lockfile import Lock, load_lock
 from flux_pipeline.run.adopt import adopt_into, at_generations
 from flux_pipeline.run.budget import TokenBucket
 from flux_pipeline.run.checks import (
@@ -44,6 +45,7 @@ from flux_pipeline.run.engine import Engine, EngineSettings, Progress, RunOutcom
 from flux_pipeline.run.finish import finish_run
 from flux_pipeline.run.lease import hold_lease
 from flux_pipeline.run.lock_keeper import LockKeeper
+from flux_pipeline.run.lock_memo import read_memo
 from flux_pipeline.run.preflight import check_writable
 from flux_pipeline.run.prepared import Prepared, RunOptions, prepare
 from flux_pipeline.run.receiver import BackgroundServer, CallbackReceiver, bind
@@ -215,13 +217,16 @@ async def _execute(
         stored = await StorageRun.start(ready.storage, plan, echo) if ready.storage else None
         # before the engine decides anything (docs/lockfile.md): the tasks at the generations
         # the DB and the lock record, what the lock adds, then this run's focus
-        plan = at_generations(plan, await store.generations(), ready.lock)
+        lock, unread = ready.lock, ready.lock_unread
+        if unread is not None and (not had_db or read_memo(state_path) != unread):
+            lock, unread = _read_lock(ready), None  # the DB changed since: read it after all
+        plan = at_generations(plan, await store.generations(), lock)
         # every row, read once: the focus, the cost line, the engine
-        source, count, records = await adopt_into(store, plan, ready.lock, out_dir, had_db=had_db)
+        source, count, records = await adopt_into(store, plan, lock, out_dir, had_db=had_db)
         if count:
             echo(f"flux-pipeline: adopted {count} task(s) from the {source}")
         if stored is not None:  # adopted outputs the output directory lacks, from the bucket
-            await stored.restore(records, ready.lock, out_dir)
+            await stored.restore(records, lock, out_dir)
         focused = focus(
             plan,
             records,
@@ -236,7 +241,9 @@ async def _execute(
             echo(f"flux-pipeline: {note}")
         keeper = None  # a shard does not write the lock (shards would race): merge does
         if ready.lock_path is not None and options.shard is None:
-            keeper = LockKeeper(ready.lock_path, plan, ready.lock, echo=echo)
+            keeper = LockKeeper(
+                ready.lock_path, plan, lock, echo=echo, unread=unread is not None, out_dir=out_dir
+            )
         settings = _settings(options, out_dir, callbacks, plan.pricing)
         if stored is not None:
             settings = dataclasses.replace(settings, images=stored.images)
@@ -289,7 +296,7 @@ async def _execute(
                 publish = bool(outcome and stored and stored.publishing and stops.reason is None)
                 if publish:
                     assert stored is not None
-                    await stored.publish_outputs(store, out_dir, keeper, ready.lock)
+                    await stored.publish_outputs(store, out_dir, keeper, lock)
                 info = RunInfo(
                     settings=summary,
                     started_at=started_wall,
@@ -310,6 +317,11 @@ async def _execute(
                     await stored.publish_reports(out_dir, plan.name, lock_written)
     assert outcome is not None
     return RunResult(outcome=outcome, out_dir=out_dir, state_path=state_path, review=plan.review)
+
+
+def _read_lock(ready: Prepared) -> Lock | None:
+    assert ready.lock_path is not None
+    return load_lock(ready.lock_path, plan=ready.plan, out_dir=ready.out_dir)  # exit 2
 
 
 def _settings(

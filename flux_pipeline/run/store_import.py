@@ -11,6 +11,7 @@ from typing import Any
 
 from flux_pipeline import redact
 from flux_pipeline.errors import StateError
+from flux_pipeline.run.lock_memo import FORGET_SQL
 from flux_pipeline.run.store_schema import TASK_FIELDS, prepare, rollback
 from flux_pipeline.states import TaskRecord
 
@@ -51,6 +52,7 @@ def import_records(path: Path, records: Iterable[TaskRecord]) -> int:
                     for o in r.outputs
                 ),
             )
+            db.execute(FORGET_SQL)  # rows may be set back: the lock is read next time
             db.execute("COMMIT")
         except BaseException:
             rollback(db)

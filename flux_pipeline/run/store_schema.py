@@ -14,6 +14,7 @@ from typing import Any
 
 from flux_pipeline.errors import StateError
 from flux_pipeline.plan.tasks import TaskSpec
+from flux_pipeline.run.lock_memo import SCHEMA as LOCK_MEMO_SCHEMA
 from flux_pipeline.states import OutputRecord, TaskRecord, TaskState
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -99,10 +100,18 @@ def _m003_generations(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE tasks ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
 
 
+def _m004_lock_memo(db: sqlite3.Connection) -> None:
+    """The lock memo (flux_pipeline/run/lock_memo.py): the lock text this DB covers, and the
+    triggers that drop it when a task row is deleted or set back."""
+    for statement in LOCK_MEMO_SCHEMA:
+        db.execute(statement)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", _m001_initial),
     ("m002_output_mtime", _m002_output_mtime),
     ("m003_generations", _m003_generations),
+    ("m004_lock_memo", _m004_lock_memo),
 ]
 
 

@@ -283,4 +283,4 @@ async def test_a_db_of_the_old_schema_migrates_and_keeps_its_data(tmp_path: Path
     db = sqlite3.connect(path)
     names = [row[0] for row in db.execute("SELECT name FROM _migrations ORDER BY name")]
     db.close()
-    assert names == ["m001_initial", "m002_output_mtime", "m003_generations"]
+    assert names == ["m001_initial", "m002_output_mtime", "m003_generations", "m004_lock_memo"]
