@@ -14,7 +14,8 @@ from PIL import Image
 
 from flux_pipeline.report import gallery
 from flux_pipeline.report.entry import OutputEntry
-from flux_pipeline.report.gallery_data import data_js, gallery_data, pack_hash, read_data_js
+from flux_pipeline.report.gallery_data import data_js, gallery_data, read_data_js
+from flux_pipeline.report.gallery_images import pack_hash
 
 from .support import GalleryParser, entry, gallery_tasks
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_pipeline.run.adopt import behind
+from flux_pipeline.run.lock_memo import behind
 from flux_pipeline.states import TaskRecord, TaskState
 
 S = TaskState
