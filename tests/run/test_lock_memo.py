@@ -75,18 +75,14 @@ class Runs:
 
 
 @pytest.fixture
-def sim() -> Iterator[SimulatorThread]:
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runs]:
     with SimulatorThread(SimConfig(api_keys=(KEY,), task_seconds=0.05, task_spread=0.0)) as s:
-        yield s
+        yield Runs(tmp_path, monkeypatch, s)
 
 
 def test_a_rerun_of_a_covered_lock_does_not_read_it(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    sim: SimulatorThread,
-    capsys: pytest.CaptureFixture[str],
+    runs: Runs, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    runs = Runs(tmp_path, monkeypatch, sim)
     code, parsed, _ = runs.run(capsys)
     assert (code, parsed, runs.creates) == (0, 0, 4)  # no lock yet
     memo = read_memo(state_path(runs.out))
@@ -109,14 +105,9 @@ def test_a_rerun_of_a_covered_lock_does_not_read_it(
     ids=["row deleted", "row set back", "fewer attempts"],
 )
 def test_a_row_deleted_or_set_back_makes_the_next_run_read_and_adopt(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    sim: SimulatorThread,
-    capsys: pytest.CaptureFixture[str],
-    statement: str,
+    runs: Runs, capsys: pytest.CaptureFixture[str], statement: str
 ) -> None:
     """With the memo trusted blindly, each of these would create (and bill) the task again."""
-    runs = Runs(tmp_path, monkeypatch, sim)
     assert runs.run(capsys)[0] == 0
     assert read_memo(state_path(runs.out)) is not None
     runs.sql(statement)
@@ -131,16 +122,12 @@ def test_a_row_deleted_or_set_back_makes_the_next_run_read_and_adopt(
 
 
 def test_an_older_state_db_put_back_reads_the_newer_lock(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    sim: SimulatorThread,
-    capsys: pytest.CaptureFixture[str],
+    runs: Runs, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A CI cache restores the DB of an earlier run while the lock in git is newer: the
     old DB's memo names the old text, so the new lock is read and its tasks adopted."""
-    runs = Runs(tmp_path, monkeypatch, sim)
     assert runs.run(capsys)[0] == 0
-    older = tmp_path / "older.sqlite3"
+    older = runs.tmp_path / "older.sqlite3"
     shutil.copyfile(state_path(runs.out), older)
     runs.manifest = runs.write(["ink", "oil", "wax"])
     code, parsed, _ = runs.run(capsys)
@@ -157,14 +144,10 @@ def test_an_older_state_db_put_back_reads_the_newer_lock(
 
 
 def test_a_new_task_keeps_every_old_line_of_an_unread_lock(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    sim: SimulatorThread,
-    capsys: pytest.CaptureFixture[str],
+    runs: Runs, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A run that adds a task writes the lock from the old text (read only then) and the new
     rows: every line of the old text is still there, and the next rerun reads nothing."""
-    runs = Runs(tmp_path, monkeypatch, sim)
     assert runs.run(capsys)[0] == 0
     before = runs.lock.decode().splitlines()
     runs.manifest = runs.write(["ink", "oil", "wax"])
@@ -177,15 +160,9 @@ def test_a_new_task_keeps_every_old_line_of_an_unread_lock(
     assert runs.run(capsys)[1] == 0
 
 
-def test_a_replaced_lock_file_is_read(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    sim: SimulatorThread,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_a_replaced_lock_file_is_read(runs: Runs, capsys: pytest.CaptureFixture[str]) -> None:
     """Another text at the lock's path (a colleague's, a checkout): read, and a broken one is
     the usual one line and exit 2 before anything is created."""
-    runs = Runs(tmp_path, monkeypatch, sim)
     assert runs.run(capsys)[0] == 0
     lock = lock_file(runs.manifest)
     lock.write_bytes(runs.lock.replace(b'"attempts": 1', b'"attempts": 1 ', 1))
