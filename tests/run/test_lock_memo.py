@@ -208,3 +208,37 @@ def test_every_import_of_rows_drops_the_memo(tmp_path: Path) -> None:
     assert read_memo(path) is not None
     import_records(path, [])
     assert read_memo(path) is None
+
+
+@pytest.mark.parametrize("bucket", [False, True], ids=["no bucket", "a bucket"])
+def test_with_a_bucket_the_covered_lock_is_read_all_the_same(tmp_path: Path, bucket: bool) -> None:
+    """The lock names the outputs' objects in the bucket (docs/storage.md): with storage the
+    run needs its entries, so the memo is not used; without, the same lock is left unread."""
+    from flux_pipeline.report.locktext import file_sha256
+    from flux_pipeline.run.lock_memo import RECORD_SQL
+    from flux_pipeline.run.prepared import RunOptions, prepare
+    from flux_pipeline.run.store_schema import prepare as prepare_db
+
+    pytest.importorskip("boto3")
+    text = chained_manifest("memo", ["fox"], ["ink"], chained=False)
+    if bucket:
+        text += "storage:\n  bucket: memo-bucket\n  endpoint_url: http://127.0.0.1:9\n"
+    manifest = write_manifest(tmp_path, text, name="shots.yaml")
+    lock = lock_file(manifest)
+    lock.write_text(
+        '{\n  "format": 1,\n  "manifest": "memo",\n  "tasks": {}\n}\n', encoding="utf-8"
+    )
+    out = tmp_path / "out"
+    prepare_db(state_path(out))
+    db = sqlite3.connect(state_path(out))
+    db.execute(RECORD_SQL, (file_sha256(lock), "memo"))
+    db.commit()
+    db.close()
+    ready = prepare(RunOptions(manifest=manifest, out_dir=out))
+    if bucket:
+        assert ready.storage is not None
+        assert ready.lock is not None
+        assert ready.lock_unread is None
+    else:
+        assert ready.lock is None
+        assert ready.lock_unread is not None
