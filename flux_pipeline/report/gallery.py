@@ -32,10 +32,8 @@ from flux_pipeline.report.entry import TaskEntry
 from flux_pipeline.report.gallery_data import (
     data_js_pieces,
     gallery_parts,
-    previous_data,
-    previous_marks,
+    previous_gallery,
 )
-from flux_pipeline.report.gallery_images import previous_sizes
 
 ASSETS_DIR = f"{STATE_DIR}/gallery"  # relative to OUT
 ASSETS = ("app.js", "app.css")
@@ -111,9 +109,7 @@ def write_gallery(
     remove the pages of an older gallery; returns the path of ``index.html``. Tasks the
     gallery it replaces did not have are marked new (``gallery_data``)."""
     assets = out_dir / ASSETS_DIR
-    previous = previous_data(assets / DATA)
-    marks, sizes = previous_marks(previous), previous_sizes(previous)
-    del previous  # the old data dropped at once
+    marks, sizes = previous_gallery(assets / DATA)  # the old data itself dropped at once
     head, rows = gallery_parts(
         name=name,
         manifest=manifest,

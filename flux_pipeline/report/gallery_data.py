@@ -116,8 +116,8 @@ def _new_keys(keys: set[str], before: Mapping[str, int] | None) -> set[str]:
 
 
 def previous_marks(previous: Mapping[str, Any] | None) -> dict[str, int] | None:
-    """The "new" mark of every task of gallery data ``previous`` (``previous_data``), by key:
-    all a rewrite needs of it (None: no previous gallery)."""
+    """The "new" mark of every task of gallery data ``previous``, by key (None: no previous
+    gallery); ``ValueError`` for a row that is not one of gallery data."""
     if previous is None:
         return None
     fields = list(previous["fields"])
@@ -142,7 +142,7 @@ def gallery_data(
 ) -> dict[str, object]:
     """The data of the gallery of ``entries`` (thumbnails made for images that lack one).
     ``decisions``: task key -> ``picked``/``rejected`` from the review file (others are left
-    out); ``previous``: the data of the gallery this one replaces (``previous_data``)."""
+    out); ``previous``: the data of the gallery this one replaces (``read_data_js``)."""
     head, rows = gallery_parts(
         name=name,
         manifest=manifest,
@@ -325,14 +325,16 @@ def read_data_js(text: str) -> dict[str, Any]:
     return data
 
 
-def previous_data(path: Path) -> dict[str, Any] | None:
-    """The data of the gallery at ``path`` about to be replaced (None: none, or none this
-    version reads: then no task is marked new)."""
+def previous_gallery(path: Path) -> tuple[dict[str, int] | None, dict[str, Size]]:
+    """Of the gallery data at ``path`` about to be replaced, all a rewrite needs: the "new"
+    mark of every task (``previous_marks``) and its images' sizes (``previous_sizes``). None
+    and no sizes when there is none, or none this version reads (then no task is marked new);
+    every task's key and mark readable, or none of it is used."""
     try:
         data = read_data_js(path.read_text(encoding="utf-8"))
         if data.get("format") != FORMAT:
-            return None
-        previous_marks(data)  # every task's key and mark readable, or none of it is used
+            return None, {}
+        marks = previous_marks(data)
     except (OSError, UnicodeDecodeError, ValueError, LookupError, TypeError, binascii.Error):
-        return None
-    return data
+        return None, {}
+    return marks, previous_sizes(data)
