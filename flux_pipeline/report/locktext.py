@@ -89,12 +89,18 @@ def text_sha256(pieces: Iterable[str]) -> str:
 
 
 def write_lock_stream(
-    path: Path, pieces: Callable[[], Iterable[str]], *, compare: bool = True
+    path: Path,
+    pieces: Callable[[], Iterable[str]],
+    *,
+    compare: bool = True,
+    sha256: str | None = None,
 ) -> bool:
     """``write_lock_text`` for a text made in pieces by ``pieces()``, one piece held at a
-    time: with ``compare``, the file's SHA-256 (read in chunks) against the pieces'; then the
-    pieces made again and written atomically. True if written."""
-    if compare and (on_disk := file_sha256(path)) is not None and on_disk == text_sha256(pieces()):
+    time: with ``compare``, the file's SHA-256 (read in chunks) against the pieces' (``sha256``
+    when the caller has it); then the pieces made again and written atomically. True if
+    written."""
+    on_disk = file_sha256(path) if compare else None
+    if on_disk is not None and on_disk == (sha256 or text_sha256(pieces())):
         return False
     write_atomic(path, pieces())
     return True

@@ -138,18 +138,19 @@ class LockKeeper:
                         self._stored.add(key)
             blocks, stored = self._blocks, bool(self._stored)
             text = partial(lock_stream, self.plan.name, blocks, stored=stored)
+            # the text's SHA-256 for the memo, made once: the comparison with the file uses it
+            digest = text_sha256(text()) if memo and not self._uncovered else None
             if known and not dirty:
                 wrote = False  # the file already says exactly this: not even read
             else:
                 try:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                    wrote = write_lock_stream(self.path, text, compare=not known)
+                    wrote = write_lock_stream(self.path, text, compare=not known, sha256=digest)
                 except OSError as exc:
                     self._fail(exc)
                     return False
                 self._written = True
-            if memo and not self._uncovered:
-                self.covered = text_sha256(text())
+            self.covered = digest
             return wrote
 
     def _every_block(

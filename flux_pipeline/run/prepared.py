@@ -82,8 +82,7 @@ class Prepared:
 def covered_lock(lock_path: Path | None, manifest: str, state_path: Path) -> LockMemo | None:
     """The state DB's lock memo, when the file at ``lock_path`` is the text it covers (of
     this manifest): then the lock need not be read (run/lock_memo.py); else None."""
-    memo = read_memo(state_path) if lock_path is not None else None
-    if memo is None or lock_path is None or memo.manifest != manifest:
+    if lock_path is None or (memo := read_memo(state_path)) is None or memo.manifest != manifest:
         return None
     return memo if file_sha256(lock_path) == memo.sha256 else None
 
