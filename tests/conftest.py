@@ -50,3 +50,12 @@ def _no_lock_file_written_into_the_repository() -> Iterator[None]:
     for path in made:
         path.unlink()
     assert not made, f"a test wrote {sorted(map(str, made))} into the repository"
+
+
+@pytest.fixture
+def shipped(tmp_path: Path) -> Path:
+    """The repository's pipelines/, as a fresh checkout has them, in a scratch directory
+    (without the lock files a user's runs left there: ``helpers.copy_examples``)."""
+    from .manifest.helpers import copy_examples
+
+    return copy_examples(PIPELINES, tmp_path / "pipelines")

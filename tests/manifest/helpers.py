@@ -7,6 +7,7 @@ import io
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -120,3 +121,16 @@ def cli_limited(
         preexec_fn=_limit_memory,
         check=False,
     )
+
+
+# What a user's runs and reviews leave beside the shipped manifests (the README's first command
+# writes pipelines/demo.lock.json; .gitignore lists the examples' locks): not the examples.
+LEFT_BY_USERS = ("*.lock.json", "*.review.json")
+
+
+def copy_examples(source: Path, target: Path) -> Path:
+    """The examples of ``source`` (pipelines/) copied to ``target``, as a fresh checkout has
+    them: without the lock and review files a user's run left there, which a test's plan or
+    run would otherwise adopt."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*LEFT_BY_USERS))
+    return target

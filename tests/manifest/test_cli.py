@@ -12,8 +12,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ROOT / "pipelines"
 
 
-def test_every_example_validates_and_plans(capsys: pytest.CaptureFixture[str]) -> None:
-    manifests = sorted(PIPELINES.glob("*.yaml"))
+def test_every_example_validates_and_plans(
+    shipped: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = sorted(shipped.glob("*.yaml"))
     assert manifests
     assert run_cli(["validate", *map(str, manifests)]) == 0
     out = capsys.readouterr().out
@@ -23,8 +25,8 @@ def test_every_example_validates_and_plans(capsys: pytest.CaptureFixture[str]) -
         assert "new" in capsys.readouterr().out
 
 
-def test_plan_json_of_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli(["plan", "--json", str(PIPELINES / "demo.yaml")]) == 0
+def test_plan_json_of_the_demo(shipped: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["plan", "--json", str(shipped / "demo.yaml")]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["manifest"] == "demo"
     assert document["steps"] == {"hero": 4, "banner": 4}
